@@ -1,0 +1,255 @@
+//! `#[stage]` and `#[map_stage]`: the function, unchanged, plus a stage
+//! struct of the same name (structs and functions live in different
+//! namespaces, so `add_n(1, 2)` still calls the function while
+//! `add_n::new(2)` builds the stage).
+//!
+//! Input:  #[map_stage(workers = 4)] fn add_n(x: i64, n: i64) -> i64 { .. }
+//! Output: fn add_n(..) { .. }
+//!         struct add_n { __args: (i64,), __config: StageConfig, .. }
+//!         impl add_n { fn new(n: i64) -> Self }
+//!         impl Stage for add_n { type In = i64; type Out = i64; fn run(..) }
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Error, GenericParam, Item, ItemFn, Type};
+
+use crate::attr::{self, StageArgs};
+use crate::sig::{self, Flavor, Kind, StageFn};
+
+pub(crate) fn stage(args: TokenStream, item: TokenStream, flavor: Flavor) -> TokenStream {
+    let item: Item = match syn::parse2(item.clone()) {
+        Ok(item) => item,
+        Err(e) => return fallback(item, e),
+    };
+    let Item::Fn(func) = item else {
+        let what = if flavor == Flavor::Map { "#[map_stage]" } else { "#[stage]" };
+        let e = Error::new(
+            first_token_span(&item),
+            format!("{what} goes on a function: `fn name(input...) -> output`"),
+        );
+        return fallback(quote!(#item), e);
+    };
+    let analyzed = attr::parse(args, flavor).and_then(|args| {
+        let stage = sig::analyze(&func, flavor, &args)?;
+        Ok((args, stage))
+    });
+    match analyzed {
+        Ok((args, stage)) => generate(&func, &args, &stage),
+        Err(e) => fallback(quote!(#func), e),
+    }
+}
+
+/// On a bad attribute, still emit the item as written, so one mistake does
+/// not cascade into errors everywhere the function is called.
+fn fallback(item: TokenStream, error: Error) -> TokenStream {
+    let error = error.into_compile_error();
+    quote!(#item #error)
+}
+
+fn first_token_span(item: &Item) -> Span {
+    quote!(#item)
+        .into_iter()
+        .find(|tt| !matches!(tt, proc_macro2::TokenTree::Punct(p) if p.as_char() == '#'))
+        .map_or_else(Span::call_site, |tt| tt.span())
+}
+
+fn generate(func: &ItemFn, args: &StageArgs, stage: &StageFn) -> TokenStream {
+    let vis = &func.vis;
+    let ident = &func.sig.ident;
+    let name = args
+        .name
+        .as_ref()
+        .map_or_else(|| ident.to_string(), |n| n.value());
+    let rt = quote!(::parapipe::__private);
+    let generics = &func.sig.generics;
+    let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
+    let type_params: Vec<_> = generics
+        .params
+        .iter()
+        .filter_map(|p| match p {
+            GenericParam::Type(t) => Some(&t.ident),
+            _ => None,
+        })
+        .collect();
+    let turbofish = if generics.params.is_empty() {
+        quote!()
+    } else {
+        let params = generics.params.iter().map(|p| match p {
+            GenericParam::Type(t) => {
+                let i = &t.ident;
+                quote!(#i)
+            }
+            GenericParam::Const(c) => {
+                let i = &c.ident;
+                quote!(#i)
+            }
+            GenericParam::Lifetime(l) => {
+                let l = &l.lifetime;
+                quote!(#l)
+            }
+        });
+        quote!(::<#(#params),*>)
+    };
+
+    // Bound arguments: what the struct stores, what `new` takes, what each
+    // call passes.
+    let stored: Vec<Type> = stage
+        .bound
+        .iter()
+        .map(|b| match &b.borrowed {
+            Some(t) => syn::parse_quote_spanned!(b.ty.span()=> <#t as ::std::borrow::ToOwned>::Owned),
+            None => b.ty.clone(),
+        })
+        .collect();
+    let new_params = stage.bound.iter().map(|b| {
+        let (n, t) = (&b.name, &b.ty);
+        quote!(#n: #t)
+    });
+    let new_values = stage.bound.iter().map(|b| {
+        let n = &b.name;
+        match &b.borrowed {
+            Some(_) => quote!(::std::borrow::ToOwned::to_owned(#n)),
+            None => quote!(#n),
+        }
+    });
+    let call_args: Vec<TokenStream> = stage
+        .bound
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let i = syn::Index::from(i);
+            match &b.borrowed {
+                Some(t) => quote!(::core::borrow::Borrow::<#t>::borrow(&self.__args.#i)),
+                None => quote!(::core::clone::Clone::clone(&self.__args.#i)),
+            }
+        })
+        .collect();
+    let arg_bounds = stored.iter().map(|t| {
+        quote_spanned!(t.span()=> #t: ::core::clone::Clone + ::core::marker::Send + ::core::marker::Sync + 'static,)
+    });
+    let where_preds = where_clause.map(|w| {
+        let p = &w.predicates;
+        quote!(#p,)
+    });
+    let full_where = quote!(where #where_preds #(#arg_bounds)*);
+
+    let mut config = quote!(let mut config = #rt::StageConfig::new(#name););
+    if let Some(w) = &args.workers {
+        config.extend(quote_spanned!(w.span()=> config.set_workers(#w);));
+    }
+    if let Some(q) = &args.qsize {
+        config.extend(quote_spanned!(q.span()=> config.set_queue(#rt::QueueSize::Bounded(#q));));
+    }
+    if args.unbounded {
+        config.extend(quote!(config.set_queue(#rt::QueueSize::Unbounded);));
+    }
+    if let Some(f) = &args.filter_errors {
+        config.extend(quote!(config.set_filter_errors(#f);));
+    }
+
+    let output = &stage.output;
+    let out_item = if stage.fallible {
+        quote_spanned!(output.span()=> <#output as #rt::Fallible>::Ok)
+    } else {
+        quote!(#output)
+    };
+    let call = quote!(#ident #turbofish);
+    let doc = format!(
+        "The stage generated by `#[{}]` from the function [`{ident}()`]({ident}()): build it with `{ident}::new(...)`, or name it in `pipe!`.",
+        if stage.kind == Kind::Map { "map_stage" } else { "stage" }
+    );
+
+    let run = match stage.kind {
+        Kind::Map => {
+            let input = stage.input.as_ref().expect("a map stage has an input");
+            let method = if stage.fallible { quote!(try_map) } else { quote!(map) };
+            quote! {
+                impl #impl_generics #rt::Stage for #ident #ty_generics #full_where {
+                    type In = #input;
+                    type Out = #out_item;
+                    fn run(
+                        &self,
+                        worker: #rt::Worker<'_, Self::In, Self::Out>,
+                    ) -> ::core::result::Result<(), #rt::StageError> {
+                        worker.#method(|item| #call(item, #(#call_args),*))
+                    }
+                }
+            }
+        }
+        Kind::Iter => {
+            let input = stage.input.as_ref().expect("an iterator stage has an input");
+            let method = if stage.fallible { quote!(try_transform) } else { quote!(transform) };
+            quote! {
+                impl #impl_generics #rt::Stage for #ident #ty_generics #full_where {
+                    type In = #input;
+                    type Out = #out_item;
+                    fn run(
+                        &self,
+                        worker: #rt::Worker<'_, Self::In, Self::Out>,
+                    ) -> ::core::result::Result<(), #rt::StageError> {
+                        worker.#method(|input| #call(input, #(#call_args),*))
+                    }
+                }
+            }
+        }
+        Kind::Producer => {
+            let method = if stage.fallible { quote!(try_emit_all) } else { quote!(emit_all) };
+            quote! {
+                impl #impl_generics #rt::Producer for #ident #ty_generics #full_where {
+                    type Out = #out_item;
+                    fn produce(
+                        &self,
+                        emitter: #rt::Emitter<'_, Self::Out>,
+                    ) -> ::core::result::Result<(), #rt::StageError> {
+                        emitter.#method(#call(#(#call_args),*))
+                    }
+                }
+                impl #impl_generics #rt::IntoSource for #ident #ty_generics #full_where {
+                    type Item = #out_item;
+                    fn into_pipeline(self) -> #rt::Pipeline<#out_item> {
+                        #rt::Pipeline::from_producer(self)
+                    }
+                }
+            }
+        }
+    };
+
+    let args_field = format_ident!("__args");
+    quote! {
+        #func
+
+        #[doc = #doc]
+        #[allow(non_camel_case_types)]
+        #vis struct #ident #impl_generics #where_clause {
+            #args_field: (#(#stored,)*),
+            __config: #rt::StageConfig,
+            __marker: ::core::marker::PhantomData<fn() -> (#(#type_params,)*)>,
+        }
+
+        impl #impl_generics #ident #ty_generics #where_clause {
+            /// Builds the stage with its bound arguments and the configuration
+            /// of its attribute.
+            #[allow(clippy::new_without_default)]
+            #vis fn new(#(#new_params),*) -> Self {
+                #config
+                #ident {
+                    #args_field: (#(#new_values,)*),
+                    __config: config,
+                    __marker: ::core::marker::PhantomData,
+                }
+            }
+        }
+
+        impl #impl_generics #rt::Configurable for #ident #ty_generics #where_clause {
+            fn config(&self) -> &#rt::StageConfig {
+                &self.__config
+            }
+            fn config_mut(&mut self) -> &mut #rt::StageConfig {
+                &mut self.__config
+            }
+        }
+
+        #run
+    }
+}

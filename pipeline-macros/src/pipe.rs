@@ -1,0 +1,250 @@
+//! `pipe!(source | stage | stage(args).method(..) | { expr })`.
+//!
+//! Input:  pipe!(0..100 | add_n(7).workers(2))
+//! Output: {
+//!             let p = (&&SourceArg::new(0..100)).__parapipe_source();
+//!             let p = then(p, add_n::new(7).workers(2));   // spanned on `add_n`
+//!             p
+//!         }
+//!
+//! Each stage is wired by its own call, spanned on the stage's tokens, so a
+//! stage whose input type does not match is reported on that stage.
+
+use proc_macro2::{Spacing, Span, TokenStream, TokenTree};
+use quote::{ToTokens, quote, quote_spanned};
+use syn::parse::{Parse, ParseStream, Parser};
+use syn::punctuated::Punctuated;
+use syn::{Error, Expr, Ident, Token};
+
+use crate::attr::{self, Errors};
+
+/// A stage of `pipe!`.
+struct Element {
+    base: Base,
+    methods: Vec<Method>,
+}
+
+enum Base {
+    /// `add_n` or `add_n(7)`: a stage function, built with `add_n::new(7)`.
+    Named {
+        path: syn::Path,
+        args: Option<(syn::token::Paren, Punctuated<Expr, Token![,]>)>,
+    },
+    /// `{ expr }`: any value that implements `Stage`.
+    Value(syn::Block),
+}
+
+/// `.workers(2)`: a builder method applied to the stage.
+struct Method {
+    dot: Token![.],
+    name: Ident,
+    turbofish: Option<syn::AngleBracketedGenericArguments>,
+    paren: syn::token::Paren,
+    args: Punctuated<Expr, Token![,]>,
+}
+
+impl Parse for Element {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let base = if input.peek(syn::token::Brace) {
+            Base::Value(input.parse()?)
+        } else if input.peek(Ident) || input.peek(Token![::]) || input.peek(Token![crate]) || input.peek(Token![self]) || input.peek(Token![super]) {
+            let path: syn::Path = input.call(syn::Path::parse_mod_style).or_else(|_| input.parse())?;
+            let args = if input.peek(syn::token::Paren) {
+                let content;
+                let paren = syn::parenthesized!(content in input);
+                Some((paren, content.parse_terminated(Expr::parse, Token![,])?))
+            } else {
+                None
+            };
+            Base::Named { path, args }
+        } else {
+            return Err(input.error(
+                "expected a stage: a `#[stage]` or `#[map_stage]` function (`add_n`, `add_n(7)`), or a stage value in braces (`{ my_stage }`)",
+            ));
+        };
+        let mut methods = Vec::new();
+        while input.peek(Token![.]) {
+            let dot = input.parse()?;
+            let name = input.parse()?;
+            let turbofish = if input.peek(Token![::]) {
+                input.parse::<Token![::]>()?;
+                Some(input.parse()?)
+            } else {
+                None
+            };
+            let content;
+            let paren = syn::parenthesized!(content in input);
+            let args = content.parse_terminated(Expr::parse, Token![,])?;
+            methods.push(Method {
+                dot,
+                name,
+                turbofish,
+                paren,
+                args,
+            });
+        }
+        if !input.is_empty() {
+            return Err(input.error(
+                "unexpected tokens after the stage; only builder methods (`.workers(2)`) may follow it",
+            ));
+        }
+        Ok(Element { base, methods })
+    }
+}
+
+impl Element {
+    fn first_span(&self) -> Span {
+        match &self.base {
+            Base::Named { path, .. } => path
+                .segments
+                .first()
+                .map_or_else(Span::call_site, |s| s.ident.span()),
+            Base::Value(block) => block.brace_token.span.join(),
+        }
+    }
+
+    fn validate(&self, errors: &mut Errors) {
+        for m in &self.methods {
+            let key = m.name.to_string();
+            if key == attr::WORKERS || key == attr::QSIZE {
+                if let Some(arg) = m.args.first() {
+                    if let Err(e) = attr::count(arg, &key) {
+                        errors.push(e);
+                    }
+                }
+            }
+        }
+    }
+
+    fn to_stage_expr(&self) -> TokenStream {
+        let mut expr = match &self.base {
+            Base::Named { path, args } => {
+                let new = Ident::new("new", self.first_span());
+                match args {
+                    Some((paren, args)) => {
+                        let mut call = quote!(#path::#new);
+                        paren.surround(&mut call, |t| args.to_tokens(t));
+                        call
+                    }
+                    None => quote!(#path::#new()),
+                }
+            }
+            Base::Value(block) => quote!(#block),
+        };
+        for m in &self.methods {
+            let (dot, name, turbofish) = (&m.dot, &m.name, &m.turbofish);
+            let turbofish = turbofish.as_ref().map(|t| quote!(::#t));
+            let mut call = quote!(#dot #name #turbofish);
+            m.paren.surround(&mut call, |t| m.args.to_tokens(t));
+            expr = quote!(#expr #call);
+        }
+        expr
+    }
+}
+
+/// The segments of `pipe!` between top-level `|`s, each with the span of
+/// the `|` before it (or of the whole call for the first).
+fn split(input: TokenStream) -> syn::Result<Vec<(Span, TokenStream)>> {
+    let mut segments = vec![(Span::call_site(), TokenStream::new())];
+    let mut tokens = input.into_iter().peekable();
+    while let Some(tt) = tokens.next() {
+        match &tt {
+            TokenTree::Punct(p) if p.as_char() == '|' => {
+                if p.spacing() == Spacing::Joint {
+                    if let Some(TokenTree::Punct(next)) = tokens.peek() {
+                        if next.as_char() == '|' {
+                            return Err(Error::new(
+                                p.span(),
+                                "`||` is not a stage separator: write one `|` between stages",
+                            ));
+                        }
+                    }
+                }
+                segments.push((p.span(), TokenStream::new()));
+            }
+            _ => segments
+                .last_mut()
+                .expect("segments is never empty")
+                .1
+                .extend([tt]),
+        }
+    }
+    Ok(segments)
+}
+
+pub(crate) fn expand(input: TokenStream) -> TokenStream {
+    parse_and_generate(input).unwrap_or_else(Error::into_compile_error)
+}
+
+fn parse_and_generate(input: TokenStream) -> syn::Result<TokenStream> {
+    if input.is_empty() {
+        return Err(Error::new(
+            Span::call_site(),
+            "`pipe!` needs a source and stages: `pipe!(source | stage | ...)`",
+        ));
+    }
+    let segments = split(input)?;
+    let mut errors = Errors::default();
+    let mut segments = segments.into_iter();
+    let (_, source) = segments.next().expect("split returns at least one segment");
+    let source: Option<Expr> = if source.is_empty() {
+        errors.push(Error::new(
+            segments.clone().next().map_or_else(Span::call_site, |s| s.0),
+            "expected a source before `|`: `pipe!(source | stage | ...)`",
+        ));
+        None
+    } else {
+        match syn::parse2::<Expr>(source) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        }
+    };
+    let mut stages = Vec::new();
+    for (bar, tokens) in segments {
+        if tokens.is_empty() {
+            errors.push(Error::new(bar, "expected a stage after `|`"));
+            continue;
+        }
+        match Element::parse.parse2(tokens) {
+            Ok(element) => {
+                element.validate(&mut errors);
+                stages.push(element);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    errors.finish()?;
+    let source = source.expect("a missing source is an error above");
+
+    let rt = quote!(::parapipe::__private);
+    let var = Ident::new("__parapipe_pipeline", Span::mixed_site());
+    let wiring = stages.iter().map(|stage| {
+        let expr = stage.to_stage_expr();
+        let span = stage.first_span();
+        quote_spanned! {span=>
+            let #var = #rt::then(#var, #expr);
+        }
+    });
+    let source_span = source_first_span(&source);
+    let source_call = quote_spanned! {source_span=>
+        (&&#rt::SourceArg::new(#source)).__parapipe_source()
+    };
+    Ok(quote! {{
+        #[allow(unused_imports)]
+        use #rt::{StageExt as _, ViaChannel as _, ViaIntoSource as _};
+        let #var = #source_call;
+        #(#wiring)*
+        #var
+    }})
+}
+
+fn source_first_span(source: &Expr) -> Span {
+    source
+        .to_token_stream()
+        .into_iter()
+        .next()
+        .map_or_else(Span::call_site, |t| t.span())
+}

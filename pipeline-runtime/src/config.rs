@@ -1,0 +1,107 @@
+//! Per-stage configuration: name, worker count, output queue, error policy.
+
+use std::borrow::Cow;
+
+/// Output queue size of a stage when none is given: items buffered between a
+/// stage and the next before the stage waits (backpressure).
+///
+/// 1024 items keep 16 batches of 64 in flight, which is enough to hide the
+/// cost of a thread hand-off, while keeping memory bounded whatever the
+/// input length.
+pub const DEFAULT_QSIZE: usize = 1024;
+
+/// How many items a stage's output queue holds before the stage waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum QueueSize {
+    /// At most this many items wait in the queue. Must be at least 1.
+    Bounded(usize),
+    /// No limit: the stage never waits for the next one. Memory then grows
+    /// with the input whenever a later stage is slower; ask for it only when
+    /// that is what you want.
+    Unbounded,
+}
+
+/// The configuration of one stage: what `#[stage(...)]` keys set and what
+/// the builder methods of [`StageExt`](crate::StageExt) override.
+#[derive(Clone, Debug)]
+pub struct StageConfig {
+    name: Cow<'static, str>,
+    workers: usize,
+    queue: QueueSize,
+    filter_errors: bool,
+}
+
+impl StageConfig {
+    /// A configuration with the defaults: one worker, a bounded queue of
+    /// [`DEFAULT_QSIZE`] items, and failing on the first error.
+    pub fn new(name: impl Into<Cow<'static, str>>) -> Self {
+        StageConfig {
+            name: name.into(),
+            workers: 1,
+            queue: QueueSize::Bounded(DEFAULT_QSIZE),
+            filter_errors: false,
+        }
+    }
+
+    /// The stage's name, used in errors (`add_n-0` is worker 0 of `add_n`)
+    /// and thread names.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How many workers run the stage in parallel.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// The stage's output queue size.
+    pub fn queue(&self) -> QueueSize {
+        self.queue
+    }
+
+    /// Whether failing items are dropped and counted instead of failing the
+    /// pipeline.
+    pub fn filter_errors(&self) -> bool {
+        self.filter_errors
+    }
+
+    /// Sets the name.
+    pub fn set_name(&mut self, name: impl Into<Cow<'static, str>>) -> &mut Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Sets the worker count. Zero is reported as a configuration error when
+    /// the pipeline starts.
+    pub fn set_workers(&mut self, workers: usize) -> &mut Self {
+        self.workers = workers;
+        self
+    }
+
+    /// Sets the output queue size.
+    pub fn set_queue(&mut self, queue: QueueSize) -> &mut Self {
+        self.queue = queue;
+        self
+    }
+
+    /// Sets whether failing items are dropped and counted.
+    pub fn set_filter_errors(&mut self, filter: bool) -> &mut Self {
+        self.filter_errors = filter;
+        self
+    }
+
+    /// Checks the values that cannot be checked when they are set.
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.name.is_empty() {
+            return Err("the stage name is empty".into());
+        }
+        if self.workers == 0 {
+            return Err("workers must be at least 1, got 0".into());
+        }
+        if self.queue == QueueSize::Bounded(0) {
+            return Err("qsize must be at least 1, got 0 (use `unbounded` for no limit)".into());
+        }
+        Ok(())
+    }
+}

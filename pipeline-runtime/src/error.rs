@@ -1,0 +1,179 @@
+//! Errors: what a stage returns ([`StageError`]) and what the consumer of a
+//! pipeline gets ([`PipelineError`]).
+
+use std::error::Error;
+use std::fmt;
+
+/// A boxed error of any stage.
+pub type BoxError = Box<dyn Error + Send + Sync + 'static>;
+
+/// Why a stage worker stopped early. Returned by [`Stage::run`](crate::Stage::run).
+///
+/// Any `E: Error + Send + Sync + 'static` converts into it with `?`.
+/// `StageError` deliberately does not implement [`Error`] itself, so that this
+/// blanket conversion can exist.
+#[derive(Debug)]
+pub struct StageError(pub(crate) Stop);
+
+#[derive(Debug)]
+pub(crate) enum Stop {
+    /// The stage failed with this error.
+    Failed(BoxError),
+    /// The pipeline was cancelled (another stage failed, or the consumer went
+    /// away) or the next stage stopped taking input: not an error of this stage.
+    Cancelled,
+}
+
+impl StageError {
+    /// A failure of the stage with the given error.
+    pub fn failed(error: impl Into<BoxError>) -> Self {
+        StageError(Stop::Failed(error.into()))
+    }
+
+    /// Whether this only reports that the pipeline is shutting down, rather
+    /// than a failure of the stage.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self.0, Stop::Cancelled)
+    }
+}
+
+impl<E: Error + Send + Sync + 'static> From<E> for StageError {
+    fn from(error: E) -> Self {
+        StageError::failed(error)
+    }
+}
+
+/// What went wrong in a [`PipelineError`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Failure {
+    /// The stage returned or yielded this error. Downcast it to your type
+    /// with [`PipelineError::downcast_ref`].
+    Error(BoxError),
+    /// The stage panicked with this message.
+    Panic(String),
+    /// A thread of the pipeline could not be started.
+    Spawn(std::io::Error),
+    /// A stage's configuration is invalid (for example `workers(0)`).
+    Config(String),
+}
+
+/// The first failure of a pipeline, as the consumer sees it: which task
+/// failed (`add_one-0` is worker 0 of stage `add_one`; the source is
+/// `source`), what went wrong, and how many further failures followed it.
+#[derive(Debug)]
+pub struct PipelineError {
+    stage: String,
+    worker: Option<usize>,
+    failure: Failure,
+    followed_by: usize,
+}
+
+impl PipelineError {
+    pub(crate) fn new(stage: &str, worker: Option<usize>, failure: Failure) -> Self {
+        PipelineError {
+            stage: stage.to_owned(),
+            worker,
+            failure,
+            followed_by: 0,
+        }
+    }
+
+    pub(crate) fn set_followed_by(&mut self, n: usize) {
+        self.followed_by = n;
+    }
+
+    /// The name of the stage that failed (`source` for the pipeline's source).
+    pub fn stage(&self) -> &str {
+        &self.stage
+    }
+
+    /// The index of the worker that failed, if a worker failed.
+    pub fn worker(&self) -> Option<usize> {
+        self.worker
+    }
+
+    /// The task that failed, as parallelpipe names it: `stage-worker`
+    /// (`add_one-0`), or the stage name alone when no worker was involved.
+    pub fn task(&self) -> String {
+        match self.worker {
+            Some(w) => format!("{}-{}", self.stage, w),
+            None => self.stage.clone(),
+        }
+    }
+
+    /// What went wrong.
+    pub fn failure(&self) -> &Failure {
+        &self.failure
+    }
+
+    /// Takes the failure out of the error.
+    pub fn into_failure(self) -> Failure {
+        self.failure
+    }
+
+    /// How many other failures (in any stage) followed the first one before
+    /// the pipeline stopped.
+    pub fn followed_by(&self) -> usize {
+        self.followed_by
+    }
+
+    /// Whether the stage panicked.
+    pub fn is_panic(&self) -> bool {
+        matches!(self.failure, Failure::Panic(_))
+    }
+
+    /// The panic message, if the stage panicked.
+    pub fn panic_message(&self) -> Option<&str> {
+        match &self.failure {
+            Failure::Panic(msg) => Some(msg),
+            _ => None,
+        }
+    }
+
+    /// The stage's own error, if it is of type `E`.
+    pub fn downcast_ref<E: Error + 'static>(&self) -> Option<&E> {
+        match &self.failure {
+            Failure::Error(e) => e.downcast_ref::<E>(),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for PipelineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let task = self.task();
+        match &self.failure {
+            Failure::Error(e) => write!(f, "the task \"{task}\" failed: {e}")?,
+            Failure::Panic(msg) => write!(f, "the task \"{task}\" panicked: {msg}")?,
+            Failure::Spawn(e) => write!(f, "could not start a thread for \"{task}\": {e}")?,
+            Failure::Config(msg) => write!(f, "stage \"{task}\" is misconfigured: {msg}")?,
+        }
+        match self.followed_by {
+            0 => Ok(()),
+            1 => write!(f, " (1 more failure followed)"),
+            n => write!(f, " ({n} more failures followed)"),
+        }
+    }
+}
+
+impl Error for PipelineError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match &self.failure {
+            Failure::Error(e) => Some(&**e),
+            Failure::Spawn(e) => Some(e),
+            Failure::Panic(_) | Failure::Config(_) => None,
+        }
+    }
+}
+
+/// The message of a caught panic payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_owned()
+    }
+}

@@ -1,0 +1,32 @@
+//! The runtime of [parapipe](https://docs.rs/parapipe): stage workers on
+//! batched, bounded [`flume`] channels.
+//!
+//! Use it through the `parapipe` crate, which re-exports everything here
+//! together with the `#[stage]`, `#[map_stage]` and `pipe!` macros.
+//!
+//! Each stage runs on its own worker threads. Items move between threads in
+//! batches sized to the work they carry, through queues bounded in items
+//! (backpressure). The first error or panic of any stage or of the source
+//! stops the pipeline and reaches the consumer as a [`PipelineError`] naming
+//! the stage and worker; dropping the results stops the pipeline too, and
+//! every thread is joined.
+
+#![deny(missing_docs)]
+
+mod config;
+mod control;
+mod error;
+mod link;
+mod pipeline;
+mod source;
+mod stage;
+mod worker;
+
+pub use config::{DEFAULT_QSIZE, QueueSize, StageConfig};
+pub use error::{BoxError, Failure, PipelineError, StageError};
+pub use pipeline::{IntoSource, Pipeline, Results};
+pub use stage::{Configurable, Producer, Stage, StageExt};
+pub use worker::{Emitter, Input, Worker};
+
+#[doc(hidden)]
+pub mod __private;

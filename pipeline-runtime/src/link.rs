@@ -1,0 +1,304 @@
+//! Batched, bounded links between the threads of a pipeline.
+//!
+//! A flume message per item costs a thread sleep and wake per hand-off (over
+//! a microsecond on two cores); a batch of 64 costs a few nanoseconds per
+//! item. So items travel in batches, sized adaptively: a batch holds about
+//! [`BATCH_BUDGET_NS`] of work of the slower of its two ends, capped at
+//! [`MAX_BATCH`] items. Fast stages get full batches; a slow stage or a
+//! trickling source sends each item as soon as it has it, and a slow
+//! consumer gets small batches, so its workers share the load evenly.
+//! A worker also flushes whatever it holds before it waits for input, so no
+//! item ever waits in a buffer while its thread sleeps.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use flume::{RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
+
+use crate::config::QueueSize;
+use crate::control::Control;
+use crate::error::Stop;
+use crate::worker::Waiting;
+
+/// Past this many items per batch the per-item cost no longer falls, while
+/// latency and the memory a worker holds in hand keep growing.
+pub(crate) const MAX_BATCH: usize = 64;
+
+/// About the work one batch should hold: long enough to amortise a thread
+/// wake-up (a few microseconds), short enough to keep latency and load
+/// imbalance between workers small.
+const BATCH_BUDGET_NS: u64 = 50_000;
+
+/// Cost of a link's consumer before it has measured itself: assume slow, so
+/// the first items go one at a time rather than all to one worker.
+const UNKNOWN_COST: u64 = u64::MAX;
+
+/// How often a thread blocked on a queue wakes to check for cancellation.
+/// A blocked thread cannot otherwise be woken when the pipeline is cancelled
+/// while the thread at the other end of the queue is itself stuck (say, a
+/// source blocked in the user's iterator); data never waits on this.
+const CANCEL_POLL: Duration = Duration::from_millis(20);
+
+struct Shared {
+    /// Nanoseconds per item the consumer of the link took on its last batch.
+    consumer_cost_ns: AtomicU64,
+}
+
+/// Batches for a queue of `queue` items: `(slots, items per batch)`.
+/// At least two slots where possible, so a producer can fill one batch while
+/// another waits; never more than `qsize` items queued in all.
+fn geometry(queue: QueueSize) -> (Option<usize>, usize) {
+    match queue {
+        QueueSize::Bounded(n) => {
+            let n = n.max(1);
+            let slots = n.div_ceil(MAX_BATCH).max(2).min(n);
+            (Some(slots), n / slots)
+        }
+        QueueSize::Unbounded => (None, MAX_BATCH),
+    }
+}
+
+fn batch_limit(cost_ns: u64, max_batch: usize) -> usize {
+    if cost_ns == 0 {
+        return max_batch;
+    }
+    usize::try_from(BATCH_BUDGET_NS / cost_ns)
+        .unwrap_or(usize::MAX)
+        .clamp(1, max_batch)
+}
+
+fn per_item_ns(since: Instant, now: Instant, items: usize) -> u64 {
+    let ns = u64::try_from(now.duration_since(since).as_nanos()).unwrap_or(u64::MAX);
+    ns / items.max(1) as u64
+}
+
+/// A new link of the given queue size.
+pub(crate) fn link<T>(queue: QueueSize) -> (Tx<T>, Rx<T>) {
+    let (slots, max_batch) = geometry(queue);
+    let (tx, rx) = match slots {
+        Some(n) => flume::bounded(n),
+        None => flume::unbounded(),
+    };
+    let shared = Arc::new(Shared {
+        consumer_cost_ns: AtomicU64::new(UNKNOWN_COST),
+    });
+    let tx = Tx {
+        tx,
+        shared: shared.clone(),
+        max_batch,
+        limit: 1,
+        buf: Vec::new(),
+        mark: Instant::now(),
+    };
+    let rx = Rx {
+        rx,
+        shared,
+        mark: None,
+        last_len: 0,
+    };
+    (tx, rx)
+}
+
+/// The sending end of a link, owned by one thread; clone it per worker.
+pub(crate) struct Tx<T> {
+    tx: flume::Sender<Vec<T>>,
+    shared: Arc<Shared>,
+    max_batch: usize,
+    limit: usize,
+    buf: Vec<T>,
+    /// Start of the time the items in `buf` took to produce.
+    mark: Instant,
+}
+
+impl<T> Clone for Tx<T> {
+    fn clone(&self) -> Self {
+        Tx {
+            tx: self.tx.clone(),
+            shared: self.shared.clone(),
+            max_batch: self.max_batch,
+            limit: 1,
+            buf: Vec::new(),
+            mark: Instant::now(),
+        }
+    }
+}
+
+impl<T> Tx<T> {
+    #[inline]
+    pub(crate) fn push(&mut self, item: T, ctl: &Control) -> Result<(), Stop> {
+        self.buf.push(item);
+        if self.buf.len() >= self.limit {
+            self.flush(ctl)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Sends what is buffered, waiting for room in the queue.
+    pub(crate) fn flush(&mut self, ctl: &Control) -> Result<(), Stop> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        if ctl.is_cancelled() {
+            // Items of a cancelled pipeline must not reach the consumer.
+            self.buf.clear();
+            return Err(Stop::Cancelled);
+        }
+        let now = Instant::now();
+        let own = per_item_ns(self.mark, now, self.buf.len());
+        let downstream = self.shared.consumer_cost_ns.load(Relaxed);
+        self.limit = batch_limit(own.max(downstream), self.max_batch);
+        let batch = std::mem::replace(&mut self.buf, Vec::with_capacity(self.limit));
+        match self.tx.try_send(batch) {
+            Ok(()) => {
+                self.mark = now;
+                Ok(())
+            }
+            Err(TrySendError::Disconnected(_)) => Err(Stop::Cancelled),
+            Err(TrySendError::Full(batch)) => {
+                let sent = self.send_blocking(batch, ctl);
+                // Time spent waiting for room is not the cost of producing.
+                self.mark = Instant::now();
+                sent
+            }
+        }
+    }
+
+    #[cold]
+    fn send_blocking(&self, mut batch: Vec<T>, ctl: &Control) -> Result<(), Stop> {
+        loop {
+            match self.tx.send_timeout(batch, CANCEL_POLL) {
+                Ok(()) => return Ok(()),
+                Err(SendTimeoutError::Disconnected(_)) => return Err(Stop::Cancelled),
+                Err(SendTimeoutError::Timeout(b)) => {
+                    if ctl.is_cancelled() {
+                        return Err(Stop::Cancelled);
+                    }
+                    batch = b;
+                }
+            }
+        }
+    }
+
+    /// Restarts the production-time measurement after the owner waited for
+    /// input, so the wait does not count as the cost of its items.
+    pub(crate) fn restart_clock(&mut self, now: Instant) {
+        if self.buf.is_empty() {
+            self.mark = now;
+        }
+    }
+}
+
+/// The receiving end of a link; clone it per worker.
+pub(crate) struct Rx<T> {
+    rx: flume::Receiver<Vec<T>>,
+    shared: Arc<Shared>,
+    /// When the last batch was handed out, if one was.
+    mark: Option<Instant>,
+    last_len: usize,
+}
+
+impl<T> Clone for Rx<T> {
+    fn clone(&self) -> Self {
+        Rx {
+            rx: self.rx.clone(),
+            shared: self.shared.clone(),
+            mark: None,
+            last_len: 0,
+        }
+    }
+}
+
+impl<T> Rx<T> {
+    /// The next batch, or `None` once every sender is gone and the queue is
+    /// drained; `Err` once the pipeline is cancelled. Before it would block,
+    /// it lets `waiting` flush what it holds.
+    pub(crate) fn recv(
+        &mut self,
+        ctl: &Control,
+        waiting: &mut impl Waiting,
+    ) -> Result<Option<Vec<T>>, Stop> {
+        if ctl.is_cancelled() {
+            return Err(Stop::Cancelled);
+        }
+        self.publish_cost();
+        let batch = match self.rx.try_recv() {
+            Ok(batch) => batch,
+            Err(TryRecvError::Disconnected) => return Ok(None),
+            Err(TryRecvError::Empty) => {
+                waiting.before_wait(ctl)?;
+                let batch = self.recv_blocking(ctl)?;
+                waiting.after_wait(Instant::now());
+                match batch {
+                    Some(batch) => batch,
+                    None => return Ok(None),
+                }
+            }
+        };
+        Ok(Some(self.handed_out(batch)))
+    }
+
+    /// The consumer's receive: every batch already produced is delivered,
+    /// cancelled or not, until the last sender is gone.
+    pub(crate) fn recv_to_end(&mut self) -> Option<Vec<T>> {
+        self.publish_cost();
+        let batch = self.rx.recv().ok()?;
+        Some(self.handed_out(batch))
+    }
+
+    fn publish_cost(&mut self) {
+        if let Some(mark) = self.mark.take() {
+            let cost = per_item_ns(mark, Instant::now(), self.last_len);
+            self.shared.consumer_cost_ns.store(cost, Relaxed);
+        }
+    }
+
+    fn handed_out(&mut self, batch: Vec<T>) -> Vec<T> {
+        self.last_len = batch.len();
+        self.mark = Some(Instant::now());
+        batch
+    }
+
+    #[cold]
+    fn recv_blocking(&self, ctl: &Control) -> Result<Option<Vec<T>>, Stop> {
+        loop {
+            match self.rx.recv_timeout(CANCEL_POLL) {
+                Ok(batch) => return Ok(Some(batch)),
+                Err(RecvTimeoutError::Disconnected) => return Ok(None),
+                Err(RecvTimeoutError::Timeout) => {
+                    if ctl.is_cancelled() {
+                        return Err(Stop::Cancelled);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn geometry_never_exceeds_qsize() {
+        for n in 1..=5000 {
+            let (slots, batch) = geometry(QueueSize::Bounded(n));
+            let slots = slots.unwrap();
+            assert!(slots >= 1 && batch >= 1 && batch <= MAX_BATCH, "qsize {n}");
+            assert!(slots * batch <= n, "qsize {n}: {slots} x {batch}");
+            if n >= 2 {
+                assert!(slots >= 2, "qsize {n}");
+            }
+        }
+        assert_eq!(geometry(QueueSize::Bounded(1024)), (Some(16), 64));
+    }
+
+    #[test]
+    fn batch_limit_follows_cost() {
+        assert_eq!(batch_limit(0, 64), 64);
+        assert_eq!(batch_limit(10, 64), 64);
+        assert_eq!(batch_limit(10_000, 64), 5);
+        assert_eq!(batch_limit(UNKNOWN_COST, 64), 1);
+    }
+}

@@ -1,0 +1,371 @@
+//! Building a pipeline, starting its threads, and consuming its results.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crate::config::{DEFAULT_QSIZE, QueueSize};
+use crate::control::Control;
+use crate::error::{Failure, PipelineError, StageError, Stop, panic_message};
+use crate::link::{Rx, link};
+use crate::source::Source;
+use crate::stage::{Producer, Stage};
+use crate::worker::{Emitter, Worker, WorkerIo};
+
+type Plan<T> = Box<dyn FnOnce(&mut Launch) -> Rx<T> + Send>;
+
+/// A pipeline: a source and a chain of stages, not started yet.
+///
+/// Build it with [`pipe!`](crate::pipe) (or [`Pipeline::source`] and
+/// [`then`](Pipeline::then)); nothing runs until it is consumed with
+/// [`results`](Pipeline::results), [`collect`](Pipeline::collect),
+/// [`execute`](Pipeline::execute) or [`run`](Pipeline::run).
+#[must_use = "a pipeline does nothing until it is consumed"]
+pub struct Pipeline<T> {
+    plan: Plan<T>,
+    /// A configuration error found while building: reported when consumed,
+    /// before any thread starts.
+    invalid: Option<PipelineError>,
+}
+
+impl<T: Send + 'static> Pipeline<T> {
+    /// A pipeline whose items come from `items`, pulled on a thread of its own.
+    pub fn source<I>(items: I) -> Self
+    where
+        I: IntoIterator<Item = T> + Send + 'static,
+    {
+        Self::from_source(Source::Iter(items))
+    }
+
+    /// A pipeline whose items come from a channel fed by other threads; it
+    /// ends when every sender is dropped. Unlike a plain iterator source,
+    /// each item is passed on as soon as it arrives, and a pipeline stopped
+    /// early does not wait for the next item to arrive.
+    pub fn from_receiver(receiver: flume::Receiver<T>) -> Self {
+        Self::from_source(Source::<std::iter::Empty<T>>::Flume(receiver))
+    }
+
+    /// Like [`from_receiver`](Pipeline::from_receiver), for a standard
+    /// library channel.
+    pub fn from_std_receiver(receiver: std::sync::mpsc::Receiver<T>) -> Self {
+        Self::from_source(Source::<std::iter::Empty<T>>::Std(receiver))
+    }
+
+    fn from_source<I>(source: Source<I>) -> Self
+    where
+        I: IntoIterator<Item = T> + Send + 'static,
+    {
+        Pipeline {
+            plan: Box::new(move |launch: &mut Launch| {
+                let (tx, rx) = link(QueueSize::Bounded(DEFAULT_QSIZE));
+                let ctl = launch.ctl.clone();
+                launch.spawn("source", None, true, move || {
+                    let mut tx = tx;
+                    source.run(&mut tx, &ctl)
+                });
+                rx
+            }),
+            invalid: None,
+        }
+    }
+
+    /// A pipeline whose items come from a producer stage's workers.
+    pub fn from_producer<P: Producer<Out = T>>(producer: P) -> Self {
+        let invalid = check(producer.config());
+        Pipeline {
+            plan: Box::new(move |launch: &mut Launch| {
+                let config = producer.config().clone();
+                let (tx, rx) = link(config.queue());
+                let filtered = launch.counter(config.name());
+                let producer = Arc::new(producer);
+                for index in 0..config.workers() {
+                    let (producer, filtered, ctl) =
+                        (producer.clone(), filtered.clone(), launch.ctl.clone());
+                    let mut tx = tx.clone();
+                    let filter = config.filter_errors();
+                    launch.spawn(config.name(), Some(index), false, move || {
+                        let emitter = Emitter::new(&mut tx, &ctl, index, filter, &filtered);
+                        producer.produce(emitter)
+                    });
+                }
+                rx
+            }),
+            invalid,
+        }
+    }
+
+    /// Appends a stage. Its input type must be this pipeline's item type.
+    pub fn then<S: Stage<In = T>>(self, stage: S) -> Pipeline<S::Out> {
+        let invalid = self.invalid.or_else(|| check(stage.config()));
+        let upstream = self.plan;
+        Pipeline {
+            plan: Box::new(move |launch: &mut Launch| {
+                let input = upstream(launch);
+                let config = stage.config().clone();
+                let (tx, rx) = link(config.queue());
+                let filtered = launch.counter(config.name());
+                let stage = Arc::new(stage);
+                for index in 0..config.workers() {
+                    let (stage, filtered, ctl) =
+                        (stage.clone(), filtered.clone(), launch.ctl.clone());
+                    let (input, tx) = (input.clone(), tx.clone());
+                    let filter = config.filter_errors();
+                    launch.spawn(config.name(), Some(index), false, move || {
+                        let io = WorkerIo::new(input, tx, &ctl);
+                        stage.run(Worker::new(&io, index, filter, &filtered))
+                    });
+                }
+                rx
+            }),
+            invalid,
+        }
+    }
+
+    /// Starts the pipeline and returns its results as they come, in arrival
+    /// order: every item as `Ok`, then, if the pipeline failed, one `Err`
+    /// with the first failure. Dropping the iterator early stops the
+    /// pipeline and joins its threads.
+    pub fn results(self) -> Results<T> {
+        let mut launch = Launch {
+            ctl: Arc::new(Control::default()),
+            threads: Vec::new(),
+            counters: Vec::new(),
+        };
+        let rx = match self.invalid {
+            Some(error) => {
+                launch.ctl.fail(error);
+                None
+            }
+            None => Some((self.plan)(&mut launch)),
+        };
+        Results {
+            rx,
+            batch: Vec::new().into_iter(),
+            ctl: launch.ctl,
+            threads: launch.threads,
+            counters: launch.counters,
+        }
+    }
+
+    /// Runs the pipeline to the end and collects its items (in arrival
+    /// order), or returns its first failure.
+    pub fn collect<C: FromIterator<T>>(self) -> Result<C, PipelineError> {
+        self.results().collect()
+    }
+
+    /// Runs the pipeline to the end and returns its last item, as
+    /// parallelpipe's `execute()` does.
+    pub fn execute(self) -> Result<Option<T>, PipelineError> {
+        let mut last = None;
+        for item in self.results() {
+            last = Some(item?);
+        }
+        Ok(last)
+    }
+
+    /// Runs the pipeline to the end, discarding its items.
+    pub fn run(self) -> Result<(), PipelineError> {
+        self.results().try_for_each(|item| item.map(drop))
+    }
+}
+
+impl<T: Send + 'static> Default for Pipeline<T> {
+    /// A pipeline with no items.
+    fn default() -> Self {
+        Pipeline::source(std::iter::empty())
+    }
+}
+
+fn check(config: &crate::StageConfig) -> Option<PipelineError> {
+    config
+        .validate()
+        .err()
+        .map(|msg| PipelineError::new(config.name(), None, Failure::Config(msg)))
+}
+
+struct Thread {
+    handle: JoinHandle<()>,
+    /// Runs the user's source iterator, which may block where we cannot
+    /// interrupt it: joined only if it ends within a grace period.
+    detachable: bool,
+}
+
+/// What starting a pipeline collects: its threads and shared state.
+pub(crate) struct Launch {
+    ctl: Arc<Control>,
+    threads: Vec<Thread>,
+    counters: Vec<(String, Arc<AtomicU64>)>,
+}
+
+impl Launch {
+    fn counter(&mut self, stage: &str) -> Arc<AtomicU64> {
+        let counter = Arc::new(AtomicU64::new(0));
+        self.counters.push((stage.to_owned(), counter.clone()));
+        counter
+    }
+
+    /// Starts one thread of the pipeline. Its body's error or panic becomes
+    /// the pipeline's failure; a thread that cannot start fails it too.
+    fn spawn(
+        &mut self,
+        stage: &str,
+        worker: Option<usize>,
+        detachable: bool,
+        body: impl FnOnce() -> Result<(), StageError> + Send + 'static,
+    ) {
+        if self.ctl.is_cancelled() {
+            return;
+        }
+        let name = match worker {
+            Some(w) => format!("{stage}-{w}"),
+            None => stage.to_owned(),
+        };
+        let ctl = self.ctl.clone();
+        let stage_name = stage.to_owned();
+        let spawned = thread::Builder::new().name(name).spawn(move || {
+            let failure = match catch_unwind(AssertUnwindSafe(body)) {
+                Ok(Ok(())) | Ok(Err(StageError(Stop::Cancelled))) => return,
+                Ok(Err(StageError(Stop::Failed(e)))) => Failure::Error(e),
+                Err(payload) => Failure::Panic(panic_message(&*payload)),
+            };
+            ctl.fail(PipelineError::new(&stage_name, worker, failure));
+        });
+        match spawned {
+            Ok(handle) => self.threads.push(Thread { handle, detachable }),
+            Err(e) => self
+                .ctl
+                .fail(PipelineError::new(stage, worker, Failure::Spawn(e))),
+        }
+    }
+}
+
+/// How long a pipeline being shut down waits for a source thread that is
+/// blocked in the user's iterator before leaving it behind; it ends at its
+/// next item.
+const SOURCE_GRACE: Duration = Duration::from_millis(200);
+
+/// The results of a running pipeline, as they come: see [`Pipeline::results`].
+pub struct Results<T> {
+    rx: Option<Rx<T>>,
+    batch: std::vec::IntoIter<T>,
+    ctl: Arc<Control>,
+    threads: Vec<Thread>,
+    counters: Vec<(String, Arc<AtomicU64>)>,
+}
+
+impl<T> Results<T> {
+    /// How many failing items were dropped so far by stages with
+    /// `filter_errors`, in all.
+    pub fn filtered(&self) -> u64 {
+        self.counters.iter().map(|(_, c)| c.load(Relaxed)).sum()
+    }
+
+    /// How many failing items each stage dropped so far, by stage name, in
+    /// pipeline order.
+    pub fn filtered_by_stage(&self) -> Vec<(String, u64)> {
+        self.counters
+            .iter()
+            .map(|(name, c)| (name.clone(), c.load(Relaxed)))
+            .collect()
+    }
+
+    /// Joins every thread. Worker threads always end once the pipeline ends
+    /// or is cancelled; the source thread may be stuck in the user's iterator.
+    fn join_all(&mut self) {
+        let mut detachable = Vec::new();
+        for thread in self.threads.drain(..) {
+            if thread.detachable {
+                detachable.push(thread.handle);
+            } else {
+                // Our threads catch every panic of user code, so a join error
+                // would mean a bug of ours, and there is nothing to report.
+                let _ = thread.handle.join();
+            }
+        }
+        let deadline = Instant::now() + SOURCE_GRACE;
+        for handle in detachable {
+            while !handle.is_finished() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(1));
+            }
+            if handle.is_finished() {
+                let _ = handle.join();
+            }
+        }
+    }
+}
+
+impl<T> Iterator for Results<T> {
+    type Item = Result<T, PipelineError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(item) = self.batch.next() {
+                return Some(Ok(item));
+            }
+            let rx = self.rx.as_mut()?;
+            match rx.recv_to_end() {
+                Some(batch) => self.batch = batch.into_iter(),
+                None => {
+                    self.rx = None;
+                    break;
+                }
+            }
+        }
+        // Every thread is joined before the failure is read, so a failure
+        // recorded by a thread that had already dropped its queue is seen.
+        self.join_all();
+        self.ctl.take_failure().map(Err)
+    }
+}
+
+impl<T> Drop for Results<T> {
+    fn drop(&mut self) {
+        if self.threads.is_empty() {
+            return;
+        }
+        self.ctl.cancel();
+        // Dropping the receiver lets the last stage's workers fail their
+        // sends at once; the others see the cancellation.
+        self.rx = None;
+        self.join_all();
+    }
+}
+
+/// What can start a pipeline: the left end of `pipe!(source | ...)`.
+///
+/// Implemented for every [`IntoIterator`] whose items are `Send + 'static`
+/// (pulled on a thread of its own), for [`Pipeline`] (so a pipeline can be
+/// extended), and by `#[stage]` for producer stages. In `pipe!`, a
+/// `flume::Receiver` or `std::sync::mpsc::Receiver` source streams: see
+/// [`Pipeline::from_receiver`].
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the source of a pipeline",
+    label = "not an iterable of `Send + 'static` items",
+    note = "a source is an `IntoIterator` (a range, a `Vec`, a channel receiver...) whose items are `Send + 'static`, a `Pipeline`, or a producer stage"
+)]
+pub trait IntoSource {
+    /// The items of the pipeline.
+    type Item: Send + 'static;
+    /// The pipeline reading this source.
+    fn into_pipeline(self) -> Pipeline<Self::Item>;
+}
+
+impl<I> IntoSource for I
+where
+    I: IntoIterator + Send + 'static,
+    I::Item: Send + 'static,
+{
+    type Item = I::Item;
+    fn into_pipeline(self) -> Pipeline<I::Item> {
+        Pipeline::source(self)
+    }
+}
+
+impl<T: Send + 'static> IntoSource for Pipeline<T> {
+    type Item = T;
+    fn into_pipeline(self) -> Pipeline<T> {
+        self
+    }
+}

@@ -1,0 +1,286 @@
+//! What a stage's worker works with: its input, its output, and the loops
+//! that connect them to the stage's function.
+
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+use crate::control::Control;
+use crate::error::{BoxError, StageError, Stop};
+use crate::link::{Rx, Tx};
+
+/// The queues and state one worker thread owns.
+pub(crate) struct WorkerIo<'c, I, O> {
+    rx: RefCell<Rx<I>>,
+    tx: RefCell<Tx<O>>,
+    ctl: &'c Control,
+    /// Set when the input ended because the pipeline was cancelled rather
+    /// than because it was drained: what the stage does after that is not
+    /// a result.
+    cancelled: Cell<bool>,
+}
+
+impl<'c, I, O> WorkerIo<'c, I, O> {
+    pub(crate) fn new(rx: Rx<I>, tx: Tx<O>, ctl: &'c Control) -> Self {
+        WorkerIo {
+            rx: RefCell::new(rx),
+            tx: RefCell::new(tx),
+            ctl,
+            cancelled: Cell::new(false),
+        }
+    }
+}
+
+/// Receives the next input batch, flushing `tx` before waiting.
+fn next_batch<I, O>(rx: &mut Rx<I>, tx: &mut Tx<O>, ctl: &Control) -> Result<Option<Vec<I>>, Stop> {
+    rx.recv(ctl, tx)
+}
+
+/// What a link's receiver does around a wait: a worker flushes its output
+/// first, so nothing it holds waits while it sleeps.
+pub(crate) trait Waiting {
+    fn before_wait(&mut self, ctl: &Control) -> Result<(), Stop>;
+    fn after_wait(&mut self, now: Instant);
+}
+
+impl<O> Waiting for Tx<O> {
+    fn before_wait(&mut self, ctl: &Control) -> Result<(), Stop> {
+        self.flush(ctl)
+    }
+    fn after_wait(&mut self, now: Instant) {
+        self.restart_clock(now);
+    }
+}
+
+/// One worker of a [`Stage`](crate::Stage), handed to [`Stage::run`](crate::Stage::run).
+///
+/// Its methods are the worker's whole life: each takes the stage's function,
+/// feeds it the worker's share of the input, sends what it returns on, and
+/// returns when the input ends (or the pipeline stops).
+pub struct Worker<'a, I, O> {
+    io: &'a WorkerIo<'a, I, O>,
+    index: usize,
+    filter_errors: bool,
+    filtered: &'a AtomicU64,
+}
+
+impl<'a, I: 'a, O: 'a> Worker<'a, I, O> {
+    pub(crate) fn new(
+        io: &'a WorkerIo<'a, I, O>,
+        index: usize,
+        filter_errors: bool,
+        filtered: &'a AtomicU64,
+    ) -> Self {
+        Worker {
+            io,
+            index,
+            filter_errors,
+            filtered,
+        }
+    }
+
+    /// This worker's index, from 0 to `workers - 1`.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Emits `f(item)` for every input item.
+    pub fn map(self, mut f: impl FnMut(I) -> O) -> Result<(), StageError> {
+        let ctl = self.io.ctl;
+        let mut rx = self.io.rx.borrow_mut();
+        let mut tx = self.io.tx.borrow_mut();
+        while let Some(batch) = next_batch(&mut rx, &mut tx, ctl)? {
+            for item in batch {
+                tx.push(f(item), ctl)?;
+            }
+        }
+        tx.flush(ctl)?;
+        Ok(())
+    }
+
+    /// Emits `f(item)` for every input item; an `Err` fails the stage, or,
+    /// with `filter_errors`, drops the item and counts it.
+    pub fn try_map<E: Into<BoxError>>(
+        self,
+        mut f: impl FnMut(I) -> Result<O, E>,
+    ) -> Result<(), StageError> {
+        let ctl = self.io.ctl;
+        let mut rx = self.io.rx.borrow_mut();
+        let mut tx = self.io.tx.borrow_mut();
+        while let Some(batch) = next_batch(&mut rx, &mut tx, ctl)? {
+            for item in batch {
+                match f(item) {
+                    Ok(out) => tx.push(out, ctl)?,
+                    Err(e) => self.reject(e)?,
+                }
+            }
+        }
+        tx.flush(ctl)?;
+        Ok(())
+    }
+
+    /// Calls `f` once with an iterator over this worker's share of the input
+    /// and emits every item of what it returns: parallelpipe's `@stage`.
+    /// Code before and after the loop in `f` is per-worker setup and teardown.
+    pub fn transform<R>(self, f: impl FnOnce(Input<'a, I>) -> R) -> Result<(), StageError>
+    where
+        R: IntoIterator<Item = O>,
+    {
+        self.try_transform(|input| f(input).into_iter().map(Ok::<O, std::convert::Infallible>))
+    }
+
+    /// Like [`transform`](Worker::transform), for a function that yields
+    /// `Result`s: an `Err` fails the stage, or, with `filter_errors`, is
+    /// dropped and counted.
+    pub fn try_transform<R, E>(self, f: impl FnOnce(Input<'a, I>) -> R) -> Result<(), StageError>
+    where
+        R: IntoIterator<Item = Result<O, E>>,
+        E: Into<BoxError>,
+    {
+        let io = self.io;
+        let input = Input {
+            source: io,
+            batch: Vec::new().into_iter(),
+        };
+        for item in f(input) {
+            match item {
+                Ok(out) => io.tx.borrow_mut().push(out, io.ctl)?,
+                Err(e) => self.reject(e)?,
+            }
+        }
+        if io.cancelled.get() {
+            return Err(StageError(Stop::Cancelled));
+        }
+        io.tx.borrow_mut().flush(io.ctl)?;
+        Ok(())
+    }
+
+    fn reject(&self, error: impl Into<BoxError>) -> Result<(), Stop> {
+        if self.filter_errors {
+            self.filtered.fetch_add(1, Relaxed);
+            Ok(())
+        } else {
+            Err(Stop::Failed(error.into()))
+        }
+    }
+}
+
+trait BatchSource<T> {
+    fn next_batch(&self) -> Option<Vec<T>>;
+}
+
+impl<I, O> BatchSource<I> for WorkerIo<'_, I, O> {
+    fn next_batch(&self) -> Option<Vec<I>> {
+        if self.cancelled.get() {
+            return None;
+        }
+        let mut rx = self.rx.borrow_mut();
+        let mut tx = self.tx.borrow_mut();
+        match next_batch(&mut rx, &mut tx, self.ctl) {
+            Ok(batch) => batch,
+            Err(_) => {
+                self.cancelled.set(true);
+                None
+            }
+        }
+    }
+}
+
+/// A worker's share of a stage's input, as an iterator: what an iterator
+/// stage's function receives.
+///
+/// It ends when the previous stage has finished and the queue is drained,
+/// or when the pipeline stops; in the second case anything the stage emits
+/// afterwards is discarded.
+pub struct Input<'a, T> {
+    source: &'a dyn BatchSource<T>,
+    batch: std::vec::IntoIter<T>,
+}
+
+impl<T> Iterator for Input<'_, T> {
+    type Item = T;
+
+    #[inline]
+    fn next(&mut self) -> Option<T> {
+        loop {
+            if let Some(item) = self.batch.next() {
+                return Some(item);
+            }
+            self.batch = self.source.next_batch()?.into_iter();
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.batch.len(), None)
+    }
+}
+
+/// One worker of a [`Producer`](crate::Producer): where it sends its items.
+pub struct Emitter<'a, O> {
+    tx: &'a mut Tx<O>,
+    ctl: &'a Control,
+    index: usize,
+    filter_errors: bool,
+    filtered: &'a AtomicU64,
+}
+
+impl<'a, O> Emitter<'a, O> {
+    pub(crate) fn new(
+        tx: &'a mut Tx<O>,
+        ctl: &'a Control,
+        index: usize,
+        filter_errors: bool,
+        filtered: &'a AtomicU64,
+    ) -> Self {
+        Emitter {
+            tx,
+            ctl,
+            index,
+            filter_errors,
+            filtered,
+        }
+    }
+
+    /// This worker's index, from 0 to `workers - 1`.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Sends one item on. Fails (with a cancellation, not an error of yours)
+    /// once the pipeline stops; return that error from `produce`.
+    pub fn emit(&mut self, item: O) -> Result<(), StageError> {
+        self.tx.push(item, self.ctl)?;
+        Ok(())
+    }
+
+    /// Sends every item of `items` on, then flushes.
+    pub fn emit_all(self, items: impl IntoIterator<Item = O>) -> Result<(), StageError> {
+        self.try_emit_all(items.into_iter().map(Ok::<O, std::convert::Infallible>))
+    }
+
+    /// Sends every `Ok` item on; an `Err` fails the producer, or, with
+    /// `filter_errors`, is dropped and counted.
+    pub fn try_emit_all<E: Into<BoxError>>(
+        self,
+        items: impl IntoIterator<Item = Result<O, E>>,
+    ) -> Result<(), StageError> {
+        for item in items {
+            match item {
+                Ok(out) => self.tx.push(out, self.ctl)?,
+                Err(e) if self.filter_errors => {
+                    self.filtered.fetch_add(1, Relaxed);
+                    drop(e);
+                }
+                Err(e) => return Err(StageError::failed(e)),
+            }
+        }
+        self.tx.flush(self.ctl)?;
+        Ok(())
+    }
+}
+
+impl From<Stop> for StageError {
+    fn from(stop: Stop) -> Self {
+        StageError(stop)
+    }
+}
