@@ -225,6 +225,7 @@ fn parse_and_generate(input: TokenStream) -> syn::Result<TokenStream> {
         let expr = stage.to_stage_expr();
         let span = stage.first_span();
         quote_spanned! {span=>
+            #[allow(unused_braces)]
             let #var = #rt::then(#var, #expr);
         }
     });

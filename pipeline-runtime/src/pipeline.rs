@@ -136,12 +136,13 @@ impl<T: Send + 'static> Pipeline<T> {
         let rx = match self.invalid {
             Some(error) => {
                 launch.ctl.fail(error);
-                None
+                // A closed queue: the results end at once, with the error.
+                link(QueueSize::Bounded(1)).1
             }
-            None => Some((self.plan)(&mut launch)),
+            None => (self.plan)(&mut launch),
         };
         Results {
-            rx,
+            rx: Some(rx),
             batch: Vec::new().into_iter(),
             ctl: launch.ctl,
             threads: launch.threads,
