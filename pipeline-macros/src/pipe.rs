@@ -48,7 +48,8 @@ impl Parse for Element {
         let base = if input.peek(syn::token::Brace) {
             Base::Value(input.parse()?)
         } else if input.peek(Ident) || input.peek(Token![::]) || input.peek(Token![crate]) || input.peek(Token![self]) || input.peek(Token![super]) {
-            let path: syn::Path = input.call(syn::Path::parse_mod_style).or_else(|_| input.parse())?;
+            // Expression-style, so `scale::<u64>` parses and `(7)` is left for the arguments.
+            let path = input.parse::<syn::ExprPath>()?.path;
             let args = if input.peek(syn::token::Paren) {
                 let content;
                 let paren = syn::parenthesized!(content in input);
