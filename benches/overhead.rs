@@ -99,9 +99,7 @@ fn one_stage_2_workers(c: &mut Criterion) {
         b.iter(|| black_box((0..N).map(|x| black_box(x) + 1).sum::<u64>()))
     });
     group.bench_function("rayon_par_bridge", |b| {
-        b.iter(|| {
-            pool.install(|| black_box((0..N).par_bridge().map(|x| x + 1).sum::<u64>()))
-        })
+        b.iter(|| pool.install(|| black_box((0..N).par_bridge().map(|x| x + 1).sum::<u64>())))
     });
     group.bench_function("flume_per_item", |b| {
         b.iter(|| black_box(flume_per_item(&[2])))

@@ -73,7 +73,10 @@ fn producer_stage_runs_once_per_worker() {
 #[test]
 fn generic_stage_is_inferred() {
     let got: Vec<f64> = pipe!(vec![1.0, 2.0] | scale(0.5)).collect().unwrap();
-    assert_eq!(sorted(got.into_iter().map(|x| (x * 10.0) as i64).collect()), [5, 10]);
+    assert_eq!(
+        sorted(got.into_iter().map(|x| (x * 10.0) as i64).collect()),
+        [5, 10]
+    );
     let got: Vec<i8> = pipe!(vec![1i8, 2] | scale(3)).collect().unwrap();
     assert_eq!(sorted(got), [3, 6]);
     // Turbofish works too.
@@ -92,10 +95,17 @@ fn borrowed_and_multiple_bound_arguments() {
 
 #[test]
 fn fallible_through_a_result_alias() {
-    let got: Vec<u32> = pipe!(vec!["1".to_string(), "2".to_string()] | parse).collect().unwrap();
+    let got: Vec<u32> = pipe!(vec!["1".to_string(), "2".to_string()] | parse)
+        .collect()
+        .unwrap();
     assert_eq!(sorted(got), [1, 2]);
-    let err = pipe!(vec!["1".to_string(), "x".to_string()] | parse).run().unwrap_err();
-    assert_eq!(err.downcast_ref::<std::io::Error>().unwrap().kind(), std::io::ErrorKind::InvalidData);
+    let err = pipe!(vec!["1".to_string(), "x".to_string()] | parse)
+        .run()
+        .unwrap_err();
+    assert_eq!(
+        err.downcast_ref::<std::io::Error>().unwrap().kind(),
+        std::io::ErrorKind::InvalidData
+    );
 }
 
 #[test]
@@ -128,7 +138,10 @@ fn attribute_configuration_reaches_the_stage() {
     assert_eq!(c.config().workers(), 3);
     assert_eq!(c.config().queue(), QueueSize::Bounded(7));
     assert!(c.config().filter_errors());
-    assert_eq!(unbounded_stage::new().config().queue(), QueueSize::Unbounded);
+    assert_eq!(
+        unbounded_stage::new().config().queue(),
+        QueueSize::Unbounded
+    );
     assert_eq!(unbounded_stage::new().config().workers(), 1);
     assert_eq!(
         unbounded_stage::new().config().queue(),
@@ -180,7 +193,9 @@ fn hand_written_stage() {
 
 #[test]
 fn builder_api_without_the_macro() {
-    let p = Pipeline::source(0..10u32).then(scale::new(2u32).workers(3)).then(prefix::new("x", '-'));
+    let p = Pipeline::source(0..10u32)
+        .then(scale::new(2u32).workers(3))
+        .then(prefix::new("x", '-'));
     let got: Vec<String> = p.collect().unwrap();
     assert_eq!(got.len(), 10);
     // A pipeline is itself a source.
@@ -200,7 +215,9 @@ fn stages_run_in_parallel() {
         x
     }
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
-    let got = watchdog(LIMIT, "4 workers meet", move || pipe!(0..4u32 | meet(barrier)).collect::<Vec<_>>());
+    let got = watchdog(LIMIT, "4 workers meet", move || {
+        pipe!(0..4u32 | meet(barrier)).collect::<Vec<_>>()
+    });
     assert_eq!(sorted(got.unwrap()), [0, 1, 2, 3]);
 }
 

@@ -36,56 +36,95 @@ fn slow(x: u64) -> u64 {
     x
 }
 
+type Scenario = Box<dyn Fn()>;
+
 #[test]
 fn no_thread_outlives_its_pipeline() {
     // The watchdog's own thread runs each scenario; count from inside it.
     watchdog(Duration::from_secs(300), "no leaks", || {
         let baseline = thread_count();
-        let scenarios: Vec<(&str, Box<dyn Fn()>)> = vec![
-            ("success", Box::new(|| {
-                pipe!(0..100_000u64 | inc | inc).run().unwrap();
-            })),
-            ("empty", Box::new(|| {
-                pipe!(0..0u64 | inc | inc).run().unwrap();
-            })),
-            ("error", Box::new(|| {
-                pipe!(0..100_000u64 | inc | fail_at(5000) | inc).run().unwrap_err();
-            })),
-            ("panic", Box::new(|| {
-                pipe!(0..100_000u64 | panic_at(70) | inc).run().unwrap_err();
-            })),
-            ("early drop", Box::new(|| {
-                let mut r = pipe!(0..u64::MAX | inc | inc).results();
-                r.next().unwrap().unwrap();
-            })),
-            ("drop before first item", Box::new(|| {
-                drop(pipe!(0..u64::MAX | inc | inc).results());
-            })),
-            ("stage stops early", Box::new(|| {
-                pipe!(0..u64::MAX | inc | first_five).run().unwrap();
-            })),
-            ("64 workers, 3 items", Box::new(|| {
-                pipe!(0..3u64 | inc.workers(64)).run().unwrap();
-            })),
-            ("config error", Box::new(|| {
-                pipe!(0..3u64 | inc.workers(std::hint::black_box(0))).run().unwrap_err();
-            })),
-            ("idle channel source, dropped", Box::new(|| {
-                let (tx, rx) = flume::unbounded::<u64>();
-                tx.send(1).unwrap();
-                let mut r = pipe!(rx | inc).results();
-                r.next().unwrap().unwrap();
-                drop(r);
-                drop(tx);
-            })),
-            ("100 stages", Box::new(|| {
-                let mut p = Pipeline::source(0..1000u64);
-                for _ in 0..100 {
-                    p = p.then(inc::new().workers(1));
-                }
-                let got: Vec<u64> = p.collect().unwrap();
-                assert_eq!(got.len(), 1000);
-            })),
+        let scenarios: Vec<(&str, Scenario)> = vec![
+            (
+                "success",
+                Box::new(|| {
+                    pipe!(0..100_000u64 | inc | inc).run().unwrap();
+                }),
+            ),
+            (
+                "empty",
+                Box::new(|| {
+                    pipe!(0..0u64 | inc | inc).run().unwrap();
+                }),
+            ),
+            (
+                "error",
+                Box::new(|| {
+                    pipe!(0..100_000u64 | inc | fail_at(5000) | inc)
+                        .run()
+                        .unwrap_err();
+                }),
+            ),
+            (
+                "panic",
+                Box::new(|| {
+                    pipe!(0..100_000u64 | panic_at(70) | inc).run().unwrap_err();
+                }),
+            ),
+            (
+                "early drop",
+                Box::new(|| {
+                    let mut r = pipe!(0..u64::MAX | inc | inc).results();
+                    r.next().unwrap().unwrap();
+                }),
+            ),
+            (
+                "drop before first item",
+                Box::new(|| {
+                    drop(pipe!(0..u64::MAX | inc | inc).results());
+                }),
+            ),
+            (
+                "stage stops early",
+                Box::new(|| {
+                    pipe!(0..u64::MAX | inc | first_five).run().unwrap();
+                }),
+            ),
+            (
+                "64 workers, 3 items",
+                Box::new(|| {
+                    pipe!(0..3u64 | inc.workers(64)).run().unwrap();
+                }),
+            ),
+            (
+                "config error",
+                Box::new(|| {
+                    pipe!(0..3u64 | inc.workers(std::hint::black_box(0)))
+                        .run()
+                        .unwrap_err();
+                }),
+            ),
+            (
+                "idle channel source, dropped",
+                Box::new(|| {
+                    let (tx, rx) = flume::unbounded::<u64>();
+                    tx.send(1).unwrap();
+                    let mut r = pipe!(rx | inc).results();
+                    r.next().unwrap().unwrap();
+                    drop(r);
+                    drop(tx);
+                }),
+            ),
+            (
+                "100 stages",
+                Box::new(|| {
+                    let mut p = Pipeline::source(0..1000u64);
+                    for _ in 0..100 {
+                        p = p.then(inc::new().workers(1));
+                    }
+                    let got: Vec<u64> = p.collect().unwrap();
+                    assert_eq!(got.len(), 1000);
+                }),
+            ),
         ];
         // Dropping the results joins the workers rather than leaving them to
         // finish on their own: right after the drop, even a worker busy with a
@@ -97,7 +136,11 @@ fn no_thread_outlives_its_pipeline() {
         while thread_count() > baseline && std::time::Instant::now() < deadline {
             std::thread::yield_now();
         }
-        assert_eq!(thread_count(), baseline, "drop returned before joining the workers");
+        assert_eq!(
+            thread_count(),
+            baseline,
+            "drop returned before joining the workers"
+        );
 
         for round in 0..20 {
             for (name, scenario) in &scenarios {

@@ -28,12 +28,17 @@ fn parametric_stage() {
 
 #[test]
 fn map_stage_and_setup_override() {
-    let mut got: Vec<i64> = pipe!(0..100 | add_n(7).workers(2).qsize(5)).collect().unwrap();
+    let mut got: Vec<i64> = pipe!(0..100 | add_n(7).workers(2).qsize(5))
+        .collect()
+        .unwrap();
     got.sort();
     assert_eq!(got, (7..107).collect::<Vec<_>>());
     // The function is still an ordinary function.
     assert_eq!(add_n(1, 2), 3);
-    assert_eq!(add_n_iter([1, 2].into_iter(), 10).collect::<Vec<_>>(), [11, 12]);
+    assert_eq!(
+        add_n_iter([1, 2].into_iter(), 10).collect::<Vec<_>>(),
+        [11, 12]
+    );
 }
 
 // ---- fetch | get_titles | most_common ----
@@ -46,7 +51,10 @@ fn fetch_urls(urls: impl Iterator<Item = String>) -> impl Iterator<Item = String
         if n % 5 == 0 {
             format!("<html><body>{url}</body></html>")
         } else {
-            format!("<html><title>Title {}</title><body>{url}</body></html>", n % 3)
+            format!(
+                "<html><title>Title {}</title><body>{url}</body></html>",
+                n % 3
+            )
         }
     })
 }
@@ -67,19 +75,26 @@ fn most_common(titles: impl Iterator<Item = String>) -> impl Iterator<Item = (St
     for t in titles {
         *counts.entry(t).or_default() += 1;
     }
-    counts.into_iter().max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0))).into_iter()
+    counts
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+        .into_iter()
 }
 
 #[test]
 fn titles_pipeline() {
     let urls: Vec<String> = (0..1000).map(|i| format!("http://test.com/{i}")).collect();
-    let mut titles: Vec<String> = pipe!(urls.clone() | fetch_urls | get_titles).collect().unwrap();
+    let mut titles: Vec<String> = pipe!(urls.clone() | fetch_urls | get_titles)
+        .collect()
+        .unwrap();
     assert_eq!(titles.len(), 800);
     titles.sort();
     titles.dedup();
     assert_eq!(titles, ["Title 0", "Title 1", "Title 2"]);
 
-    let best = pipe!(urls | fetch_urls | get_titles | most_common).execute().unwrap();
+    let best = pipe!(urls | fetch_urls | get_titles | most_common)
+        .execute()
+        .unwrap();
     // Among 0..1000 minus multiples of 5, n % 3 == 0 and == 1 occur 267 times,
     // 2 occurs 266 times; ties go to the smaller title.
     assert_eq!(best, Some(("Title 0".to_owned(), 267)));
@@ -114,13 +129,21 @@ fn add_one(numbers: impl Iterator<Item = Value>) -> impl Iterator<Item = Result<
 #[test]
 fn exception_handling() {
     let err = watchdog(LIMIT, "error example", || {
-        let input = vec![Value::Int(2), Value::Int(3), Value::Str("ops"), Value::Int(7)];
+        let input = vec![
+            Value::Int(2),
+            Value::Int(3),
+            Value::Str("ops"),
+            Value::Int(7),
+        ];
         pipe!(input | add_one).collect::<Vec<i64>>().unwrap_err()
     });
     assert_eq!(err.stage(), "add_one");
     assert!(matches!(err.worker(), Some(0 | 1)));
     assert!(err.task().starts_with("add_one-"));
-    assert_eq!(err.downcast_ref::<TypeError>().unwrap().0, "cannot add 1 to the string \"ops\"");
+    assert_eq!(
+        err.downcast_ref::<TypeError>().unwrap().0,
+        "cannot add 1 to the string \"ops\""
+    );
     let msg = err.to_string();
     assert!(msg.starts_with("the task \"add_one-"), "{msg}");
     assert!(msg.contains("cannot add 1 to the string \"ops\""), "{msg}");
@@ -131,7 +154,13 @@ fn exception_handling() {
 
 #[test]
 fn filter_errors_keeps_going_and_counts() {
-    let input = vec![Value::Int(2), Value::Int(3), Value::Str("ops"), Value::Int(7), Value::Str("no")];
+    let input = vec![
+        Value::Int(2),
+        Value::Int(3),
+        Value::Str("ops"),
+        Value::Int(7),
+        Value::Str("no"),
+    ];
     let mut results = pipe!(input | add_one.filter_errors(true)).results();
     let mut got: Vec<i64> = results.by_ref().map(|r| r.unwrap()).collect();
     got.sort();

@@ -10,8 +10,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{Boom, LIMIT, watchdog};
-use parapipe::prelude::*;
 use parapipe::Failure;
+use parapipe::prelude::*;
 
 #[map_stage(workers = 2)]
 fn inc(x: u64) -> u64 {
@@ -53,14 +53,18 @@ fn sorted(mut v: Vec<u64>) -> Vec<u64> {
 
 #[test]
 fn success_delivers_everything() {
-    let got = watchdog(LIMIT, "success", || pipe!(0..100_000u64 | inc | inc).collect::<Vec<_>>());
+    let got = watchdog(LIMIT, "success", || {
+        pipe!(0..100_000u64 | inc | inc).collect::<Vec<_>>()
+    });
     let got = sorted(got.unwrap());
     assert_eq!(got, (2..100_002).collect::<Vec<_>>());
 }
 
 #[test]
 fn empty_input() {
-    let got = watchdog(LIMIT, "empty", || pipe!(Vec::<u64>::new() | inc | inc).collect::<Vec<_>>());
+    let got = watchdog(LIMIT, "empty", || {
+        pipe!(Vec::<u64>::new() | inc | inc).collect::<Vec<_>>()
+    });
     assert!(got.unwrap().is_empty());
     // An aggregating stage still runs once per worker on empty input.
     let n = watchdog(LIMIT, "empty count", || pipe!(0..0u64 | count).execute());
@@ -72,7 +76,9 @@ fn empty_input() {
 
 #[test]
 fn more_workers_than_items() {
-    let got = watchdog(LIMIT, "64 workers", || pipe!(0..3u64 | inc.workers(64)).collect::<Vec<_>>());
+    let got = watchdog(LIMIT, "64 workers", || {
+        pipe!(0..3u64 | inc.workers(64)).collect::<Vec<_>>()
+    });
     assert_eq!(sorted(got.unwrap()), [1, 2, 3]);
 }
 
@@ -95,28 +101,36 @@ fn error_in_first_middle_and_last_stage() {
 
 #[test]
 fn error_in_iterator_stage() {
-    let err = watchdog(LIMIT, "iter error", || pipe!(0..10_000u64 | iter_fail_at(77)).run().unwrap_err());
+    let err = watchdog(LIMIT, "iter error", || {
+        pipe!(0..10_000u64 | iter_fail_at(77)).run().unwrap_err()
+    });
     assert_eq!(err.stage(), "iter_fail_at");
     assert_eq!(err.downcast_ref::<Boom>(), Some(&Boom(77)));
 }
 
 #[test]
 fn panic_in_stage() {
-    let err = watchdog(LIMIT, "panic", || pipe!(0..10_000u64 | inc | panic_at(1234)).run().unwrap_err());
+    let err = watchdog(LIMIT, "panic", || {
+        pipe!(0..10_000u64 | inc | panic_at(1234))
+            .run()
+            .unwrap_err()
+    });
     assert_eq!(err.stage(), "panic_at");
     assert!(err.is_panic());
     assert_eq!(err.panic_message(), Some("panicked on 1234"));
-    assert!(err.to_string().contains("panicked: panicked on 1234"), "{err}");
+    assert!(
+        err.to_string().contains("panicked: panicked on 1234"),
+        "{err}"
+    );
 }
 
 #[test]
 fn panic_in_source() {
     let err = watchdog(LIMIT, "source panic", || {
-        let source = (0..10_000u64).map(|x| {
+        let source = (0..10_000u64).inspect(|&x| {
             if x == 4321 {
                 panic!("source gave up");
             }
-            x
         });
         pipe!(source | inc).run().unwrap_err()
     });
@@ -131,7 +145,9 @@ fn items_before_the_error_are_delivered_then_the_error() {
     // One worker everywhere and the failure at a known item: every item the
     // consumer sees came before it, and the error comes last.
     let results: Vec<_> = watchdog(LIMIT, "order", || {
-        pipe!(0..1000u64 | fail_at(600).workers(1) | inc.workers(1)).results().collect()
+        pipe!(0..1000u64 | fail_at(600).workers(1) | inc.workers(1))
+            .results()
+            .collect()
     });
     let (last, items) = results.split_last().unwrap();
     assert!(last.is_err());
@@ -145,7 +161,11 @@ fn items_before_the_error_are_delivered_then_the_error() {
 fn error_with_a_huge_input_stops_promptly() {
     // Fail fast: 10 million items upstream, failure at item 10. The watchdog
     // only catches a hang; the run itself takes milliseconds.
-    let err = watchdog(LIMIT, "fail fast", || pipe!(0..10_000_000u64 | inc | fail_at(10)).run().unwrap_err());
+    let err = watchdog(LIMIT, "fail fast", || {
+        pipe!(0..10_000_000u64 | inc | fail_at(10))
+            .run()
+            .unwrap_err()
+    });
     assert_eq!(err.downcast_ref::<Boom>(), Some(&Boom(10)));
 }
 
@@ -178,7 +198,10 @@ fn every_failure_is_counted() {
     });
     assert_eq!(err.stage(), "all_fail");
     assert_eq!(err.followed_by(), 3);
-    assert!(err.to_string().ends_with("(3 more failures followed)"), "{err}");
+    assert!(
+        err.to_string().ends_with("(3 more failures followed)"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -200,7 +223,11 @@ fn dropping_results_early_stops_the_pipeline() {
             // After the drop returned, the source is stopped: nothing more is produced.
             let after = produced.load(SeqCst);
             thread::sleep(Duration::from_millis(50));
-            assert_eq!(produced.load(SeqCst), after, "source still running after drop");
+            assert_eq!(
+                produced.load(SeqCst),
+                after,
+                "source still running after drop"
+            );
         }
     }
 }
@@ -220,7 +247,9 @@ fn dropping_an_unconsumed_pipeline_starts_nothing() {
 
 #[test]
 fn a_stage_that_stops_early_stops_upstream() {
-    let got = watchdog(LIMIT, "take 5", || pipe!(0..u64::MAX | inc | first_five).collect::<Vec<_>>());
+    let got = watchdog(LIMIT, "take 5", || {
+        pipe!(0..u64::MAX | inc | first_five).collect::<Vec<_>>()
+    });
     assert_eq!(got.unwrap().len(), 5);
 }
 
@@ -302,10 +331,16 @@ fn invalid_configuration_is_an_error_not_a_panic() {
     let err = pipe!(0..10u64 | inc.workers(zero)).run().unwrap_err();
     assert_eq!(err.stage(), "inc");
     assert!(matches!(err.failure(), Failure::Config(_)));
-    assert!(err.to_string().contains("workers must be at least 1"), "{err}");
+    assert!(
+        err.to_string().contains("workers must be at least 1"),
+        "{err}"
+    );
 
     let err = pipe!(0..10u64 | inc.qsize(zero)).run().unwrap_err();
-    assert!(err.to_string().contains("qsize must be at least 1"), "{err}");
+    assert!(
+        err.to_string().contains("qsize must be at least 1"),
+        "{err}"
+    );
 
     let err = pipe!(0..10u64 | inc.name("")).run().unwrap_err();
     assert!(err.to_string().contains("name is empty"), "{err}");
@@ -321,7 +356,8 @@ fn stress_every_shutdown_path() {
             let n = round * 37 % 2000;
             match round % 5 {
                 0 => {
-                    let got = pipe!(0..n | inc.workers(workers).qsize(qsize) | inc).collect::<Vec<_>>();
+                    let got =
+                        pipe!(0..n | inc.workers(workers).qsize(qsize) | inc).collect::<Vec<_>>();
                     assert_eq!(got.unwrap().len() as u64, n);
                 }
                 1 => {
@@ -333,7 +369,8 @@ fn stress_every_shutdown_path() {
                     assert_eq!(r.is_err(), n > 0, "round {round}");
                 }
                 3 => {
-                    let mut results = pipe!(0..n | inc.workers(workers).qsize(qsize) | inc).results();
+                    let mut results =
+                        pipe!(0..n | inc.workers(workers).qsize(qsize) | inc).results();
                     let _ = results.nth((round % 13) as usize);
                 }
                 _ => {

@@ -80,7 +80,9 @@ fn stream_fed_from_two_threads_ends_when_both_senders_drop() {
         })
         .collect();
     drop(tx);
-    let mut got: Vec<u64> = watchdog(LIMIT, "two feeders", move || pipe!(rx | inc).collect().unwrap());
+    let mut got: Vec<u64> = watchdog(LIMIT, "two feeders", move || {
+        pipe!(rx | inc).collect().unwrap()
+    });
     for f in feeders {
         f.join().unwrap();
     }
@@ -113,7 +115,10 @@ fn a_slow_consumer_holds_back_a_fast_source() {
         max_ahead
     });
     let bound = parapipe::DEFAULT_QSIZE as u64 + 30 + 64 * 6;
-    assert!(max_ahead <= bound, "source ran {max_ahead} items ahead (bound {bound})");
+    assert!(
+        max_ahead <= bound,
+        "source ran {max_ahead} items ahead (bound {bound})"
+    );
     assert!(max_ahead > 0);
 }
 

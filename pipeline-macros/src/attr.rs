@@ -75,8 +75,12 @@ pub(crate) fn parse(args: TokenStream, flavor: Flavor) -> syn::Result<StageArgs>
         }
         seen.push(key.clone());
         let result = match key.as_str() {
-            WORKERS => value(&meta, &key).and_then(|e| count(e, &key)).map(|e| out.workers = Some(e)),
-            QSIZE => value(&meta, &key).and_then(|e| count(e, &key)).map(|e| out.qsize = Some(e)),
+            WORKERS => value(&meta, &key)
+                .and_then(|e| count(e, &key))
+                .map(|e| out.workers = Some(e)),
+            QSIZE => value(&meta, &key)
+                .and_then(|e| count(e, &key))
+                .map(|e| out.qsize = Some(e)),
             UNBOUNDED => flag(&meta, &key).map(|()| {
                 out.unbounded = true;
                 unbounded_span = Some(path.span());
@@ -87,7 +91,9 @@ pub(crate) fn parse(args: TokenStream, flavor: Flavor) -> syn::Result<StageArgs>
                     Ok(())
                 }
                 _ => value(&meta, &key).and_then(|e| match e {
-                    Expr::Lit(ExprLit { lit: Lit::Bool(b), .. }) => {
+                    Expr::Lit(ExprLit {
+                        lit: Lit::Bool(b), ..
+                    }) => {
                         out.filter_errors = Some(b.clone());
                         Ok(())
                     }
@@ -95,7 +101,9 @@ pub(crate) fn parse(args: TokenStream, flavor: Flavor) -> syn::Result<StageArgs>
                 }),
             },
             NAME => value(&meta, &key).and_then(|e| match e {
-                Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => {
+                Expr::Lit(ExprLit {
+                    lit: Lit::Str(s), ..
+                }) => {
                     check_name(s)?;
                     out.name = Some(s.clone());
                     Ok(())
@@ -143,7 +151,15 @@ fn flag(meta: &Meta, key: &str) -> syn::Result<()> {
 /// starts.
 pub(crate) fn count(expr: &Expr, key: &str) -> syn::Result<Expr> {
     match expr {
-        Expr::Lit(ExprLit { lit: Lit::Int(int), .. }) => {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(int), ..
+        }) if int.base10_digits().starts_with('-') => Err(Error::new_spanned(
+            int,
+            format!("`{key}` must be a positive integer, not a negative number"),
+        )),
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(int), ..
+        }) => {
             let n: u64 = int.base10_parse()?;
             if n == 0 {
                 let hint = if key == QSIZE {
@@ -151,11 +167,17 @@ pub(crate) fn count(expr: &Expr, key: &str) -> syn::Result<Expr> {
                 } else {
                     ""
                 };
-                return Err(Error::new_spanned(int, format!("`{key}` must be at least 1{hint}")));
+                return Err(Error::new_spanned(
+                    int,
+                    format!("`{key}` must be at least 1{hint}"),
+                ));
             }
             Ok(expr.clone())
         }
-        Expr::Unary(syn::ExprUnary { op: syn::UnOp::Neg(_), .. }) => Err(Error::new_spanned(
+        Expr::Unary(syn::ExprUnary {
+            op: syn::UnOp::Neg(_),
+            ..
+        }) => Err(Error::new_spanned(
             expr,
             format!("`{key}` must be a positive integer, not a negative number"),
         )),
@@ -180,4 +202,3 @@ fn check_name(name: &LitStr) -> syn::Result<()> {
     }
     Ok(())
 }
-

@@ -47,7 +47,12 @@ impl Parse for Element {
     fn parse(input: ParseStream) -> syn::Result<Self> {
         let base = if input.peek(syn::token::Brace) {
             Base::Value(input.parse()?)
-        } else if input.peek(Ident) || input.peek(Token![::]) || input.peek(Token![crate]) || input.peek(Token![self]) || input.peek(Token![super]) {
+        } else if input.peek(Ident)
+            || input.peek(Token![::])
+            || input.peek(Token![crate])
+            || input.peek(Token![self])
+            || input.peek(Token![super])
+        {
             // Expression-style, so `scale::<u64>` parses and `(7)` is left for the arguments.
             let path = input.parse::<syn::ExprPath>()?.path;
             let args = if input.peek(syn::token::Paren) {
@@ -118,23 +123,25 @@ impl Element {
     }
 
     fn to_stage_expr(&self) -> TokenStream {
+        // Tokens we add sit on the stage too: see the wiring in `generate`.
+        let span = self.first_span();
         let mut expr = match &self.base {
             Base::Named { path, args } => {
-                let new = Ident::new("new", self.first_span());
+                let new = Ident::new("new", span);
                 match args {
                     Some((paren, args)) => {
-                        let mut call = quote!(#path::#new);
+                        let mut call = quote_spanned!(span=> #path::#new);
                         paren.surround(&mut call, |t| args.to_tokens(t));
                         call
                     }
-                    None => quote!(#path::#new()),
+                    None => quote_spanned!(span=> #path::#new()),
                 }
             }
             Base::Value(block) => quote!(#block),
         };
         for m in &self.methods {
             let (dot, name, turbofish) = (&m.dot, &m.name, &m.turbofish);
-            let turbofish = turbofish.as_ref().map(|t| quote!(::#t));
+            let turbofish = turbofish.as_ref().map(|t| quote_spanned!(span=> ::#t));
             let mut call = quote!(#dot #name #turbofish);
             m.paren.surround(&mut call, |t| m.args.to_tokens(t));
             expr = quote!(#expr #call);
@@ -174,7 +181,11 @@ fn split(input: TokenStream) -> syn::Result<Vec<(Span, TokenStream)>> {
 }
 
 pub(crate) fn expand(input: TokenStream) -> TokenStream {
-    parse_and_generate(input).unwrap_or_else(Error::into_compile_error)
+    parse_and_generate(input).unwrap_or_else(|e| {
+        // `pipe!` is an expression: several `compile_error!`s need a block.
+        let errors = e.into_compile_error();
+        quote!({ #errors })
+    })
 }
 
 fn parse_and_generate(input: TokenStream) -> syn::Result<TokenStream> {
@@ -190,7 +201,10 @@ fn parse_and_generate(input: TokenStream) -> syn::Result<TokenStream> {
     let (_, source) = segments.next().expect("split returns at least one segment");
     let source: Option<Expr> = if source.is_empty() {
         errors.push(Error::new(
-            segments.clone().next().map_or_else(Span::call_site, |s| s.0),
+            segments
+                .clone()
+                .next()
+                .map_or_else(Span::call_site, |s| s.0),
             "expected a source before `|`: `pipe!(source | stage | ...)`",
         ));
         None
@@ -225,6 +239,10 @@ fn parse_and_generate(input: TokenStream) -> syn::Result<TokenStream> {
     let wiring = stages.iter().map(|stage| {
         let expr = stage.to_stage_expr();
         let span = stage.first_span();
+        // Every token of the wiring sits on the stage, so rustc reports a
+        // mismatch there rather than on the whole `pipe!` call.
+        let var = Ident::new("__parapipe_pipeline", Span::mixed_site().located_at(span));
+        let rt = quote_spanned!(span=> ::parapipe::__private);
         quote_spanned! {span=>
             #[allow(unused_braces)]
             let #var = #rt::then(#var, #expr);

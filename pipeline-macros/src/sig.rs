@@ -1,7 +1,6 @@
 //! What a stage function's signature says: its kind, its item types and its
 //! bound arguments.
 
-
 use syn::spanned::Spanned;
 use syn::{
     Error, FnArg, GenericArgument, GenericParam, Ident, ItemFn, Pat, PathArguments, ReturnType,
@@ -52,10 +51,16 @@ pub(crate) fn analyze(func: &ItemFn, flavor: Flavor, args: &StageArgs) -> syn::R
     let sig = &func.sig;
     let mut errors = Errors::default();
     if let Some(token) = &sig.asyncness {
-        errors.push(Error::new_spanned(token, "a stage function cannot be `async`"));
+        errors.push(Error::new_spanned(
+            token,
+            "a stage function cannot be `async`",
+        ));
     }
     if let Some(variadic) = &sig.variadic {
-        errors.push(Error::new_spanned(variadic, "a stage function cannot be variadic"));
+        errors.push(Error::new_spanned(
+            variadic,
+            "a stage function cannot be variadic",
+        ));
     }
     for param in &sig.generics.params {
         if let GenericParam::Lifetime(l) = param {
@@ -154,7 +159,10 @@ pub(crate) fn analyze(func: &ItemFn, flavor: Flavor, args: &StageArgs) -> syn::R
                     (syn::parse_quote!(()), false)
                 }
             },
-            other => (syn::parse_quote!(<#other as ::core::iter::IntoIterator>::Item), false),
+            other => (
+                syn::parse_quote!(<#other as ::core::iter::IntoIterator>::Item),
+                false,
+            ),
         },
     };
 
@@ -245,11 +253,9 @@ fn trait_item(it: &TypeImplTrait) -> Option<Type> {
 /// its `Err` then fails the stage.
 fn is_result(ty: &Type) -> bool {
     match ty {
-        Type::Path(tp) if tp.qself.is_none() => tp
-            .path
-            .segments
-            .last()
-            .is_some_and(|s| s.ident == "Result"),
+        Type::Path(tp) if tp.qself.is_none() => {
+            tp.path.segments.last().is_some_and(|s| s.ident == "Result")
+        }
         Type::Paren(p) => is_result(&p.elem),
         _ => false,
     }
@@ -263,4 +269,3 @@ fn find_impl_trait(ty: &Type) -> Option<&TypeImplTrait> {
         _ => None,
     }
 }
-

@@ -20,27 +20,13 @@ impl<T, E> Fallible for Result<T, E> {
     type Ok = T;
 }
 
-/// Wiring a stage after a pipeline, with an error that names the stage when
-/// its input type is not the pipeline's item type.
-#[diagnostic::on_unimplemented(
-    message = "the stage `{Self}` cannot take items of type `{T}`",
-    label = "this stage's input type is not `{T}`, the type of the items it would receive",
-    note = "the previous stage (or the source) emits `{T}`"
-)]
-pub trait AcceptsInput<T>: Stage {
-    /// Appends the stage.
-    fn attach(self, pipeline: Pipeline<T>) -> Pipeline<Self::Out>;
-}
-
-impl<S: Stage> AcceptsInput<S::In> for S {
-    fn attach(self, pipeline: Pipeline<S::In>) -> Pipeline<S::Out> {
-        pipeline.then(self)
-    }
-}
-
-/// `pipe!`'s `a | b`.
-pub fn then<T, S: AcceptsInput<T>>(pipeline: Pipeline<T>, stage: S) -> Pipeline<S::Out> {
-    stage.attach(pipeline)
+/// `pipe!`'s `a | b`: the stage's input type must be the pipeline's item
+/// type, and a mismatch is reported on the stage.
+pub fn then<T: Send + 'static, S: Stage<In = T>>(
+    pipeline: Pipeline<T>,
+    stage: S,
+) -> Pipeline<S::Out> {
+    pipeline.then(stage)
 }
 
 /// A `pipe!` source, taken once by whichever of [`ViaChannel`] and

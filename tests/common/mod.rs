@@ -7,7 +7,11 @@ use std::time::{Duration, Instant};
 
 /// A hang is a failure: runs `f` on its own thread and panics if it has not
 /// finished within `limit` (generous: this detects hangs, not slowness).
-pub fn watchdog<T: Send + 'static>(limit: Duration, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+pub fn watchdog<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
     let (tx, rx) = mpsc::channel();
     let handle = thread::Builder::new()
         .name(format!("watchdog:{what}"))
@@ -20,7 +24,9 @@ pub fn watchdog<T: Send + 'static>(limit: Duration, what: &str, f: impl FnOnce()
             handle.join().unwrap();
             v
         }
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("hang: `{what}` did not finish within {limit:?}"),
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("hang: `{what}` did not finish within {limit:?}")
+        }
         Err(mpsc::RecvTimeoutError::Disconnected) => {
             // The closure panicked: re-raise its panic here.
             match handle.join() {

@@ -1,0 +1,10 @@
+//! Compile-time errors of the macros, as users see them: one error per file
+//! under `tests/ui/<macro>/`, listed in `tests/ui/README.md`.
+//! Regenerate the expected output with `TRYBUILD=overwrite` and review it.
+
+#[test]
+fn ui() {
+    let t = trybuild::TestCases::new();
+    t.compile_fail("tests/ui/stage/*.rs");
+    t.compile_fail("tests/ui/pipe/*.rs");
+}

@@ -1,0 +1,7 @@
+use parapipe::prelude::*;
+
+fn build() -> Pipeline<u32> {
+    pipe!()
+}
+
+fn main() {}
