@@ -1,12 +1,215 @@
-//! Typed, parallel data pipelines.
+//! Typed, parallel data pipelines: write each stage as an ordinary function,
+//! wire stages with `pipe!`, and let each stage run on its own workers.
+//!
+//! ```
+//! use parapipe::prelude::*;
+//!
+//! /// One line in, many words out, on two workers.
+//! #[stage(workers = 2)]
+//! fn words(lines: impl Iterator<Item = String>) -> impl Iterator<Item = String> {
+//!     lines.flat_map(|l| l.split_whitespace().map(str::to_lowercase).collect::<Vec<_>>())
+//! }
+//!
+//! /// One item in, one item out, with a bound argument.
+//! #[map_stage(workers = 4)]
+//! fn longer_than(word: String, n: usize) -> Option<String> {
+//!     (word.len() > n).then_some(word)
+//! }
+//!
+//! let lines = vec!["The quick brown fox".to_string(), "jumps over the lazy dog".to_string()];
+//! let mut long: Vec<String> = pipe!(lines | words | longer_than(4))
+//!     .collect::<Vec<_>>()?
+//!     .into_iter()
+//!     .flatten()
+//!     .collect();
+//! long.sort();
+//! assert_eq!(long, ["brown", "jumps", "quick"]);
+//!
+//! // The functions are still ordinary functions.
+//! assert_eq!(longer_than("hello".into(), 3), Some("hello".to_string()));
+//! # Ok::<(), PipelineError>(())
+//! ```
+//!
+//! # Stages
+//!
+//! - [`#[stage]`](stage) turns a function from an iterator of inputs to an
+//!   iterator of outputs into a stage (parallelpipe's `@stage`). Each worker
+//!   calls it once, with an iterator over its share of the input, so code
+//!   before and after the loop is per-worker setup and teardown. A function
+//!   without an input iterator is a *producer*: it starts a pipeline.
+//! - [`#[map_stage]`](map_stage) turns a per-item function into a stage
+//!   (parallelpipe's `@map_stage`).
+//! - Parameters after the input are *bound arguments*, given where the stage
+//!   is used: `add_n(7)`.
+//! - Either attribute generates a struct of the same name as the function
+//!   (`add_n::new(7)` builds it); the function itself is unchanged.
+//! - Keys: `workers = N` (default 1), `qsize = N` (the stage's output queue,
+//!   in items; default [`DEFAULT_QSIZE`]), `unbounded` (no queue limit),
+//!   `filter_errors` (drop failing items and count them), `name = "..."`.
+//!   Where the stage is used, [`StageExt`] overrides them:
+//!   `add_n(7).workers(2).qsize(5)` (parallelpipe's `setup()`).
+//! - For state of your own, implement [`Stage`] by hand and put the value in
+//!   braces in `pipe!`: `pipe!(src | { my_stage })`.
+//!
+//! # Errors and panics
+//!
+//! A stage fails by returning `Err` (a map stage returning `Result<O, E>`,
+//! an iterator stage yielding `Result<O, E>` items, for any
+//! `E: std::error::Error + Send + Sync + 'static`) or by panicking. The first
+//! failure stops the whole pipeline: the source stops, queued items are
+//! dropped, every thread is joined. The consumer receives the items that
+//! reached it before, then one [`PipelineError`] naming the task
+//! (`add_one-0` is worker 0 of `add_one`; the source is `source`), holding
+//! the original error (downcast it with [`PipelineError::downcast_ref`]) or
+//! the panic message, and counting the failures that followed. With
+//! `filter_errors`, `Err` items are dropped and counted
+//! ([`Results::filtered`]) instead; panics always fail the pipeline.
+//!
+//! # Running
+//!
+//! A [`Pipeline`] does nothing until consumed:
+//! [`results`](Pipeline::results) (an iterator of
+//! `Result<T, PipelineError>` in arrival order), [`collect`](Pipeline::collect),
+//! [`execute`](Pipeline::execute) (the last item) or [`run`](Pipeline::run)
+//! (discard the items). Dropping the results early stops the pipeline and
+//! joins its threads; nothing hangs, whatever the pipeline was doing.
+//!
+//! Items move between threads in batches sized to the work they carry, so
+//! per-item overhead stays in the tens of nanoseconds, while slow items go one
+//! at a time and a trickling channel source passes each item on at once.
+//! Queues are bounded (in items), so a fast source never runs more than the
+//! queue sizes ahead of a slow consumer: memory stays flat whatever the input
+//! length.
+//!
+//! # Sources
+//!
+//! The left end of `pipe!` is any [`IntoSource`]: an `IntoIterator` of
+//! `Send + 'static` items (a range, a `Vec`, ...), pulled on a thread of its
+//! own; a `flume` or `std::sync::mpsc` receiver, which streams (each item is
+//! passed on as it arrives, and the pipeline ends when every sender is
+//! dropped); another [`Pipeline`]; or a producer stage built with `::new`.
+//!
+//! A plain iterator source is read in batches: one that blocks between
+//! bursts of items (say, lines from a socket) may hold the end of a burst
+//! until its next item arrives. Feed such input through a channel instead.
 
 #![deny(missing_docs)]
-pub use pipeline_macros::{map_stage, pipe, stage};
+
+/// Turns a function from an iterator of inputs to an iterator of outputs
+/// into a pipeline stage.
+///
+/// ```
+/// use parapipe::prelude::*;
+///
+/// #[stage(workers = 4, qsize = 30)]
+/// fn fetch(urls: impl Iterator<Item = String>) -> impl Iterator<Item = usize> {
+///     // Per-worker setup goes here, before the loop.
+///     urls.map(|u| u.len())
+/// }
+///
+/// let urls = vec!["http://a.example".to_string(), "http://bb.example".to_string()];
+/// let total: usize = pipe!(urls | fetch).collect::<Vec<_>>()?.into_iter().sum();
+/// assert_eq!(total, 33);
+/// # Ok::<(), PipelineError>(())
+/// ```
+///
+/// The first parameter is the input, `impl Iterator<Item = T>`; further
+/// parameters are bound in `pipe!`. The return type is
+/// `impl Iterator<Item = U>` or any `IntoIterator`. Items of type
+/// `Result<U, E>` make the stage fallible: an `Err` fails the pipeline (or,
+/// with `filter_errors`, is dropped and counted).
+///
+/// A function with no parameters, or marked `#[stage(producer)]`, is a
+/// producer: it has no input and starts a pipeline, as in
+/// `pipe!(numbers::new() | ...)`. With `workers = N`, each of its N workers
+/// calls it once and their outputs are merged, so N workers produce N times
+/// the items (N independent generators). Writing `pipe!(numbers() | ...)`
+/// instead calls the function and reads its iterator as a plain source.
+///
+/// Keys: `workers = N` (at least 1; default 1), `qsize = N` (items queued
+/// after the stage, at least 1; default [`DEFAULT_QSIZE`]), `unbounded`
+/// (no queue limit), `filter_errors` (or `filter_errors = true`),
+/// `name = "..."` (default: the function's name), `producer`. Integer keys
+/// also take a constant (`workers = N_WORKERS`), checked when the pipeline
+/// starts.
+pub use pipeline_macros::stage;
+
+/// Turns a per-item function into a pipeline stage.
+///
+/// ```
+/// use parapipe::prelude::*;
+///
+/// #[map_stage(workers = 4)]
+/// fn add_n(x: i64, n: i64) -> i64 {
+///     x + n
+/// }
+///
+/// let mut v: Vec<i64> = pipe!(0..100 | add_n(7)).collect()?;
+/// v.sort();
+/// assert_eq!(v, (7..107).collect::<Vec<_>>());
+/// assert_eq!(add_n(1, 2), 3);
+/// # Ok::<(), PipelineError>(())
+/// ```
+///
+/// The first parameter is the item; further parameters are bound in
+/// `pipe!`, stored in the stage and cloned for each call (a `&T` parameter
+/// stores `T::Owned` and lends it). Returning `Result<U, E>` (or an alias such
+/// as `io::Result<U>`) makes the stage fallible: an `Err` fails the pipeline,
+/// or with `filter_errors` drops the item. To pass `Result`s on as items,
+/// wrap them in a type of your own.
+///
+/// Keys: as for [`macro@stage`], except `producer`.
+pub use pipeline_macros::map_stage;
+
+/// Wires a source and stages into a [`Pipeline`], checked at compile time.
+///
+/// ```
+/// use parapipe::prelude::*;
+///
+/// #[map_stage]
+/// fn parse(s: String) -> Result<i64, std::num::ParseIntError> {
+///     s.trim().parse()
+/// }
+///
+/// #[map_stage(workers = 4)]
+/// fn add_n(x: i64, n: i64) -> i64 {
+///     x + n
+/// }
+///
+/// let lines = vec!["1".to_string(), " 2".to_string(), "x".to_string()];
+/// let mut ok = 0;
+/// let mut failed = None;
+/// for r in pipe!(lines | parse | add_n(1).workers(2)).results() {
+///     match r {
+///         Ok(_) => ok += 1,
+///         Err(e) => failed = Some(e),
+///     }
+/// }
+/// let e = failed.unwrap();
+/// assert_eq!(e.stage(), "parse");
+/// assert!(e.downcast_ref::<std::num::ParseIntError>().is_some());
+/// assert!(ok <= 2);
+/// ```
+///
+/// `pipe!(source | stage | stage ...)`:
+/// - the source is any expression implementing [`IntoSource`] (put `|`
+///   inside parentheses if the source expression needs one);
+/// - a stage is the name of a `#[stage]` or `#[map_stage]` function
+///   (`add_n`, `stages::add_n`), with its bound arguments if it has any
+///   (`add_n(7)`); `pipe!` builds it with `add_n::new(7)`, so a hand-written
+///   stage type with a `new` function can be named the same way;
+/// - or any stage value in braces: `{ my_stage }`;
+/// - either may be followed by [`StageExt`] methods: `add_n(7).workers(2)`.
+///
+/// A stage whose input type is not the previous stage's output type is a
+/// compile error, reported on that stage.
+pub use pipeline_macros::pipe;
+
 pub use pipeline_runtime::*;
 
 /// What a pipeline needs: `use parapipe::prelude::*;`.
 pub mod prelude {
-    pub use pipeline_macros::{map_stage, pipe, stage};
+    pub use crate::{map_stage, pipe, stage};
     pub use pipeline_runtime::{
         Configurable, Emitter, Input, IntoSource, Pipeline, PipelineError, Producer, QueueSize,
         Results, Stage, StageConfig, StageError, StageExt, Worker,
