@@ -45,9 +45,34 @@ fn count_words(
 /// A deterministic text: 200,000 lines drawn from a small vocabulary.
 fn generate_text(lines: usize) -> impl Iterator<Item = String> {
     const WORDS: &[&str] = &[
-        "The", "pipeline,", "runs", "every", "stage", "on", "its", "own", "workers;", "items",
-        "flow", "in", "batches", "through", "bounded", "queues.", "A", "stage", "is", "a",
-        "function!", "Rust", "checks", "the", "types", "at", "compile", "time.",
+        "The",
+        "pipeline,",
+        "runs",
+        "every",
+        "stage",
+        "on",
+        "its",
+        "own",
+        "workers;",
+        "items",
+        "flow",
+        "in",
+        "batches",
+        "through",
+        "bounded",
+        "queues.",
+        "A",
+        "stage",
+        "is",
+        "a",
+        "function!",
+        "Rust",
+        "checks",
+        "the",
+        "types",
+        "at",
+        "compile",
+        "time.",
     ];
     let mut state: u64 = 0x2545_f491_4f6c_dd1d;
     (0..lines).map(move |_| {
@@ -74,7 +99,10 @@ fn main() -> Result<(), PipelineError> {
     let mut top: Vec<(&String, &u64)> = counts.iter().collect();
     top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
     let total: u64 = counts.values().sum();
-    println!("{total} words of at least 2 letters, {} distinct, in {elapsed:.2?}", counts.len());
+    println!(
+        "{total} words of at least 2 letters, {} distinct, in {elapsed:.2?}",
+        counts.len()
+    );
     println!("most common:");
     for (word, n) in top.iter().take(10) {
         println!("  {word:<10} {n:>8}");

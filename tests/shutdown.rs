@@ -254,6 +254,21 @@ fn a_stage_that_stops_early_stops_upstream() {
 }
 
 #[test]
+fn a_stage_that_stops_early_stops_a_silent_upstream_stage() {
+    // The middle stage emits its five items and then never again: it must
+    // still notice that the last stage is gone, or it would drain the
+    // endless source forever.
+    #[stage(workers = 2)]
+    fn only_small(xs: impl Iterator<Item = u64>) -> impl Iterator<Item = u64> {
+        xs.filter(|x| *x < 5)
+    }
+    let got = watchdog(LIMIT, "silent upstream", || {
+        pipe!(0..u64::MAX | only_small | first_five).collect::<Vec<_>>()
+    });
+    assert_eq!(sorted(got.unwrap()), [0, 1, 2, 3, 4]);
+}
+
+#[test]
 fn dropping_while_the_source_channel_is_idle() {
     // The sender stays alive and silent: the source waits on the channel,
     // and dropping the results must still return.

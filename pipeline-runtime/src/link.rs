@@ -181,6 +181,11 @@ impl<T> Tx<T> {
         }
     }
 
+    /// Whether every receiver of the link is gone.
+    pub(crate) fn is_disconnected(&self) -> bool {
+        self.tx.is_disconnected()
+    }
+
     /// Restarts the production-time measurement after the owner waited for
     /// input, so the wait does not count as the cost of its items.
     pub(crate) fn restart_clock(&mut self, now: Instant) {

@@ -33,6 +33,11 @@ impl<'c, I, O> WorkerIo<'c, I, O> {
 
 /// Receives the next input batch, flushing `tx` before waiting.
 fn next_batch<I, O>(rx: &mut Rx<I>, tx: &mut Tx<O>, ctl: &Control) -> Result<Option<Vec<I>>, Stop> {
+    // Every worker of the next stage has stopped (it took what it needed):
+    // stop too, even if this stage would not emit again for a long time.
+    if tx.is_disconnected() {
+        return Err(Stop::Cancelled);
+    }
     rx.recv(ctl, tx)
 }
 
