@@ -94,9 +94,10 @@ fn stream_fed_from_two_threads_ends_when_both_senders_drop() {
 fn a_slow_consumer_holds_back_a_fast_source() {
     // An endless source: without backpressure it would run away. The source
     // may be ahead of the consumer by at most the queues (the source's
-    // 1024 items, the stage's 30) plus what threads hold in hand (a batch
-    // of at most 64 items in each of the source, two workers and the consumer,
-    // and each worker's output buffer).
+    // DEFAULT_QSIZE items, the stage's 30) plus what threads hold in hand: a
+    // batch of at most 512 items in the source and in each of the two
+    // workers, and small batches (at most 15, half of qsize 30) in the
+    // workers' output buffers and the consumer.
     let produced = Arc::new(AtomicU64::new(0));
     let p = produced.clone();
     let max_ahead = watchdog(LIMIT, "backpressure", move || {
@@ -114,7 +115,7 @@ fn a_slow_consumer_holds_back_a_fast_source() {
         }
         max_ahead
     });
-    let bound = parapipe::DEFAULT_QSIZE as u64 + 30 + 64 * 6;
+    let bound = parapipe::DEFAULT_QSIZE as u64 + 30 + 512 * 3 + 15 * 3;
     assert!(
         max_ahead <= bound,
         "source ran {max_ahead} items ahead (bound {bound})"

@@ -5,10 +5,11 @@ use std::borrow::Cow;
 /// Output queue size of a stage when none is given: items buffered between a
 /// stage and the next before the stage waits (backpressure).
 ///
-/// 1024 items keep 16 batches of 64 in flight, which is enough to hide the
-/// cost of a thread hand-off, while keeping memory bounded whatever the
-/// input length.
-pub const DEFAULT_QSIZE: usize = 1024;
+/// 4096 items make 8 batches of 512 for cheap items: enough that threads
+/// rarely wait on each other (on two cores, a quarter of the per-item cost of
+/// 1024), while memory stays bounded whatever the input length. Costlier
+/// items travel in smaller batches, so fewer of them are queued.
+pub const DEFAULT_QSIZE: usize = 4096;
 
 /// How many items a stage's output queue holds before the stage waits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
