@@ -328,7 +328,7 @@ mod tests {
         for n in 1..=5000 {
             let (slots, batch) = geometry(QueueSize::Bounded(n));
             let slots = slots.unwrap();
-            assert!(slots >= 1 && batch >= 1 && batch <= MAX_BATCH, "qsize {n}");
+            assert!(slots >= 1 && (1..=MAX_BATCH).contains(&batch), "qsize {n}");
             assert!(slots * batch <= n, "qsize {n}: {slots} x {batch}");
             if n >= 2 {
                 assert!(slots >= 2, "qsize {n}");
