@@ -1,6 +1,7 @@
 //! Per-item overhead of parapipe against a sequential loop, rayon's
-//! `par_bridge` and a hand-written per-item flume pipeline, on 1,000,000
-//! `u64` items through `x + 1`.
+//! `par_bridge` and hand-written flume pipelines (one item per message, and
+//! 64-item `Vec<u64>` batches per message), on 1,000,000 `u64` items through
+//! `x + 1`.
 //!
 //! Run with `cargo bench --bench overhead`.
 
@@ -15,6 +16,8 @@ use rayon::prelude::*;
 const N: u64 = 1_000_000;
 /// Capacity of each hand-written flume channel, in items.
 const CAP: usize = 1024;
+/// Items per message in the batched hand-written flume pipeline.
+const BATCH: usize = 64;
 
 #[map_stage(workers = 2)]
 fn add_one(x: u64) -> u64 {
@@ -41,27 +44,29 @@ const fn expected(k: u64) -> u64 {
     N * (N - 1) / 2 + k * N
 }
 
-/// A hand-written pipeline: a source thread sends `0..N` one item per
-/// message; each stage has `workers[i]` threads that add 1 and send each
-/// result as its own message; the calling thread sums the output.
-fn flume_per_item(workers: &[usize]) -> u64 {
+/// A hand-written pipeline whose messages are of type `M`: a source thread
+/// runs `source` to fill the first channel; each stage has `workers[i]`
+/// threads that apply `step` to each message and send the result on; the
+/// calling thread folds every output message with `sum` and adds them up.
+/// Every channel is bounded to `cap` messages.
+fn flume_pipeline<M: Send>(
+    workers: &[usize],
+    cap: usize,
+    source: impl FnOnce(flume::Sender<M>) + Send,
+    step: impl Fn(M) -> M + Copy + Send,
+    sum: impl Fn(M) -> u64,
+) -> u64 {
     thread::scope(|s| {
-        let (src_tx, mut rx) = flume::bounded::<u64>(CAP);
-        s.spawn(move || {
-            for x in 0..N {
-                if src_tx.send(x).is_err() {
-                    return;
-                }
-            }
-        });
+        let (src_tx, mut rx) = flume::bounded::<M>(cap);
+        s.spawn(move || source(src_tx));
         for &w in workers {
-            let (tx, next_rx) = flume::bounded::<u64>(CAP);
+            let (tx, next_rx) = flume::bounded::<M>(cap);
             for _ in 0..w {
                 let rx = rx.clone();
                 let tx = tx.clone();
                 s.spawn(move || {
-                    for x in rx.iter() {
-                        if tx.send(x + 1).is_err() {
+                    for m in rx.iter() {
+                        if tx.send(step(m)).is_err() {
                             return;
                         }
                     }
@@ -69,8 +74,49 @@ fn flume_per_item(workers: &[usize]) -> u64 {
             }
             rx = next_rx;
         }
-        rx.iter().sum()
+        rx.iter().map(sum).sum()
     })
+}
+
+/// `0..N` through `x + 1` per stage, one item per message.
+fn flume_per_item(workers: &[usize]) -> u64 {
+    flume_pipeline(
+        workers,
+        CAP,
+        |tx| {
+            for x in 0..N {
+                if tx.send(x).is_err() {
+                    return;
+                }
+            }
+        },
+        |x| x + 1,
+        |x| x,
+    )
+}
+
+/// `0..N` through `x + 1` per stage, `BATCH` items per `Vec<u64>` message;
+/// channels hold `CAP / BATCH` batches, i.e. `CAP` items.
+fn flume_batched(workers: &[usize]) -> u64 {
+    flume_pipeline(
+        workers,
+        CAP / BATCH,
+        |tx| {
+            for start in (0..N).step_by(BATCH) {
+                let batch: Vec<u64> = (start..N.min(start + BATCH as u64)).collect();
+                if tx.send(batch).is_err() {
+                    return;
+                }
+            }
+        },
+        |mut batch| {
+            for x in &mut batch {
+                *x += 1;
+            }
+            batch
+        },
+        |batch| batch.iter().sum(),
+    )
 }
 
 fn one_stage_2_workers(c: &mut Criterion) {
@@ -80,6 +126,7 @@ fn one_stage_2_workers(c: &mut Criterion) {
         .expect("rayon pool");
     let want = expected(1);
     assert_eq!(flume_per_item(&[2]), want);
+    assert_eq!(flume_batched(&[2]), want);
     assert_eq!(
         pipe!(0..N | add_one)
             .results()
@@ -104,6 +151,9 @@ fn one_stage_2_workers(c: &mut Criterion) {
     group.bench_function("flume_per_item", |b| {
         b.iter(|| black_box(flume_per_item(&[2])))
     });
+    group.bench_function("flume_batched_64", |b| {
+        b.iter(|| black_box(flume_batched(&[2])))
+    });
     group.bench_function("parapipe", |b| {
         b.iter(|| {
             black_box(
@@ -124,6 +174,7 @@ fn three_stage_chain(c: &mut Criterion) {
         .expect("rayon pool");
     let want = expected(3);
     assert_eq!(flume_per_item(&[1, 1, 1]), want);
+    assert_eq!(flume_batched(&[1, 1, 1]), want);
     assert_eq!(
         pipe!(0..N | s1 | s2 | s3)
             .results()
@@ -164,6 +215,9 @@ fn three_stage_chain(c: &mut Criterion) {
     });
     group.bench_function("flume_per_item", |b| {
         b.iter(|| black_box(flume_per_item(&[1, 1, 1])))
+    });
+    group.bench_function("flume_batched_64", |b| {
+        b.iter(|| black_box(flume_batched(&[1, 1, 1])))
     });
     group.bench_function("parapipe", |b| {
         b.iter(|| {
