@@ -91,7 +91,8 @@
 //!
 //! A plain iterator source is read in batches: one that blocks between
 //! bursts of items (say, lines from a socket) may hold the end of a burst
-//! until its next item arrives. Feed such input through a channel instead.
+//! until its next item arrives. Wrap such a source in
+//! [`Pipeline::streaming`], or feed it through a channel.
 
 #![deny(missing_docs)]
 

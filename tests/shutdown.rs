@@ -141,6 +141,20 @@ fn panic_in_source() {
 }
 
 #[test]
+fn panic_in_a_streaming_source() {
+    let err = watchdog(LIMIT, "streaming source panic", || {
+        let source = (0..10_000u64).inspect(|&x| {
+            if x == 99 {
+                panic!("stream broke");
+            }
+        });
+        pipe!(Pipeline::streaming(source) | inc).run().unwrap_err()
+    });
+    assert_eq!(err.task(), "source");
+    assert_eq!(err.panic_message(), Some("stream broke"));
+}
+
+#[test]
 fn items_before_the_error_are_delivered_then_the_error() {
     // One worker everywhere and the failure at a known item: every item the
     // consumer sees came before it, and the error comes last.

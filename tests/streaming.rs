@@ -49,6 +49,34 @@ fn each_streamed_item_comes_out_before_the_next_goes_in() {
 }
 
 #[test]
+fn a_blocking_iterator_streams_through_pipeline_streaming() {
+    // The same lock-step with a plain iterator that blocks between items,
+    // after a first burst of 100 items: `Pipeline::streaming` passes each
+    // item on as it comes.
+    watchdog(LIMIT, "lock-step streaming", || {
+        let (ack_tx, ack_rx) = flume::bounded::<u64>(1);
+        let mut next = 0u64;
+        let items = std::iter::from_fn(move || {
+            if next >= 100 {
+                // After the burst, wait for the previous item to come out.
+                assert_eq!(ack_rx.recv().ok()?, next);
+            }
+            next += 1;
+            (next <= 300).then_some(next - 1)
+        });
+        let mut seen = 0;
+        for r in pipe!(Pipeline::streaming(items) | inc).results() {
+            let v = r.unwrap();
+            seen += 1;
+            if v >= 100 {
+                ack_tx.send(v).unwrap();
+            }
+        }
+        assert_eq!(seen, 300);
+    });
+}
+
+#[test]
 fn std_channel_streams_too() {
     watchdog(LIMIT, "lock-step std", || {
         let (tx, rx) = std::sync::mpsc::channel::<u64>();

@@ -53,6 +53,55 @@ impl<T: Send + 'static> Pipeline<T> {
         Self::from_source(Source::<std::iter::Empty<T>>::Std(receiver))
     }
 
+    /// A pipeline whose items come from an iterator that may block between
+    /// items (lines from a socket or a terminal, events as they happen),
+    /// passing each item on as soon as the iterator yields it.
+    ///
+    /// [`Pipeline::source`] reads its iterator in batches, which is fastest,
+    /// but an iterator that blocks after a burst of items can hold the end of
+    /// the burst until its next item. Here the iterator runs on a thread of
+    /// its own and hands each item over a channel, so nothing waits; this
+    /// costs a channel message per item.
+    ///
+    /// ```
+    /// use parapipe::prelude::*;
+    ///
+    /// #[map_stage]
+    /// fn shout(line: String) -> String {
+    ///     line.to_uppercase()
+    /// }
+    ///
+    /// let lines = std::io::Cursor::new("one\ntwo\n");
+    /// let lines = std::io::BufRead::lines(lines).map_while(Result::ok);
+    /// let out: Vec<String> = pipe!(Pipeline::streaming(lines) | shout).collect()?;
+    /// assert_eq!(out, ["ONE", "TWO"]);
+    /// # Ok::<(), PipelineError>(())
+    /// ```
+    pub fn streaming<I>(items: I) -> Self
+    where
+        I: IntoIterator<Item = T> + Send + 'static,
+    {
+        let (item_tx, item_rx) = flume::bounded(crate::link::MAX_BATCH);
+        let relay = Self::from_receiver(item_rx).plan;
+        Pipeline {
+            plan: Box::new(move |launch: &mut Launch| {
+                // The user's iterator, which may block where we cannot
+                // interrupt it; it stops at its next item once the relay
+                // (an interruptible channel source) is gone.
+                launch.spawn("source", None, true, move || {
+                    for item in items {
+                        if item_tx.send(item).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(())
+                });
+                relay(launch)
+            }),
+            invalid: None,
+        }
+    }
+
     fn from_source<I>(source: Source<I>) -> Self
     where
         I: IntoIterator<Item = T> + Send + 'static,
