@@ -177,35 +177,16 @@ fn generate(func: &ItemFn, args: &StageArgs, stage: &StageFn) -> TokenStream {
     );
 
     let run = match stage.kind {
-        Kind::Map => {
-            let input = stage.input.as_ref().expect("a map stage has an input");
-            let method = if stage.fallible {
-                quote!(try_map)
-            } else {
-                quote!(map)
-            };
-            quote! {
-                impl #impl_generics #rt::Stage for #ident #ty_generics #full_where {
-                    type In = #input;
-                    type Out = #out_item;
-                    fn run(
-                        &self,
-                        #worker: #rt::Worker<'_, Self::In, Self::Out>,
-                    ) -> ::core::result::Result<(), #rt::StageError> {
-                        #worker.#method(|#item| #call(#item, #(#call_args),*))
-                    }
-                }
-            }
-        }
-        Kind::Iter => {
+        Kind::Map | Kind::Iter => {
             let input = stage
                 .input
                 .as_ref()
-                .expect("an iterator stage has an input");
-            let method = if stage.fallible {
-                quote!(try_transform)
-            } else {
-                quote!(transform)
+                .expect("a map or iterator stage has an input");
+            let (var, method) = match (stage.kind, stage.fallible) {
+                (Kind::Map, false) => (&item, quote!(map)),
+                (Kind::Map, true) => (&item, quote!(try_map)),
+                (_, false) => (&input_var, quote!(transform)),
+                (_, true) => (&input_var, quote!(try_transform)),
             };
             quote! {
                 impl #impl_generics #rt::Stage for #ident #ty_generics #full_where {
@@ -215,7 +196,7 @@ fn generate(func: &ItemFn, args: &StageArgs, stage: &StageFn) -> TokenStream {
                         &self,
                         #worker: #rt::Worker<'_, Self::In, Self::Out>,
                     ) -> ::core::result::Result<(), #rt::StageError> {
-                        #worker.#method(|#input_var| #call(#input_var, #(#call_args),*))
+                        #worker.#method(|#var| #call(#var, #(#call_args),*))
                     }
                 }
             }

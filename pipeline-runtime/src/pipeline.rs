@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::config::{DEFAULT_QSIZE, QueueSize};
+use crate::config::{DEFAULT_QSIZE, QueueSize, StageConfig};
 use crate::control::Control;
 use crate::error::{Failure, PipelineError, StageError, Stop, panic_message};
-use crate::link::{Rx, link};
+use crate::link::{Rx, Tx, link};
 use crate::source::Source;
 use crate::stage::{Producer, Stage};
 use crate::worker::{Emitter, Worker, WorkerIo};
@@ -126,20 +126,11 @@ impl<T: Send + 'static> Pipeline<T> {
         Pipeline {
             plan: Box::new(move |launch: &mut Launch| {
                 let config = producer.config().clone();
-                let (tx, rx) = link(config.queue());
-                let filtered = launch.counter(config.name());
                 let producer = Arc::new(producer);
-                for index in 0..config.workers() {
-                    let (producer, filtered, ctl) =
-                        (producer.clone(), filtered.clone(), launch.ctl.clone());
-                    let mut tx = tx.clone();
-                    let filter = config.filter_errors();
-                    launch.spawn(config.name(), Some(index), false, move || {
-                        let emitter = Emitter::new(&mut tx, &ctl, index, filter, &filtered);
-                        producer.produce(emitter)
-                    });
-                }
-                rx
+                launch.spawn_workers(&config, move |mut w| {
+                    let emitter = Emitter::new(&mut w.tx, &w.ctl, w.index, w.filter, &w.filtered);
+                    producer.produce(emitter)
+                })
             }),
             invalid,
         }
@@ -153,20 +144,11 @@ impl<T: Send + 'static> Pipeline<T> {
             plan: Box::new(move |launch: &mut Launch| {
                 let input = upstream(launch);
                 let config = stage.config().clone();
-                let (tx, rx) = link(config.queue());
-                let filtered = launch.counter(config.name());
                 let stage = Arc::new(stage);
-                for index in 0..config.workers() {
-                    let (stage, filtered, ctl) =
-                        (stage.clone(), filtered.clone(), launch.ctl.clone());
-                    let (input, tx) = (input.clone(), tx.clone());
-                    let filter = config.filter_errors();
-                    launch.spawn(config.name(), Some(index), false, move || {
-                        let io = WorkerIo::new(input, tx, &ctl);
-                        stage.run(Worker::new(&io, index, filter, &filtered))
-                    });
-                }
-                rx
+                launch.spawn_workers(&config, move |w| {
+                    let io = WorkerIo::new(input.clone(), w.tx, &w.ctl);
+                    stage.run(Worker::new(&io, w.index, w.filter, &w.filtered))
+                })
             }),
             invalid,
         }
@@ -228,7 +210,7 @@ impl<T: Send + 'static> Default for Pipeline<T> {
     }
 }
 
-fn check(config: &crate::StageConfig) -> Option<PipelineError> {
+fn check(config: &StageConfig) -> Option<PipelineError> {
     config
         .validate()
         .err()
@@ -249,11 +231,40 @@ pub(crate) struct Launch {
     counters: Vec<(String, Arc<AtomicU64>)>,
 }
 
+/// What one worker of a stage or producer starts with.
+struct WorkerStart<O> {
+    index: usize,
+    /// The worker's own sender on the stage's output queue.
+    tx: Tx<O>,
+    ctl: Arc<Control>,
+    filter: bool,
+    filtered: Arc<AtomicU64>,
+}
+
 impl Launch {
-    fn counter(&mut self, stage: &str) -> Arc<AtomicU64> {
-        let counter = Arc::new(AtomicU64::new(0));
-        self.counters.push((stage.to_owned(), counter.clone()));
-        counter
+    /// Starts the workers of a stage or producer, each running `body`, and
+    /// returns the stage's output queue.
+    fn spawn_workers<O, F>(&mut self, config: &StageConfig, body: F) -> Rx<O>
+    where
+        O: Send + 'static,
+        F: FnOnce(WorkerStart<O>) -> Result<(), StageError> + Clone + Send + 'static,
+    {
+        let (tx, rx) = link(config.queue());
+        let filtered = Arc::new(AtomicU64::new(0));
+        self.counters
+            .push((config.name().to_owned(), filtered.clone()));
+        for index in 0..config.workers() {
+            let start = WorkerStart {
+                index,
+                tx: tx.clone(),
+                ctl: self.ctl.clone(),
+                filter: config.filter_errors(),
+                filtered: filtered.clone(),
+            };
+            let body = body.clone();
+            self.spawn(config.name(), Some(index), false, move || body(start));
+        }
+        rx
     }
 
     /// Starts one thread of the pipeline. Its body's error or panic becomes
