@@ -26,6 +26,12 @@ fn count_to(n: u32) -> impl Iterator<Item = u32> {
     0..n
 }
 
+/// A fallible producer: its `Err` fails the pipeline like a stage's.
+#[stage]
+fn readings() -> impl Iterator<Item = Result<u32, Boom>> {
+    (0..10u32).map(|i| if i == 7 { Err(Boom(7)) } else { Ok(i) })
+}
+
 #[map_stage(workers = 2)]
 fn scale<T: std::ops::Mul<Output = T> + Copy + Send + Sync + 'static>(x: T, k: T) -> T {
     x * k
@@ -68,6 +74,20 @@ fn producer_stage_runs_once_per_worker() {
     assert_eq!(sorted(got), [0, 1, 2, 3, 4]);
     // Still an ordinary function.
     assert_eq!(count_to(3).collect::<Vec<_>>(), [0, 1, 2]);
+}
+
+#[test]
+fn fallible_producer_fails_or_filters() {
+    let err = watchdog(LIMIT, "producer error", || {
+        pipe!(readings::new()).run().unwrap_err()
+    });
+    assert_eq!(err.task(), "readings-0");
+    assert_eq!(err.downcast_ref::<Boom>(), Some(&Boom(7)));
+
+    let mut results = pipe!(readings::new().filter_errors(true)).results();
+    let got: Vec<u32> = results.by_ref().map(|r| r.unwrap()).collect();
+    assert_eq!(sorted(got), [0, 1, 2, 3, 4, 5, 6, 8, 9]);
+    assert_eq!(results.filtered(), 1);
 }
 
 #[test]

@@ -235,7 +235,7 @@ fn generate(func: &ItemFn, args: &StageArgs, stage: &StageFn) -> TokenStream {
         #func
 
         #[doc = #doc]
-        #[allow(non_camel_case_types)]
+        #[allow(non_camel_case_types, reason = "the stage struct is named after its function")]
         #vis struct #ident #impl_generics #where_clause {
             #args_field: (#(#stored,)*),
             __config: #rt::StageConfig,
@@ -245,7 +245,7 @@ fn generate(func: &ItemFn, args: &StageArgs, stage: &StageFn) -> TokenStream {
         impl #impl_generics #ident #ty_generics #where_clause {
             /// Builds the stage with its bound arguments and the configuration
             /// of its attribute.
-            #[allow(clippy::new_without_default)]
+            #[allow(clippy::new_without_default, reason = "`new` mirrors the function's bound arguments")]
             #new_sig {
                 #config
                 #ident {

@@ -244,7 +244,7 @@ fn parse_and_generate(input: TokenStream) -> syn::Result<TokenStream> {
         let var = Ident::new("__parapipe_pipeline", Span::mixed_site().located_at(span));
         let rt = quote_spanned!(span=> ::parapipe::__private);
         quote_spanned! {span=>
-            #[allow(unused_braces)]
+            #[allow(unused_braces, reason = "`{ stage }` is pipe! syntax for a stage value")]
             let #var = #rt::then(#var, #expr);
         }
     });
@@ -253,7 +253,7 @@ fn parse_and_generate(input: TokenStream) -> syn::Result<TokenStream> {
         (&&#rt::SourceArg::new(#source)).__parapipe_source()
     };
     Ok(quote! {{
-        #[allow(unused_imports)]
+        #[allow(unused_imports, reason = "not every pipe! uses every trait")]
         use #rt::{StageExt as _, ViaChannel as _, ViaIntoSource as _};
         let #var = #source_call;
         #(#wiring)*
