@@ -1,0 +1,379 @@
+//! Randomised fault injection (proptest, so a failure shrinks to a minimal
+//! pipeline): random pipelines of 1 to 6 stages over 0 to 10,000 items, with
+//! an `Err` or a panic injected at a random item of a random stage or of the
+//! source, stages that emit more or fewer items than they take, and
+//! consumers that stop early or read slowly. Every run must end (watchdog),
+//! deliver exactly the expected items or only genuine ones before the
+//! reported fault, name the right stage and message, and leave no thread.
+//!
+//! `PARAPIPE_FAULT_CASES` sets the number of cases (default 500).
+//! One test in this binary, so the thread count sees no other test.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{Boom, assert_threads_back_to, thread_count, watchdog};
+use parapipe::prelude::*;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+
+/// What a stage does with each item it takes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    /// A map stage: `x + 1`.
+    AddOne,
+    /// An iterator stage emitting every item twice.
+    Twice,
+    /// An iterator stage dropping odd items.
+    EvensOnly,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fault {
+    Err(u64),
+    Panic(u64),
+}
+
+#[derive(Clone, Debug)]
+struct StageSpec {
+    kind: Kind,
+    workers: usize,
+    qsize: usize,
+    filter_errors: bool,
+    fault: Option<Fault>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Consumer {
+    ReadAll,
+    /// Sleeps a little every 100 items.
+    Slow,
+    /// Drops the results after this many items.
+    DropAfter(usize),
+}
+
+#[derive(Clone, Debug)]
+struct Spec {
+    n: u64,
+    source_panic: Option<u64>,
+    stages: Vec<StageSpec>,
+    consumer: Consumer,
+}
+
+/// The stage under test: one struct for every kind, so pipelines can be
+/// built in a loop.
+struct Op {
+    config: StageConfig,
+    kind: Kind,
+    fault: Option<Fault>,
+}
+
+impl Op {
+    fn check(&self, x: u64) -> Result<u64, Boom> {
+        match self.fault {
+            Some(Fault::Panic(v)) if v == x => panic!("injected panic at {v}"),
+            Some(Fault::Err(v)) if v == x => Err(Boom(v)),
+            _ => Ok(x),
+        }
+    }
+}
+
+impl Configurable for Op {
+    fn config(&self) -> &StageConfig {
+        &self.config
+    }
+    fn config_mut(&mut self) -> &mut StageConfig {
+        &mut self.config
+    }
+}
+
+impl Stage for Op {
+    type In = u64;
+    type Out = u64;
+    fn run(&self, worker: Worker<'_, u64, u64>) -> Result<(), StageError> {
+        match self.kind {
+            Kind::AddOne => worker.try_map(|x| self.check(x).map(|x| x + 1)),
+            Kind::Twice => worker.try_transform(|input| {
+                input.flat_map(|x| match self.check(x) {
+                    Ok(x) => vec![Ok(x), Ok(x)],
+                    Err(e) => vec![Err(e)],
+                })
+            }),
+            Kind::EvensOnly => worker.try_transform(|input| {
+                input.filter_map(|x| match self.check(x) {
+                    Ok(x) => (x % 2 == 0).then_some(Ok(x)),
+                    Err(e) => Some(Err(e)),
+                })
+            }),
+        }
+    }
+}
+
+/// What a sequential run of the spec gives.
+#[derive(Debug)]
+struct Expected {
+    /// The final items if no fault fired, or, if one did, every item the
+    /// pipeline could have produced without it.
+    items: Vec<u64>,
+    /// The fault that must be reported (stage name, message), if one fires.
+    failure: Option<(String, String)>,
+    filtered: u64,
+}
+
+fn simulate(spec: &Spec) -> Expected {
+    let mut failure = None;
+    let mut filtered = 0;
+    if let Some(k) = spec.source_panic.filter(|&k| k < spec.n) {
+        failure = Some(("source".to_owned(), format!("injected panic at {k}")));
+    }
+    let mut items: Vec<u64> = (0..spec.n).collect();
+    for (j, stage) in spec.stages.iter().enumerate() {
+        let mut next = Vec::new();
+        for x in items {
+            match stage.fault {
+                Some(Fault::Panic(v)) if v == x => {
+                    failure
+                        .get_or_insert_with(|| (format!("s{j}"), format!("injected panic at {v}")));
+                    continue;
+                }
+                Some(Fault::Err(v)) if v == x => {
+                    if stage.filter_errors {
+                        filtered += 1;
+                    } else {
+                        failure.get_or_insert_with(|| (format!("s{j}"), Boom(v).to_string()));
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            match stage.kind {
+                Kind::AddOne => next.push(x + 1),
+                Kind::Twice => next.extend([x, x]),
+                Kind::EvensOnly if x % 2 == 0 => next.push(x),
+                Kind::EvensOnly => {}
+            }
+        }
+        items = next;
+    }
+    Expected {
+        items,
+        failure,
+        filtered,
+    }
+}
+
+fn build(spec: &Spec) -> Pipeline<u64> {
+    let source_panic = spec.source_panic;
+    let source = (0..spec.n).inspect(move |&x| {
+        if Some(x) == source_panic {
+            panic!("injected panic at {x}");
+        }
+    });
+    let mut pipeline = Pipeline::source(source);
+    for (j, s) in spec.stages.iter().enumerate() {
+        let op = Op {
+            config: StageConfig::new(format!("s{j}")),
+            kind: s.kind,
+            fault: s.fault,
+        };
+        pipeline = pipeline.then(
+            op.workers(s.workers)
+                .qsize(s.qsize)
+                .filter_errors(s.filter_errors),
+        );
+    }
+    pipeline
+}
+
+fn counts(items: &[u64]) -> HashMap<u64, usize> {
+    let mut m = HashMap::new();
+    for &x in items {
+        *m.entry(x).or_insert(0) += 1;
+    }
+    m
+}
+
+/// Whether `sub` is a sub-multiset of `all`.
+fn is_submultiset(sub: &[u64], all: &[u64]) -> bool {
+    let all = counts(all);
+    counts(sub)
+        .iter()
+        .all(|(x, n)| all.get(x).is_some_and(|m| n <= m))
+}
+
+/// Runs one case; `Err` describes what went wrong.
+fn check(spec: &Spec) -> Result<(), String> {
+    let expected = simulate(spec);
+    let run_spec = spec.clone();
+    let (got, error, filtered) =
+        watchdog(Duration::from_secs(60), &format!("{spec:?}"), move || {
+            let mut results = build(&run_spec).results();
+            let mut got = Vec::new();
+            let mut error = None;
+            let limit = match run_spec.consumer {
+                Consumer::DropAfter(k) => k,
+                _ => usize::MAX,
+            };
+            while got.len() < limit {
+                match results.next() {
+                    Some(Ok(x)) => got.push(x),
+                    Some(Err(e)) => {
+                        error = Some(e);
+                        break;
+                    }
+                    None => break,
+                }
+                if matches!(run_spec.consumer, Consumer::Slow) && got.len() % 100 == 0 {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+            let filtered = results.filtered();
+            // Drops the results here: mid-stream for DropAfter.
+            (got, error, filtered)
+        });
+    let read_all = !matches!(spec.consumer, Consumer::DropAfter(k) if k < expected.items.len() || expected.failure.is_some());
+    match (&expected.failure, error) {
+        (None, Some(e)) => return Err(format!("unexpected failure: {e}")),
+        (None, None) => {
+            if read_all {
+                let (mut a, mut b) = (got.clone(), expected.items.clone());
+                a.sort_unstable();
+                b.sort_unstable();
+                if a != b {
+                    return Err(format!("got {} items, expected {}", a.len(), b.len()));
+                }
+                if filtered != expected.filtered {
+                    return Err(format!(
+                        "filtered {filtered}, expected {}",
+                        expected.filtered
+                    ));
+                }
+            } else if !is_submultiset(&got, &expected.items) {
+                return Err("delivered items that the pipeline does not produce".into());
+            }
+        }
+        (Some((stage, message)), error) => {
+            if !is_submultiset(&got, &expected.items) {
+                return Err("delivered items that were not genuinely produced".into());
+            }
+            match error {
+                Some(e) => {
+                    if e.stage() != stage {
+                        return Err(format!(
+                            "failure reported in {}, expected {stage}: {e}",
+                            e.stage()
+                        ));
+                    }
+                    let text = e
+                        .panic_message()
+                        .map(str::to_owned)
+                        .or_else(|| e.downcast_ref::<Boom>().map(|b| b.to_string()));
+                    if text.as_deref() != Some(message.as_str()) {
+                        return Err(format!("failure message {text:?}, expected {message:?}"));
+                    }
+                }
+                None if read_all => {
+                    return Err(format!("no failure reported, expected one in {stage}"));
+                }
+                None => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+fn spec_strategy() -> impl Strategy<Value = Spec> {
+    let stage = (
+        0..3u8,
+        1..=4usize,
+        1..=64usize,
+        proptest::bool::weighted(0.2),
+    )
+        .prop_map(|(k, workers, qsize, filter_errors)| StageSpec {
+            kind: [Kind::AddOne, Kind::Twice, Kind::EvensOnly][k as usize],
+            workers,
+            qsize,
+            filter_errors,
+            fault: None,
+        });
+    (
+        0..=10_000u64,
+        proptest::collection::vec(stage, 1..=6),
+        // Where the fault goes: 0-1 nowhere, 2 the source, above a stage.
+        0..10usize,
+        0..12_000u64,
+        any::<bool>(),
+        0..4u8,
+        0..12_000usize,
+    )
+        .prop_map(|(n, mut stages, place, value, panic, consumer, k)| {
+            let mut source_panic = None;
+            // Aim at an item that exists most of the time.
+            let value = if n > 0 && value < 10_000 {
+                value % (n + 2)
+            } else {
+                value
+            };
+            match place {
+                0 | 1 => {}
+                2 => source_panic = Some(value),
+                p => {
+                    let j = p % stages.len();
+                    stages[j].fault = Some(if panic {
+                        Fault::Panic(value)
+                    } else {
+                        Fault::Err(value)
+                    });
+                }
+            }
+            let consumer = match consumer {
+                0 | 1 => Consumer::ReadAll,
+                2 => Consumer::Slow,
+                _ => Consumer::DropAfter(k),
+            };
+            Spec {
+                n,
+                source_panic,
+                stages,
+                consumer,
+            }
+        })
+}
+
+#[test]
+fn random_pipelines_with_injected_faults() {
+    let cases: u32 = std::env::var("PARAPIPE_FAULT_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    // Injected panics are expected by the hundred: keep them off stderr.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let injected = info
+            .payload()
+            .downcast_ref::<String>()
+            .is_some_and(|m| m.starts_with("injected panic"));
+        if !injected {
+            default_hook(info);
+        }
+    }));
+    let baseline = thread_count();
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let ran = std::sync::atomic::AtomicU32::new(0);
+    let result = runner.run(&spec_strategy(), |spec| {
+        ran.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        check(&spec).map_err(|why| TestCaseError::fail(format!("{why}\n  in {spec:?}")))?;
+        assert_threads_back_to(baseline, &format!("{spec:?}"));
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    eprintln!("fault injection: {} cases passed", ran.into_inner());
+}
