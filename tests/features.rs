@@ -51,6 +51,11 @@ fn parse(s: String) -> std::io::Result<u32> {
 #[map_stage]
 fn consume(_x: u32) {}
 
+#[map_stage]
+fn label(x: u32, tag: &'static str) -> String {
+    format!("{tag}{x}")
+}
+
 #[stage(workers = 2)]
 fn pairs(xs: impl Iterator<Item = u32>) -> Vec<(u32, u32)> {
     // A concrete `IntoIterator` return type works as well as `impl Iterator`.
@@ -111,6 +116,9 @@ fn borrowed_and_multiple_bound_arguments() {
     let name = String::from("item");
     let got: Vec<String> = pipe!(0..1u32 | prefix(&name, ':')).collect().unwrap();
     assert_eq!(got, ["item:0"]);
+    // A `'static` reference is stored as it is.
+    let got: Vec<String> = pipe!(0..1u32 | label("#")).collect().unwrap();
+    assert_eq!(got, ["#0"]);
 }
 
 #[test]

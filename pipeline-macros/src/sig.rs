@@ -204,13 +204,17 @@ fn bound_arg(i: usize, pat: &Pat, ty: &Type) -> syn::Result<BoundArg> {
                     "a bound argument cannot be `&mut`: every worker shares it",
                 ));
             }
-            if let Some(l) = &r.lifetime {
-                return Err(Error::new_spanned(
-                    l,
-                    "a bound argument cannot have a named lifetime: the stage stores an owned copy and lends it",
-                ));
+            match &r.lifetime {
+                // `&'static T` is stored as it is.
+                Some(l) if l.ident == "static" => None,
+                Some(l) => {
+                    return Err(Error::new_spanned(
+                        l,
+                        "a bound argument cannot have a named lifetime: the stage stores an owned copy and lends it",
+                    ));
+                }
+                None => Some((*r.elem).clone()),
             }
-            Some((*r.elem).clone())
         }
         _ => None,
     };

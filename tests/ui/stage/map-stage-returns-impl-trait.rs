@@ -1,0 +1,8 @@
+use parapipe::prelude::*;
+
+#[map_stage]
+fn show(x: u32) -> impl std::fmt::Display {
+    x
+}
+
+fn main() {}

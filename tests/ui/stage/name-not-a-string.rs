@@ -1,0 +1,8 @@
+use parapipe::prelude::*;
+
+#[map_stage(name = adder)]
+fn add_one(x: u32) -> u32 {
+    x + 1
+}
+
+fn main() {}
