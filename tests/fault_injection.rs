@@ -92,21 +92,28 @@ impl Configurable for Op {
 impl Stage for Op {
     type In = u64;
     type Out = u64;
+    type Error = Boom;
+    fn apply<'a>(
+        &'a self,
+        input: impl Iterator<Item = u64> + 'a,
+    ) -> impl Iterator<Item = Result<u64, Boom>> + 'a {
+        input.flat_map(|x| match self.check(x) {
+            Err(e) => vec![Err(e)],
+            Ok(x) => match self.kind {
+                Kind::AddOne => vec![Ok(x + 1)],
+                Kind::Twice => vec![Ok(x), Ok(x)],
+                Kind::EvensOnly if x % 2 == 0 => vec![Ok(x)],
+                Kind::EvensOnly => vec![],
+            },
+        })
+    }
+
+    /// Map stages take the worker's map loop, the others `apply`: both paths
+    /// get faults.
     fn run(&self, worker: Worker<'_, u64, u64>) -> Result<(), StageError> {
         match self.kind {
             Kind::AddOne => worker.try_map(|x| self.check(x).map(|x| x + 1)),
-            Kind::Twice => worker.try_transform(|input| {
-                input.flat_map(|x| match self.check(x) {
-                    Ok(x) => vec![Ok(x), Ok(x)],
-                    Err(e) => vec![Err(e)],
-                })
-            }),
-            Kind::EvensOnly => worker.try_transform(|input| {
-                input.filter_map(|x| match self.check(x) {
-                    Ok(x) => (x % 2 == 0).then_some(Ok(x)),
-                    Err(e) => Some(Err(e)),
-                })
-            }),
+            _ => worker.try_transform(|input| self.apply(input)),
         }
     }
 }

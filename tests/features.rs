@@ -196,13 +196,20 @@ impl Configurable for CountPerWorker {
 impl Stage for CountPerWorker {
     type In = u32;
     type Out = (usize, usize);
+    type Error = std::convert::Infallible;
+    fn apply<'a>(
+        &'a self,
+        input: impl Iterator<Item = u32> + 'a,
+    ) -> impl Iterator<Item = Result<(usize, usize), Self::Error>> + 'a {
+        let n = input.count();
+        self.workers_done.fetch_add(1, SeqCst);
+        std::iter::once(Ok((0, n)))
+    }
+
+    /// With threads of its own, each worker reports its index too.
     fn run(&self, worker: Worker<'_, u32, (usize, usize)>) -> Result<(), StageError> {
         let index = worker.index();
-        worker.transform(|input| {
-            let n = input.count();
-            self.workers_done.fetch_add(1, SeqCst);
-            std::iter::once((index, n))
-        })
+        worker.try_transform(|input| self.apply(input).map(move |r| r.map(|(_, n)| (index, n))))
     }
 }
 

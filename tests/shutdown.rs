@@ -200,8 +200,12 @@ fn every_failure_is_counted() {
         impl Stage for AllFail {
             type In = u64;
             type Out = u64;
-            fn run(&self, worker: Worker<'_, u64, u64>) -> Result<(), StageError> {
-                worker.try_map(|x| {
+            type Error = Boom;
+            fn apply<'a>(
+                &'a self,
+                input: impl Iterator<Item = u64> + 'a,
+            ) -> impl Iterator<Item = Result<u64, Boom>> + 'a {
+                input.map(|x| {
                     self.1.wait();
                     Err(Boom(x))
                 })

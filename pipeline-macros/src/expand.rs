@@ -161,10 +161,13 @@ fn generate(func: &ItemFn, args: &StageArgs, stage: &StageFn) -> TokenStream {
     }
 
     let output = &stage.output;
-    let out_item = if stage.fallible {
-        quote_spanned!(output.span()=> <#output as #rt::Fallible>::Ok)
+    let (out_item, error) = if stage.fallible {
+        (
+            quote_spanned!(output.span()=> <#output as #rt::Fallible>::Ok),
+            quote_spanned!(output.span()=> <#output as #rt::Fallible>::Err),
+        )
     } else {
-        quote!(#output)
+        (quote!(#output), quote!(#rt::Infallible))
     };
     let call = quote!(#ident #turbofish);
     let doc = format!(
@@ -182,22 +185,42 @@ fn generate(func: &ItemFn, args: &StageArgs, stage: &StageFn) -> TokenStream {
                 .input
                 .as_ref()
                 .expect("a map or iterator stage has an input");
-            let (var, method) = match (stage.kind, stage.fallible) {
-                (Kind::Map, false) => (&item, quote!(map)),
-                (Kind::Map, true) => (&item, quote!(try_map)),
-                (_, false) => (&input_var, quote!(transform)),
-                (_, true) => (&input_var, quote!(try_transform)),
+            let wrap_ok = (!stage.fallible).then(|| quote!(.map(::core::result::Result::Ok)));
+            let apply_body = if stage.kind == Kind::Map {
+                quote!(#input_var.map(move |#item| #call(#item, #(#call_args),*)) #wrap_ok)
+            } else {
+                quote!(::core::iter::IntoIterator::into_iter(#call(#input_var, #(#call_args),*)) #wrap_ok)
             };
-            quote! {
-                impl #impl_generics #rt::Stage for #ident #ty_generics #full_where {
-                    type In = #input;
-                    type Out = #out_item;
+            // A map stage's workers run a tighter loop than `apply` allows.
+            let run = (stage.kind == Kind::Map).then(|| {
+                let method = if stage.fallible {
+                    quote!(try_map)
+                } else {
+                    quote!(map)
+                };
+                quote! {
                     fn run(
                         &self,
                         #worker: #rt::Worker<'_, Self::In, Self::Out>,
                     ) -> ::core::result::Result<(), #rt::StageError> {
-                        #worker.#method(|#var| #call(#var, #(#call_args),*))
+                        #worker.#method(|#item| #call(#item, #(#call_args),*))
                     }
+                }
+            });
+            quote! {
+                impl #impl_generics #rt::Stage for #ident #ty_generics #full_where {
+                    type In = #input;
+                    type Out = #out_item;
+                    type Error = #error;
+                    fn apply<'a>(
+                        &'a self,
+                        #input_var: impl ::core::iter::Iterator<Item = Self::In> + 'a,
+                    ) -> impl ::core::iter::Iterator<
+                        Item = ::core::result::Result<Self::Out, Self::Error>,
+                    > + 'a {
+                        #apply_body
+                    }
+                    #run
                 }
             }
         }

@@ -14,11 +14,16 @@ pub use crate::worker::{Emitter, Worker};
 pub trait Fallible {
     /// `T` of `Result<T, E>`.
     type Ok;
+    /// `E` of `Result<T, E>`.
+    type Err;
 }
 
 impl<T, E> Fallible for Result<T, E> {
     type Ok = T;
+    type Err = E;
 }
+
+pub use std::convert::Infallible;
 
 /// `pipe!`'s `a | b`: the stage's input type must be the pipeline's item
 /// type, and a mismatch is reported on the stage.

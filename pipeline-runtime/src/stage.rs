@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use crate::config::{QueueSize, StageConfig};
-use crate::error::StageError;
+use crate::error::{BoxError, StageError};
 use crate::worker::{Emitter, Worker};
 
 /// Anything with a [`StageConfig`]: stages and producers.
@@ -19,13 +19,14 @@ pub trait Configurable {
 /// stage and emit items of type `Out` to the next.
 ///
 /// `#[stage]` and `#[map_stage]` implement it for you. Implement it by hand
-/// for a stage with state of its own. [`run`](Stage::run) is called once per
-/// worker, on the worker's thread, so per-worker state is just local
-/// variables of `run`:
+/// for a stage with state of its own: [`apply`](Stage::apply) is called once
+/// per worker with an iterator over the worker's share of the input, so
+/// per-worker state is just local variables of `apply`:
 ///
 /// ```
 /// use parapipe::prelude::*;
 /// use std::collections::HashSet;
+/// use std::convert::Infallible;
 ///
 /// /// Drops repeated items (per worker: run it with one worker to drop all).
 /// struct Dedup(StageConfig);
@@ -38,9 +39,13 @@ pub trait Configurable {
 /// impl Stage for Dedup {
 ///     type In = u32;
 ///     type Out = u32;
-///     fn run(&self, worker: Worker<'_, u32, u32>) -> Result<(), StageError> {
+///     type Error = Infallible;
+///     fn apply<'a>(
+///         &'a self,
+///         input: impl Iterator<Item = u32> + 'a,
+///     ) -> impl Iterator<Item = Result<u32, Infallible>> + 'a {
 ///         let mut seen = HashSet::new();
-///         worker.transform(|input| input.filter(move |x| seen.insert(*x)))
+///         input.filter(move |x| seen.insert(*x)).map(Ok)
 ///     }
 /// }
 ///
@@ -55,11 +60,26 @@ pub trait Stage: Configurable + Send + Sync + 'static {
     type In: Send + 'static;
     /// The items the stage emits.
     type Out: Send + 'static;
+    /// What an `Err` item of the stage holds; [`Infallible`](std::convert::Infallible)
+    /// for a stage that cannot fail.
+    type Error: Into<BoxError> + 'static;
 
-    /// Runs one worker until its input ends. Use one of the [`Worker`]'s
-    /// methods ([`map`](Worker::map), [`transform`](Worker::transform) and
-    /// their `try_` forms) and return what it returns.
-    fn run(&self, worker: Worker<'_, Self::In, Self::Out>) -> Result<(), StageError>;
+    /// One worker's work: turns an iterator over the worker's share of the
+    /// input into the stage's output. An `Err` item fails the pipeline (or,
+    /// with `filter_errors`, is dropped and counted). Called once per worker,
+    /// on the worker's thread; code before and after the loop is per-worker
+    /// setup and teardown.
+    fn apply<'a>(
+        &'a self,
+        input: impl Iterator<Item = Self::In> + 'a,
+    ) -> impl Iterator<Item = Result<Self::Out, Self::Error>> + 'a;
+
+    /// Runs one worker of the stage when it has threads of its own. The
+    /// default feeds [`apply`](Stage::apply); override it only for a faster
+    /// loop through one of [`Worker`]'s methods.
+    fn run(&self, worker: Worker<'_, Self::In, Self::Out>) -> Result<(), StageError> {
+        worker.try_transform(|input| self.apply(input))
+    }
 }
 
 /// A stage with no input: it produces the items a pipeline starts with.
