@@ -206,13 +206,56 @@ pub use pipeline_macros::map_stage;
 /// compile error, reported on that stage.
 pub use pipeline_macros::pipe;
 
+/// A sequence of stages without a source, usable as one stage: in `pipe!`,
+/// in other segments, to any depth.
+///
+/// ```
+/// use parapipe::prelude::*;
+///
+/// #[map_stage]
+/// fn add_n(x: u64, n: u64) -> u64 {
+///     x + n
+/// }
+///
+/// #[stage]
+/// fn evens(xs: impl Iterator<Item = u64>) -> impl Iterator<Item = u64> {
+///     xs.filter(|x| x % 2 == 0)
+/// }
+///
+/// // Parallel (the default): each stage gets workers of its own.
+/// let inner = segment!(add_n(1) | evens);
+/// // Serial: fused into one iterator chain, run by two workers.
+/// let fused = segment!(add_n(10) | evens).serial().workers(2).name("Child");
+///
+/// let mut got: Vec<u64> = pipe!(0..10u64 | { inner } | { fused } | add_n(100)).collect()?;
+/// got.sort();
+/// assert_eq!(got, [112, 114, 116, 118, 120]);
+/// # Ok::<(), PipelineError>(())
+/// ```
+///
+/// `segment!(stage | stage | ...)` takes the same stages as [`pipe!`], without
+/// a source; a nested `segment!(...)` is written in place. The result is a
+/// [`Segment`], which is a [`Stage`]:
+/// - [`parallel`](Segment::parallel) (the default) appends each of its stages
+///   with workers of its own, exactly as if written in the enclosing pipeline;
+/// - [`serial`](Segment::serial) fuses its stages into one iterator chain
+///   (paipa's co-routine pipeline: no queue, no thread between them), run
+///   by the segment's own workers (`.workers(N)` runs N copies of the chain).
+///   A segment nested in a serial one is fused into it. An `Err` of a stage
+///   inside is reported with that stage's name; a panic inside is reported
+///   with the segment's name.
+///
+/// Type mismatches between its stages are compile errors on the stage, as
+/// in `pipe!`.
+pub use pipeline_macros::segment;
+
 pub use pipeline_runtime::*;
 
 /// What a pipeline needs: `use parapipe::prelude::*;`.
 pub mod prelude {
-    pub use crate::{map_stage, pipe, stage};
+    pub use crate::{map_stage, pipe, segment, stage};
     pub use pipeline_runtime::{
         Configurable, Emitter, Input, IntoSource, Pipeline, PipelineError, Producer, QueueSize,
-        Results, Stage, StageConfig, StageError, StageExt, Worker,
+        Results, Segment, Stage, StageConfig, StageError, StageExt, Worker,
     };
 }

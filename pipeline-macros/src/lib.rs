@@ -22,6 +22,12 @@ pub fn map_stage(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::stage(args.into(), item.into(), sig::Flavor::Map).into()
 }
 
+/// See `parapipe::segment`.
+#[proc_macro]
+pub fn segment(input: TokenStream) -> TokenStream {
+    pipe::expand_segment(input.into()).into()
+}
+
 /// See `parapipe::pipe`.
 #[proc_macro]
 pub fn pipe(input: TokenStream) -> TokenStream {

@@ -32,6 +32,8 @@ enum Base {
     },
     /// `{ expr }`: any value that implements `Stage`.
     Value(syn::Block),
+    /// `segment!(...)`, or any other macro whose value is a stage.
+    Macro(syn::ExprMacro),
 }
 
 /// `.workers(2)`: a builder method applied to the stage.
@@ -55,14 +57,43 @@ impl Parse for Element {
         {
             // Expression-style, so `scale::<u64>` parses and `(7)` is left for the arguments.
             let path = input.parse::<syn::ExprPath>()?.path;
-            let args = if input.peek(syn::token::Paren) {
-                let content;
-                let paren = syn::parenthesized!(content in input);
-                Some((paren, content.parse_terminated(Expr::parse, Token![,])?))
+            if input.peek(Token![!]) {
+                let bang = input.parse()?;
+                let (delimiter, tokens) = input.step(|cursor| match cursor.token_tree() {
+                    Some((proc_macro2::TokenTree::Group(g), rest)) => {
+                        Ok(((g.delimiter(), g), rest))
+                    }
+                    _ => Err(cursor.error("expected `(...)` after `!`")),
+                })?;
+                let delimiter = match delimiter {
+                    proc_macro2::Delimiter::Parenthesis => {
+                        syn::MacroDelimiter::Paren(syn::token::Paren(tokens.delim_span()))
+                    }
+                    proc_macro2::Delimiter::Brace => {
+                        syn::MacroDelimiter::Brace(syn::token::Brace(tokens.delim_span()))
+                    }
+                    _ => syn::MacroDelimiter::Bracket(syn::token::Bracket(tokens.delim_span())),
+                };
+                let mac = syn::Macro {
+                    path,
+                    bang_token: bang,
+                    delimiter,
+                    tokens: tokens.stream(),
+                };
+                Base::Macro(syn::ExprMacro {
+                    attrs: Vec::new(),
+                    mac,
+                })
             } else {
-                None
-            };
-            Base::Named { path, args }
+                let args = if input.peek(syn::token::Paren) {
+                    let content;
+                    let paren = syn::parenthesized!(content in input);
+                    Some((paren, content.parse_terminated(Expr::parse, Token![,])?))
+                } else {
+                    None
+                };
+                Base::Named { path, args }
+            }
         } else {
             return Err(input.error(
                 "expected a stage: a `#[stage]` or `#[map_stage]` function (`add_n`, `add_n(7)`), or a stage value in braces (`{ my_stage }`)",
@@ -106,7 +137,19 @@ impl Element {
                 .first()
                 .map_or_else(Span::call_site, |s| s.ident.span()),
             Base::Value(block) => block.brace_token.span.join(),
+            Base::Macro(m) => m
+                .mac
+                .path
+                .segments
+                .first()
+                .map_or_else(Span::call_site, |s| s.ident.span()),
         }
+    }
+
+    /// Whether the element is a nested `segment!`, which is a chain itself
+    /// rather than one stage.
+    fn is_segment(&self) -> bool {
+        matches!(&self.base, Base::Macro(m) if m.mac.path.segments.last().is_some_and(|s| s.ident == "segment"))
     }
 
     fn validate(&self, errors: &mut Errors) {
@@ -138,6 +181,7 @@ impl Element {
                 }
             }
             Base::Value(block) => quote!(#block),
+            Base::Macro(m) => quote!(#m),
         };
         for m in &self.methods {
             let (dot, name, turbofish) = (&m.dot, &m.name, &m.turbofish);
@@ -181,11 +225,88 @@ fn split(input: TokenStream) -> syn::Result<Vec<(Span, TokenStream)>> {
 }
 
 pub(crate) fn expand(input: TokenStream) -> TokenStream {
-    parse_and_generate(input).unwrap_or_else(|e| {
-        // `pipe!` is an expression: several `compile_error!`s need a block.
-        let errors = e.into_compile_error();
-        quote!({ #errors })
-    })
+    parse_and_generate(input).unwrap_or_else(into_expr_error)
+}
+
+pub(crate) fn expand_segment(input: TokenStream) -> TokenStream {
+    generate_segment(input).unwrap_or_else(into_expr_error)
+}
+
+/// `pipe!` and `segment!` are expressions: several `compile_error!`s need a
+/// block.
+fn into_expr_error(e: Error) -> TokenStream {
+    let errors = e.into_compile_error();
+    quote!({ #errors })
+}
+
+/// Parses the stages, collecting every error.
+fn parse_stages(
+    segments: impl Iterator<Item = (Span, TokenStream)>,
+    errors: &mut Errors,
+) -> Vec<Element> {
+    let mut stages = Vec::new();
+    for (bar, tokens) in segments {
+        if tokens.is_empty() {
+            errors.push(Error::new(bar, "expected a stage after `|`"));
+            continue;
+        }
+        match Element::parse.parse2(tokens) {
+            Ok(element) => {
+                element.validate(errors);
+                stages.push(element);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    stages
+}
+
+/// `segment!(a | b(7) | segment!(..))`: the stages as one chain, checked
+/// link by link, each link spanned on its stage.
+fn generate_segment(input: TokenStream) -> syn::Result<TokenStream> {
+    if input.is_empty() {
+        return Err(Error::new(
+            Span::call_site(),
+            "`segment!` needs at least one stage: `segment!(stage | stage | ...)`",
+        ));
+    }
+    let mut errors = Errors::default();
+    let mut segments = split(input)?.into_iter();
+    let (_, first) = segments.next().expect("split returns at least one segment");
+    let mut stages = Vec::new();
+    if first.is_empty() {
+        let bar = segments
+            .clone()
+            .next()
+            .map_or_else(Span::call_site, |s| s.0);
+        errors.push(Error::new(bar, "expected a stage before `|`"));
+    } else {
+        stages = parse_stages(std::iter::once((Span::call_site(), first)), &mut errors);
+    }
+    stages.extend(parse_stages(segments, &mut errors));
+    errors.finish()?;
+    let rt = quote!(::parapipe::__private);
+    let mut chain: Option<TokenStream> = None;
+    for stage in &stages {
+        let span = stage.first_span();
+        let rt = quote_spanned!(span=> ::parapipe::__private);
+        let expr = stage.to_stage_expr();
+        let link = if stage.is_segment() {
+            expr
+        } else {
+            quote_spanned!(span=> #rt::Leaf(#expr))
+        };
+        chain = Some(match chain {
+            None => link,
+            Some(prev) => quote_spanned!(span=> #rt::link(#prev, #link)),
+        });
+    }
+    Ok(quote! {{
+        #[allow(unused_imports, reason = "not every segment! uses every trait")]
+        use #rt::StageExt as _;
+        #[allow(unused_braces, reason = "`{ stage }` is segment! syntax for a stage value")]
+        #rt::Segment::new(#chain)
+    }})
 }
 
 fn parse_and_generate(input: TokenStream) -> syn::Result<TokenStream> {
@@ -217,23 +338,9 @@ fn parse_and_generate(input: TokenStream) -> syn::Result<TokenStream> {
             }
         }
     };
-    let mut stages = Vec::new();
-    for (bar, tokens) in segments {
-        if tokens.is_empty() {
-            errors.push(Error::new(bar, "expected a stage after `|`"));
-            continue;
-        }
-        match Element::parse.parse2(tokens) {
-            Ok(element) => {
-                element.validate(&mut errors);
-                stages.push(element);
-            }
-            Err(e) => errors.push(e),
-        }
-    }
+    let stages = parse_stages(segments, &mut errors);
     errors.finish()?;
     let source = source.expect("a missing source is an error above");
-
     let rt = quote!(::parapipe::__private);
     let var = Ident::new("__parapipe_pipeline", Span::mixed_site());
     let wiring = stages.iter().map(|stage| {

@@ -34,6 +34,14 @@ pub fn then<T: Send + 'static, S: Stage<In = T>>(
     pipeline.then(stage)
 }
 
+pub use crate::segment::{Chain, Leaf, Segment, Then};
+
+/// `segment!`'s `a | b`: the second chain must take what the first emits,
+/// and a mismatch is reported on the second.
+pub fn link<A: Chain, B: Chain<In = A::Out>>(a: A, b: B) -> Then<A, B> {
+    Then(a, b)
+}
+
 /// A `pipe!` source, taken once by whichever of [`ViaChannel`] and
 /// [`ViaIntoSource`] applies: method resolution tries `ViaChannel` first, so
 /// a channel receiver becomes a streaming source instead of a plain iterator.

@@ -18,6 +18,7 @@ mod control;
 mod error;
 mod link;
 mod pipeline;
+mod segment;
 mod source;
 mod stage;
 mod worker;
@@ -25,6 +26,7 @@ mod worker;
 pub use config::{DEFAULT_QSIZE, QueueSize, StageConfig};
 pub use error::{BoxError, Failure, PipelineError, StageError};
 pub use pipeline::{IntoSource, Pipeline, Results};
+pub use segment::{Chain, Leaf, Segment, Tagged, Then};
 pub use stage::{Configurable, Producer, Stage, StageExt};
 pub use worker::{Emitter, Input, Worker};
 

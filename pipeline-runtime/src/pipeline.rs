@@ -10,6 +10,7 @@ use crate::config::{DEFAULT_QSIZE, QueueSize, StageConfig};
 use crate::control::Control;
 use crate::error::{Failure, PipelineError, StageError, Stop, panic_message};
 use crate::link::{Rx, Tx, link};
+use crate::segment::Tagged;
 use crate::source::Source;
 use crate::stage::{Producer, Stage};
 use crate::worker::{Emitter, Worker, WorkerIo};
@@ -136,8 +137,14 @@ impl<T: Send + 'static> Pipeline<T> {
         }
     }
 
-    /// Appends a stage. Its input type must be this pipeline's item type.
+    /// Appends a stage (or a segment). Its input type must be this
+    /// pipeline's item type.
     pub fn then<S: Stage<In = T>>(self, stage: S) -> Pipeline<S::Out> {
+        stage.attach(self)
+    }
+
+    /// Appends a stage with workers of its own.
+    pub(crate) fn spawn_stage<S: Stage<In = T>>(self, stage: S) -> Pipeline<S::Out> {
         let invalid = self.invalid.or_else(|| check(stage.config()));
         let upstream = self.plan;
         Pipeline {
@@ -288,7 +295,15 @@ impl Launch {
         let spawned = thread::Builder::new().name(name).spawn(move || {
             let failure = match catch_unwind(AssertUnwindSafe(body)) {
                 Ok(Ok(())) | Ok(Err(StageError(Stop::Cancelled))) => return,
-                Ok(Err(StageError(Stop::Failed(e)))) => Failure::Error(e),
+                Ok(Err(StageError(Stop::Failed(e)))) => match e.downcast::<Tagged>() {
+                    // A stage inside a serial segment: report that stage.
+                    Ok(tagged) => {
+                        let Tagged { stage, error } = *tagged;
+                        ctl.fail(PipelineError::new(&stage, worker, Failure::Error(error)));
+                        return;
+                    }
+                    Err(e) => Failure::Error(e),
+                },
                 Err(payload) => Failure::Panic(panic_message(&*payload)),
             };
             ctl.fail(PipelineError::new(&stage_name, worker, failure));

@@ -5,6 +5,7 @@ use std::borrow::Cow;
 
 use crate::config::{QueueSize, StageConfig};
 use crate::error::{BoxError, StageError};
+use crate::pipeline::Pipeline;
 use crate::worker::{Emitter, Worker};
 
 /// Anything with a [`StageConfig`]: stages and producers.
@@ -79,6 +80,16 @@ pub trait Stage: Configurable + Send + Sync + 'static {
     /// loop through one of [`Worker`]'s methods.
     fn run(&self, worker: Worker<'_, Self::In, Self::Out>) -> Result<(), StageError> {
         worker.try_transform(|input| self.apply(input))
+    }
+
+    /// Appends the stage to a pipeline. The default gives it workers of its
+    /// own; a parallel segment appends its stages one by one instead.
+    #[doc(hidden)]
+    fn attach(self, pipeline: Pipeline<Self::In>) -> Pipeline<Self::Out>
+    where
+        Self: Sized,
+    {
+        pipeline.spawn_stage(self)
     }
 }
 

@@ -89,6 +89,11 @@ impl<'a, I: 'a, O: 'a> Worker<'a, I, O> {
         self.index
     }
 
+    /// Where the stage counts the items that `filter_errors` drops.
+    pub(crate) fn filtered_counter(&self) -> &'a AtomicU64 {
+        self.filtered
+    }
+
     /// Emits `f(item)` for every input item.
     pub fn map(self, mut f: impl FnMut(I) -> O) -> Result<(), StageError> {
         let ctl = self.io.ctl;

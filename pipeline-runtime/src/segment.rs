@@ -1,0 +1,310 @@
+//! Sub-pipelines: a sequence of stages without a source, usable as a stage.
+//!
+//! A segment runs either *parallel* (the default: each of its stages gets
+//! workers of its own, exactly as if written in the enclosing pipeline) or
+//! *serial*: its stages are fused into one iterator chain, with no queue
+//! between them, and that chain runs on the segment's own workers (N copies
+//! of the chain for `workers = N`). A segment nested in a serial segment is
+//! fused into it.
+
+use std::cell::Cell;
+use std::error::Error;
+use std::fmt;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::config::StageConfig;
+use crate::error::{BoxError, StageError};
+use crate::pipeline::Pipeline;
+use crate::stage::{Configurable, Stage};
+use crate::worker::Worker;
+
+/// A chain of stages, as a segment holds them. Implemented by [`Leaf`] (one
+/// stage), [`Then`] (two chains in sequence) and [`Segment`] (a nested
+/// segment). Not meant to be implemented elsewhere.
+pub trait Chain: Send + Sync + 'static {
+    /// The items the chain takes.
+    type In: Send + 'static;
+    /// The items the chain emits.
+    type Out: Send + 'static;
+
+    /// The chain as one iterator: a failure is recorded in `fail` and ends
+    /// the iterator; items dropped by `filter_errors` are counted in `filtered`.
+    fn fuse<'a>(
+        &'a self,
+        input: impl Iterator<Item = Self::In> + 'a,
+        fail: Rc<FailSlot>,
+        filtered: &'a AtomicU64,
+    ) -> impl Iterator<Item = Self::Out> + 'a;
+
+    /// The chain's stages appended to `pipeline`, each with workers of its own.
+    fn attach(self, pipeline: Pipeline<Self::In>) -> Pipeline<Self::Out>;
+}
+
+/// One stage in a chain.
+pub struct Leaf<S>(pub S);
+
+/// Two chains, one after the other.
+pub struct Then<A, B>(pub A, pub B);
+
+/// The first failure inside a fused chain. One per worker, shared by the
+/// links of its chain: single-threaded, hence `Cell`s.
+#[derive(Default)]
+pub struct FailSlot {
+    failed: Cell<bool>,
+    error: Cell<Option<Tagged>>,
+}
+
+impl FailSlot {
+    fn set(&self, error: Tagged) {
+        if !self.failed.replace(true) {
+            self.error.set(Some(error));
+        }
+    }
+}
+
+/// An error of a stage inside a serial segment, with the stage's name, so the
+/// pipeline reports the stage that failed rather than the segment.
+#[derive(Debug)]
+pub struct Tagged {
+    pub(crate) stage: String,
+    pub(crate) error: BoxError,
+}
+
+impl fmt::Display for Tagged {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl Error for Tagged {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&*self.error)
+    }
+}
+
+/// A stage's output with its errors taken out: `Ok` items pass, an `Err`
+/// is dropped and counted (with `filter_errors`) or ends the chain.
+struct Shunt<'a, I> {
+    inner: I,
+    fail: Rc<FailSlot>,
+    stage: &'a StageConfig,
+    filtered: &'a AtomicU64,
+    done: bool,
+}
+
+impl<I, T, E> Iterator for Shunt<'_, I>
+where
+    I: Iterator<Item = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Item = T;
+
+    #[inline]
+    fn next(&mut self) -> Option<T> {
+        if self.done {
+            return None;
+        }
+        loop {
+            match self.inner.next() {
+                Some(Ok(item)) => return Some(item),
+                Some(Err(_)) if self.stage.filter_errors() => {
+                    self.filtered.fetch_add(1, Relaxed);
+                }
+                Some(Err(e)) => {
+                    self.fail.set(Tagged {
+                        stage: self.stage.name().to_owned(),
+                        error: e.into(),
+                    });
+                    self.done = true;
+                    return None;
+                }
+                None => {
+                    self.done = true;
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+impl<S: Stage> Chain for Leaf<S> {
+    type In = S::In;
+    type Out = S::Out;
+
+    fn fuse<'a>(
+        &'a self,
+        input: impl Iterator<Item = S::In> + 'a,
+        fail: Rc<FailSlot>,
+        filtered: &'a AtomicU64,
+    ) -> impl Iterator<Item = S::Out> + 'a {
+        Shunt {
+            inner: self.0.apply(input),
+            fail,
+            stage: self.0.config(),
+            filtered,
+            done: false,
+        }
+    }
+
+    fn attach(self, pipeline: Pipeline<S::In>) -> Pipeline<S::Out> {
+        pipeline.then(self.0)
+    }
+}
+
+impl<A, B> Chain for Then<A, B>
+where
+    A: Chain,
+    B: Chain<In = A::Out>,
+{
+    type In = A::In;
+    type Out = B::Out;
+
+    fn fuse<'a>(
+        &'a self,
+        input: impl Iterator<Item = A::In> + 'a,
+        fail: Rc<FailSlot>,
+        filtered: &'a AtomicU64,
+    ) -> impl Iterator<Item = B::Out> + 'a {
+        self.1
+            .fuse(self.0.fuse(input, fail.clone(), filtered), fail, filtered)
+    }
+
+    fn attach(self, pipeline: Pipeline<A::In>) -> Pipeline<B::Out> {
+        self.1.attach(self.0.attach(pipeline))
+    }
+}
+
+/// A sequence of stages used as one stage: what `segment!` builds.
+///
+/// Parallel by default; [`serial`](Segment::serial) fuses its stages into one
+/// chain per worker. Name it with [`StageExt::name`](crate::StageExt::name)
+/// and, when serial, give it workers with
+/// [`StageExt::workers`](crate::StageExt::workers).
+pub struct Segment<C> {
+    chain: C,
+    config: StageConfig,
+    serial: bool,
+    /// Dropped items of a serial segment used through [`Stage::apply`]
+    /// directly, where there is no worker to count them.
+    filtered: AtomicU64,
+}
+
+impl<C: Chain> Segment<C> {
+    /// A parallel segment of the given chain, named `segment`.
+    pub fn new(chain: C) -> Self {
+        Segment {
+            chain,
+            config: StageConfig::new("segment"),
+            serial: false,
+            filtered: AtomicU64::new(0),
+        }
+    }
+
+    /// Runs the segment's stages fused, as one iterator chain with no queue
+    /// between them, on the segment's own workers (one by default).
+    pub fn serial(mut self) -> Self {
+        self.serial = true;
+        self
+    }
+
+    /// Gives each of the segment's stages workers of its own (the default).
+    pub fn parallel(mut self) -> Self {
+        self.serial = false;
+        self
+    }
+
+    /// Whether the segment runs serial.
+    pub fn is_serial(&self) -> bool {
+        self.serial
+    }
+}
+
+/// The items of a fused chain, with its first failure as the last item.
+struct Fused<I> {
+    inner: I,
+    fail: Rc<FailSlot>,
+}
+
+impl<I: Iterator> Iterator for Fused<I> {
+    type Item = Result<I::Item, Tagged>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        let item = self.inner.next();
+        // An item produced after a failure upstream (an aggregation over a
+        // cut-short input, say) is not a result: report the failure instead.
+        if self.fail.failed.get() {
+            return self.fail.error.take().map(Err);
+        }
+        item.map(Ok)
+    }
+}
+
+impl<C: Chain> Segment<C> {
+    fn fused<'a>(
+        &'a self,
+        input: impl Iterator<Item = C::In> + 'a,
+        filtered: &'a AtomicU64,
+    ) -> Fused<impl Iterator<Item = C::Out> + 'a> {
+        let fail = Rc::new(FailSlot::default());
+        Fused {
+            inner: self.chain.fuse(input, fail.clone(), filtered),
+            fail,
+        }
+    }
+}
+
+impl<C: Chain> Configurable for Segment<C> {
+    fn config(&self) -> &StageConfig {
+        &self.config
+    }
+    fn config_mut(&mut self) -> &mut StageConfig {
+        &mut self.config
+    }
+}
+
+impl<C: Chain> Stage for Segment<C> {
+    type In = C::In;
+    type Out = C::Out;
+    type Error = Tagged;
+
+    fn apply<'a>(
+        &'a self,
+        input: impl Iterator<Item = C::In> + 'a,
+    ) -> impl Iterator<Item = Result<C::Out, Tagged>> + 'a {
+        self.fused(input, &self.filtered)
+    }
+
+    fn run(&self, worker: Worker<'_, C::In, C::Out>) -> Result<(), StageError> {
+        let filtered = worker.filtered_counter();
+        worker.try_transform(|input| self.fused(input, filtered))
+    }
+
+    fn attach(self, pipeline: Pipeline<C::In>) -> Pipeline<C::Out> {
+        if self.serial {
+            pipeline.spawn_stage(self)
+        } else {
+            self.chain.attach(pipeline)
+        }
+    }
+}
+
+impl<C: Chain> Chain for Segment<C> {
+    type In = C::In;
+    type Out = C::Out;
+
+    fn fuse<'a>(
+        &'a self,
+        input: impl Iterator<Item = C::In> + 'a,
+        fail: Rc<FailSlot>,
+        filtered: &'a AtomicU64,
+    ) -> impl Iterator<Item = C::Out> + 'a {
+        // Inside a serial segment, a nested segment is fused too.
+        self.chain.fuse(input, fail, filtered)
+    }
+
+    fn attach(self, pipeline: Pipeline<C::In>) -> Pipeline<C::Out> {
+        Stage::attach(self, pipeline)
+    }
+}
