@@ -7,4 +7,5 @@ fn ui() {
     let t = trybuild::TestCases::new();
     t.compile_fail("tests/ui/stage/*.rs");
     t.compile_fail("tests/ui/pipe/*.rs");
+    t.compile_fail("tests/ui/segment/*.rs");
 }

@@ -1,0 +1,7 @@
+use parapipe::prelude::*;
+
+fn build() {
+    let _ = segment!();
+}
+
+fn main() {}
