@@ -187,11 +187,13 @@ fn generate(func: &ItemFn, args: &StageArgs, stage: &StageFn) -> TokenStream {
                 .expect("a map or iterator stage has an input");
             let wrap_ok = (!stage.fallible).then(|| quote!(.map(::core::result::Result::Ok)));
             let apply_body = if stage.kind == Kind::Map {
-                quote!(#input_var.map(move |#item| #call(#item, #(#call_args),*)) #wrap_ok)
+                quote!(#input_var.map(self.__parapipe_call()) #wrap_ok)
             } else {
                 quote!(::core::iter::IntoIterator::into_iter(#call(#input_var, #(#call_args),*)) #wrap_ok)
             };
-            // A map stage's workers run a tighter loop than `apply` allows.
+            // A map stage's workers run a tighter loop than `apply` allows,
+            // and its closure comes from a method that is not generic over
+            // the input, so fusing it needs no type erasure.
             let run = (stage.kind == Kind::Map).then(|| {
                 let method = if stage.fallible {
                     quote!(try_map)
@@ -203,7 +205,25 @@ fn generate(func: &ItemFn, args: &StageArgs, stage: &StageFn) -> TokenStream {
                         &self,
                         #worker: #rt::Worker<'_, Self::In, Self::Out>,
                     ) -> ::core::result::Result<(), #rt::StageError> {
-                        #worker.#method(|#item| #call(#item, #(#call_args),*))
+                        #worker.#method(self.__parapipe_call())
+                    }
+                    fn apply_fused<'a>(
+                        &'a self,
+                        #input_var: impl ::core::iter::Iterator<Item = Self::In> + 'a,
+                    ) -> impl ::core::iter::Iterator<
+                        Item = ::core::result::Result<Self::Out, Self::Error>,
+                    > + 'a {
+                        #rt::Stage::apply(self, #input_var)
+                    }
+                }
+            });
+            let call_method = (stage.kind == Kind::Map).then(|| {
+                quote! {
+                    impl #impl_generics #ident #ty_generics #full_where {
+                        #[doc(hidden)]
+                        fn __parapipe_call(&self) -> impl FnMut(#input) -> #output + '_ {
+                            move |#item| #call(#item, #(#call_args),*)
+                        }
                     }
                 }
             });
@@ -222,6 +242,7 @@ fn generate(func: &ItemFn, args: &StageArgs, stage: &StageFn) -> TokenStream {
                     }
                     #run
                 }
+                #call_method
             }
         }
         Kind::Producer => {

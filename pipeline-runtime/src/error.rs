@@ -62,7 +62,12 @@ pub enum Failure {
 /// failed (`add_one-0` is worker 0 of stage `add_one`; the source is
 /// `source`), what went wrong, and how many further failures followed it.
 #[derive(Debug)]
-pub struct PipelineError {
+pub struct PipelineError(Box<Inner>);
+
+/// Boxed, so that `Result<T, PipelineError>`, which the consumer receives
+/// per item, is hardly bigger than `T`.
+#[derive(Debug)]
+struct Inner {
     stage: String,
     worker: Option<usize>,
     failure: Failure,
@@ -71,61 +76,61 @@ pub struct PipelineError {
 
 impl PipelineError {
     pub(crate) fn new(stage: &str, worker: Option<usize>, failure: Failure) -> Self {
-        PipelineError {
+        PipelineError(Box::new(Inner {
             stage: stage.to_owned(),
             worker,
             failure,
             followed_by: 0,
-        }
+        }))
     }
 
     pub(crate) fn set_followed_by(&mut self, n: usize) {
-        self.followed_by = n;
+        self.0.followed_by = n;
     }
 
     /// The name of the stage that failed (`source` for the pipeline's source).
     pub fn stage(&self) -> &str {
-        &self.stage
+        &self.0.stage
     }
 
     /// The index of the worker that failed, if a worker failed.
     pub fn worker(&self) -> Option<usize> {
-        self.worker
+        self.0.worker
     }
 
     /// The task that failed, as parallelpipe names it: `stage-worker`
     /// (`add_one-0`), or the stage name alone when no worker was involved.
     pub fn task(&self) -> String {
-        match self.worker {
-            Some(w) => format!("{}-{}", self.stage, w),
-            None => self.stage.clone(),
+        match self.0.worker {
+            Some(w) => format!("{}-{}", self.0.stage, w),
+            None => self.0.stage.clone(),
         }
     }
 
     /// What went wrong.
     pub fn failure(&self) -> &Failure {
-        &self.failure
+        &self.0.failure
     }
 
     /// Takes the failure out of the error.
     pub fn into_failure(self) -> Failure {
-        self.failure
+        self.0.failure
     }
 
     /// How many other failures (in any stage) followed the first one before
     /// the pipeline stopped.
     pub fn followed_by(&self) -> usize {
-        self.followed_by
+        self.0.followed_by
     }
 
     /// Whether the stage panicked.
     pub fn is_panic(&self) -> bool {
-        matches!(self.failure, Failure::Panic(_))
+        matches!(self.0.failure, Failure::Panic(_))
     }
 
     /// The panic message, if the stage panicked.
     pub fn panic_message(&self) -> Option<&str> {
-        match &self.failure {
+        match &self.0.failure {
             Failure::Panic(msg) => Some(msg),
             _ => None,
         }
@@ -133,7 +138,7 @@ impl PipelineError {
 
     /// The stage's own error, if it is of type `E`.
     pub fn downcast_ref<E: Error + 'static>(&self) -> Option<&E> {
-        match &self.failure {
+        match &self.0.failure {
             Failure::Error(e) => e.downcast_ref::<E>(),
             _ => None,
         }
@@ -143,13 +148,13 @@ impl PipelineError {
 impl fmt::Display for PipelineError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let task = self.task();
-        match &self.failure {
+        match &self.0.failure {
             Failure::Error(e) => write!(f, "the task \"{task}\" failed: {e}")?,
             Failure::Panic(msg) => write!(f, "the task \"{task}\" panicked: {msg}")?,
             Failure::Spawn(e) => write!(f, "could not start a thread for \"{task}\": {e}")?,
             Failure::Config(msg) => write!(f, "stage \"{task}\" is misconfigured: {msg}")?,
         }
-        match self.followed_by {
+        match self.0.followed_by {
             0 => Ok(()),
             1 => write!(f, " (1 more failure followed)"),
             n => write!(f, " ({n} more failures followed)"),
@@ -159,7 +164,7 @@ impl fmt::Display for PipelineError {
 
 impl Error for PipelineError {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
-        match &self.failure {
+        match &self.0.failure {
             Failure::Error(e) => Some(&**e),
             Failure::Spawn(e) => Some(e),
             Failure::Panic(_) | Failure::Config(_) => None,

@@ -14,7 +14,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::config::StageConfig;
-use crate::error::{BoxError, StageError};
+use crate::error::{BoxError, Failure, PipelineError, StageError};
 use crate::pipeline::Pipeline;
 use crate::stage::{Configurable, Stage};
 use crate::worker::Worker;
@@ -139,7 +139,7 @@ impl<S: Stage> Chain for Leaf<S> {
         filtered: &'a AtomicU64,
     ) -> impl Iterator<Item = S::Out> + 'a {
         Shunt {
-            inner: self.0.apply(input),
+            inner: self.0.apply_fused(input),
             fail,
             stage: self.0.config(),
             filtered,
@@ -217,6 +217,43 @@ impl<C: Chain> Segment<C> {
     /// Whether the segment runs serial.
     pub fn is_serial(&self) -> bool {
         self.serial
+    }
+
+    /// Runs the segment over `input` in the calling thread, fused, as a
+    /// plain iterator: no thread, no queue, no batching (paipa's co-routine
+    /// pipeline). The first `Err` of a stage ends the iterator as its last
+    /// item; items dropped by `filter_errors` are counted in
+    /// [`filtered`](Segment::filtered). A panic in a stage unwinds into the
+    /// caller, as in any iterator chain.
+    ///
+    /// ```
+    /// use parapipe::prelude::*;
+    ///
+    /// #[map_stage]
+    /// fn add_n(x: u64, n: u64) -> u64 {
+    ///     x + n
+    /// }
+    ///
+    /// let seg = segment!(add_n(1) | add_n(2));
+    /// let out: Vec<u64> = seg.iter(0..3).collect::<Result<_, _>>()?;
+    /// assert_eq!(out, [3, 4, 5]);
+    /// # Ok::<(), PipelineError>(())
+    /// ```
+    pub fn iter<'a>(
+        &'a self,
+        input: impl IntoIterator<Item = C::In> + 'a,
+    ) -> impl Iterator<Item = Result<C::Out, PipelineError>> + 'a {
+        self.fused(input.into_iter(), &self.filtered).map(|item| {
+            item.map_err(|Tagged { stage, error }| {
+                PipelineError::new(&stage, None, Failure::Error(error))
+            })
+        })
+    }
+
+    /// How many failing items `filter_errors` dropped in [`iter`](Segment::iter)
+    /// runs of this segment.
+    pub fn filtered(&self) -> u64 {
+        self.filtered.load(Relaxed)
     }
 }
 

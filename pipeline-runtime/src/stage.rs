@@ -82,6 +82,22 @@ pub trait Stage: Configurable + Send + Sync + 'static {
         worker.try_transform(|input| self.apply(input))
     }
 
+    /// [`apply`](Stage::apply) as a link of a serial segment's fused chain.
+    ///
+    /// The default erases the input's type first. Without that, every stage
+    /// written with closures in its generic `apply` would double the type of
+    /// the chain (a closure's type carries its function's type parameters),
+    /// and the compile time and memory with it. `#[map_stage]` overrides it
+    /// with a static call, since its closure does not depend on the input type.
+    #[doc(hidden)]
+    fn apply_fused<'a>(
+        &'a self,
+        input: impl Iterator<Item = Self::In> + 'a,
+    ) -> impl Iterator<Item = Result<Self::Out, Self::Error>> + 'a {
+        let input: Box<dyn Iterator<Item = Self::In> + 'a> = Box::new(input);
+        self.apply(input)
+    }
+
     /// Appends the stage to a pipeline. The default gives it workers of its
     /// own; a parallel segment appends its stages one by one instead.
     #[doc(hidden)]
