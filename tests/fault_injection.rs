@@ -1,8 +1,9 @@
 //! Randomised fault injection (proptest, so a failure shrinks to a minimal
 //! pipeline): random pipelines of 1 to 6 stages over 0 to 10,000 items, with
-//! an `Err` or a panic injected at a random item of a random stage or of the
-//! source, stages that emit more or fewer items than they take, and
-//! consumers that stop early or read slowly. Every run must end (watchdog),
+//! up to three of them fused into a serial segment, an `Err` or a panic
+//! injected at a random item of a random stage or of the source, stages that
+//! emit more or fewer items than they take, and consumers that stop early or
+//! read slowly. Every run must end (watchdog),
 //! deliver exactly the expected items or only genuine ones before the
 //! reported fault, name the right stage and message, and leave no thread.
 //!
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use common::{Boom, assert_threads_back_to, thread_count, watchdog};
 use parapipe::prelude::*;
+use parapipe::{Leaf, Then};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
@@ -59,7 +61,21 @@ struct Spec {
     n: u64,
     source_panic: Option<u64>,
     stages: Vec<StageSpec>,
+    /// Stages `start..start + len` run as one serial segment named `seg`
+    /// with this many workers: `(start, len, workers)`.
+    serial: Option<(usize, usize, usize)>,
     consumer: Consumer,
+}
+
+impl Spec {
+    /// The name a panic in stage `j` is reported with: a serial segment's
+    /// panic names the segment.
+    fn panic_name(&self, j: usize) -> String {
+        match self.serial {
+            Some((start, len, _)) if (start..start + len).contains(&j) => "seg".to_owned(),
+            _ => format!("s{j}"),
+        }
+    }
 }
 
 /// The stage under test: one struct for every kind, so pipelines can be
@@ -141,8 +157,9 @@ fn simulate(spec: &Spec) -> Expected {
         for x in items {
             match stage.fault {
                 Some(Fault::Panic(v)) if v == x => {
-                    failure
-                        .get_or_insert_with(|| (format!("s{j}"), format!("injected panic at {v}")));
+                    failure.get_or_insert_with(|| {
+                        (spec.panic_name(j), format!("injected panic at {v}"))
+                    });
                     continue;
                 }
                 Some(Fault::Err(v)) if v == x => {
@@ -178,18 +195,45 @@ fn build(spec: &Spec) -> Pipeline<u64> {
             panic!("injected panic at {x}");
         }
     });
-    let mut pipeline = Pipeline::source(source);
-    for (j, s) in spec.stages.iter().enumerate() {
+    let op = |j: usize| {
+        let s = &spec.stages[j];
         let op = Op {
             config: StageConfig::new(format!("s{j}")),
             kind: s.kind,
             fault: s.fault,
         };
-        pipeline = pipeline.then(
-            op.workers(s.workers)
-                .qsize(s.qsize)
-                .filter_errors(s.filter_errors),
-        );
+        op.workers(s.workers)
+            .qsize(s.qsize)
+            .filter_errors(s.filter_errors)
+    };
+    let mut pipeline = Pipeline::source(source);
+    let mut j = 0;
+    while j < spec.stages.len() {
+        match spec.serial {
+            Some((start, len, workers)) if start == j => {
+                let chain = Leaf(op(j));
+                pipeline = match len {
+                    1 => pipeline.then(Segment::new(chain).serial().workers(workers).name("seg")),
+                    2 => pipeline.then(
+                        Segment::new(Then(chain, Leaf(op(j + 1))))
+                            .serial()
+                            .workers(workers)
+                            .name("seg"),
+                    ),
+                    _ => pipeline.then(
+                        Segment::new(Then(Then(chain, Leaf(op(j + 1))), Leaf(op(j + 2))))
+                            .serial()
+                            .workers(workers)
+                            .name("seg"),
+                    ),
+                };
+                j += len;
+            }
+            _ => {
+                pipeline = pipeline.then(op(j));
+                j += 1;
+            }
+        }
     }
     pipeline
 }
@@ -314,39 +358,49 @@ fn spec_strategy() -> impl Strategy<Value = Spec> {
         any::<bool>(),
         0..4u8,
         0..12_000usize,
+        (any::<bool>(), 0..6usize, 1..=3usize, 1..=3usize),
     )
-        .prop_map(|(n, mut stages, place, value, panic, consumer, k)| {
-            let mut source_panic = None;
-            // Aim at an item that exists most of the time.
-            let value = if n > 0 && value < 10_000 {
-                value % (n + 2)
-            } else {
-                value
-            };
-            match place {
-                0 | 1 => {}
-                2 => source_panic = Some(value),
-                p => {
-                    let j = p % stages.len();
-                    stages[j].fault = Some(if panic {
-                        Fault::Panic(value)
-                    } else {
-                        Fault::Err(value)
-                    });
+        .prop_map(
+            |(n, mut stages, place, value, panic, consumer, k, serial)| {
+                let serial = match serial {
+                    (true, start, len, workers) if start < stages.len() => {
+                        Some((start, len.min(stages.len() - start), workers))
+                    }
+                    _ => None,
+                };
+                let mut source_panic = None;
+                // Aim at an item that exists most of the time.
+                let value = if n > 0 && value < 10_000 {
+                    value % (n + 2)
+                } else {
+                    value
+                };
+                match place {
+                    0 | 1 => {}
+                    2 => source_panic = Some(value),
+                    p => {
+                        let j = p % stages.len();
+                        stages[j].fault = Some(if panic {
+                            Fault::Panic(value)
+                        } else {
+                            Fault::Err(value)
+                        });
+                    }
                 }
-            }
-            let consumer = match consumer {
-                0 | 1 => Consumer::ReadAll,
-                2 => Consumer::Slow,
-                _ => Consumer::DropAfter(k),
-            };
-            Spec {
-                n,
-                source_panic,
-                stages,
-                consumer,
-            }
-        })
+                let consumer = match consumer {
+                    0 | 1 => Consumer::ReadAll,
+                    2 => Consumer::Slow,
+                    _ => Consumer::DropAfter(k),
+                };
+                Spec {
+                    n,
+                    source_panic,
+                    stages,
+                    serial,
+                    consumer,
+                }
+            },
+        )
 }
 
 #[test]
