@@ -48,8 +48,14 @@
 //!   `filter_errors` (drop failing items and count them), `name = "..."`.
 //!   Where the stage is used, [`StageExt`] overrides them:
 //!   `add_n(7).workers(2).qsize(5)` (parallelpipe's `setup()`).
-//! - For state of your own, implement [`Stage`] by hand and put the value in
-//!   braces in `pipe!`: `pipe!(src | { my_stage })`.
+//! - For state of your own, implement [`Stage`] by hand (its one method,
+//!   [`apply`](Stage::apply), turns an iterator into an iterator of
+//!   `Result`s) and put the value in braces in `pipe!`:
+//!   `pipe!(src | { my_stage })`.
+//! - [`segment!`] groups stages into one stage: parallel (each keeps its
+//!   workers) or [`serial`](Segment::serial) (fused into one iterator chain
+//!   per worker, no queue between them), nestable; [`Segment::iter`] runs one
+//!   fused in the calling thread, at the cost of a hand-written iterator chain.
 //!
 //! # Errors and panics
 //!

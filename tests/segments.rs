@@ -227,3 +227,22 @@ fn builder_api_with_segments() {
     let got: Vec<u64> = Pipeline::source(0..10u64).then(seg).collect().unwrap();
     assert_eq!(sorted(got), [2, 4, 6, 8, 10]);
 }
+
+#[test]
+fn workers_on_a_parallel_segment_is_an_error_not_ignored() {
+    let seg = segment!(add_n(1) | evens).workers(3).name("Child");
+    let err = pipe!(0..10u64 | { seg }).run().unwrap_err();
+    assert_eq!(err.stage(), "Child");
+    assert!(
+        err.to_string().contains("applies to a serial segment"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_segment_macro_inside_pipe() {
+    let got: Vec<u64> = pipe!(0..10u64 | segment!(add_n(1) | evens).serial() | add_n(100))
+        .collect()
+        .unwrap();
+    assert_eq!(sorted(got), [102, 104, 106, 108, 110]);
+}

@@ -143,6 +143,18 @@ impl<T: Send + 'static> Pipeline<T> {
         stage.attach(self)
     }
 
+    /// This pipeline, failing with a configuration error of `stage` when
+    /// consumed (unless it already fails with an earlier one).
+    pub(crate) fn misconfigured<U>(self, stage: &str, why: String) -> Pipeline<U> {
+        let invalid = self
+            .invalid
+            .unwrap_or_else(|| PipelineError::new(stage, None, Failure::Config(why)));
+        Pipeline {
+            plan: Box::new(|_: &mut Launch| link(QueueSize::Bounded(1)).1),
+            invalid: Some(invalid),
+        }
+    }
+
     /// Appends a stage with workers of its own.
     pub(crate) fn spawn_stage<S: Stage<In = T>>(self, stage: S) -> Pipeline<S::Out> {
         let invalid = self.invalid.or_else(|| check(stage.config()));

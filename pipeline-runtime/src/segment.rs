@@ -321,6 +321,13 @@ impl<C: Chain> Stage for Segment<C> {
     fn attach(self, pipeline: Pipeline<C::In>) -> Pipeline<C::Out> {
         if self.serial {
             pipeline.spawn_stage(self)
+        } else if self.config.workers() != 1 {
+            // Its stages keep their own workers: a count here would be ignored.
+            let why = format!(
+                "workers({}) applies to a serial segment: call .serial(), or give the workers to its stages",
+                self.config.workers()
+            );
+            pipeline.misconfigured(self.config.name(), why)
         } else {
             self.chain.attach(pipeline)
         }
