@@ -134,6 +134,8 @@ fn one_stage_2_workers(c: &mut Criterion) {
             .sum::<u64>(),
         want
     );
+    let ordered: Vec<u64> = pipe!(0..N | add_one.ordered(true)).collect().unwrap();
+    assert!(ordered.iter().copied().eq(1..=N));
 
     let mut group = c.benchmark_group("one_stage_2_workers");
     group.throughput(Throughput::Elements(N));
@@ -158,6 +160,16 @@ fn one_stage_2_workers(c: &mut Criterion) {
         b.iter(|| {
             black_box(
                 pipe!(0..N | add_one)
+                    .results()
+                    .map(|r| r.unwrap())
+                    .sum::<u64>(),
+            )
+        })
+    });
+    group.bench_function("parapipe_ordered", |b| {
+        b.iter(|| {
+            black_box(
+                pipe!(0..N | add_one.ordered(true))
                     .results()
                     .map(|r| r.unwrap())
                     .sum::<u64>(),

@@ -45,7 +45,9 @@
 //!   (`add_n::new(7)` builds it); the function itself is unchanged.
 //! - Keys: `workers = N` (default 1), `qsize = N` (the stage's output queue,
 //!   in items; default [`DEFAULT_QSIZE`]), `unbounded` (no queue limit),
-//!   `filter_errors` (drop failing items and count them), `name = "..."`.
+//!   `filter_errors` (drop failing items and count them), `ordered` (keep
+//!   the output in input order, whatever the number of workers),
+//!   `name = "..."`.
 //!   Where the stage is used, [`StageExt`] overrides them:
 //!   `add_n(7).workers(2).qsize(5)` (parallelpipe's `setup()`).
 //! - For state of your own, implement [`Stage`] by hand (its one method,
@@ -136,7 +138,9 @@
 /// Keys: `workers = N` (at least 1; default 1), `qsize = N` (items queued
 /// after the stage, at least 1; default [`DEFAULT_QSIZE`]), `unbounded`
 /// (no queue limit), `filter_errors` (or `filter_errors = true`),
-/// `name = "..."` (default: the function's name), `producer`. Integer keys
+/// `name = "..."` (default: the function's name), `ordered` (output in
+/// input order with any number of workers; it streams, and memory stays
+/// bounded), `producer`. Integer keys
 /// also take a constant (`workers = N_WORKERS`), checked when the pipeline
 /// starts.
 pub use pipeline_macros::stage;

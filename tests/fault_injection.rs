@@ -44,6 +44,7 @@ struct StageSpec {
     workers: usize,
     qsize: usize,
     filter_errors: bool,
+    ordered: bool,
     fault: Option<Fault>,
 }
 
@@ -62,17 +63,31 @@ struct Spec {
     source_panic: Option<u64>,
     stages: Vec<StageSpec>,
     /// Stages `start..start + len` run as one serial segment named `seg`
-    /// with this many workers: `(start, len, workers)`.
-    serial: Option<(usize, usize, usize)>,
+    /// with this many workers, ordered or not: `(start, len, workers, ordered)`.
+    serial: Option<(usize, usize, usize, bool)>,
     consumer: Consumer,
 }
 
 impl Spec {
+    /// Whether every stage keeps its input order (ordered, or one worker),
+    /// so the output must come in exactly the sequential order.
+    fn keeps_order(&self) -> bool {
+        self.stages
+            .iter()
+            .enumerate()
+            .all(|(j, s)| match self.serial {
+                Some((start, len, workers, ordered)) if (start..start + len).contains(&j) => {
+                    ordered || workers == 1
+                }
+                _ => s.ordered || s.workers == 1,
+            })
+    }
+
     /// The name a panic in stage `j` is reported with: a serial segment's
     /// panic names the segment.
     fn panic_name(&self, j: usize) -> String {
         match self.serial {
-            Some((start, len, _)) if (start..start + len).contains(&j) => "seg".to_owned(),
+            Some((start, len, ..)) if (start..start + len).contains(&j) => "seg".to_owned(),
             _ => format!("s{j}"),
         }
     }
@@ -205,25 +220,34 @@ fn build(spec: &Spec) -> Pipeline<u64> {
         op.workers(s.workers)
             .qsize(s.qsize)
             .filter_errors(s.filter_errors)
+            .ordered(s.ordered)
     };
     let mut pipeline = Pipeline::source(source);
     let mut j = 0;
     while j < spec.stages.len() {
         match spec.serial {
-            Some((start, len, workers)) if start == j => {
+            Some((start, len, workers, ordered)) if start == j => {
                 let chain = Leaf(op(j));
                 pipeline = match len {
-                    1 => pipeline.then(Segment::new(chain).serial().workers(workers).name("seg")),
+                    1 => pipeline.then(
+                        Segment::new(chain)
+                            .serial()
+                            .workers(workers)
+                            .ordered(ordered)
+                            .name("seg"),
+                    ),
                     2 => pipeline.then(
                         Segment::new(Then(chain, Leaf(op(j + 1))))
                             .serial()
                             .workers(workers)
+                            .ordered(ordered)
                             .name("seg"),
                     ),
                     _ => pipeline.then(
                         Segment::new(Then(Then(chain, Leaf(op(j + 1))), Leaf(op(j + 2))))
                             .serial()
                             .workers(workers)
+                            .ordered(ordered)
                             .name("seg"),
                     ),
                 };
@@ -288,7 +312,21 @@ fn check(spec: &Spec) -> Result<(), String> {
     match (&expected.failure, error) {
         (None, Some(e)) => return Err(format!("unexpected failure: {e}")),
         (None, None) => {
-            if read_all {
+            if read_all && spec.keeps_order() {
+                if got != expected.items {
+                    return Err(format!(
+                        "order not kept: got {} items, expected {}",
+                        got.len(),
+                        expected.items.len()
+                    ));
+                }
+                if filtered != expected.filtered {
+                    return Err(format!(
+                        "filtered {filtered}, expected {}",
+                        expected.filtered
+                    ));
+                }
+            } else if read_all {
                 let (mut a, mut b) = (got.clone(), expected.items.clone());
                 a.sort_unstable();
                 b.sort_unstable();
@@ -341,12 +379,14 @@ fn spec_strategy() -> impl Strategy<Value = Spec> {
         1..=4usize,
         1..=64usize,
         proptest::bool::weighted(0.2),
+        proptest::bool::weighted(0.3),
     )
-        .prop_map(|(k, workers, qsize, filter_errors)| StageSpec {
+        .prop_map(|(k, workers, qsize, filter_errors, ordered)| StageSpec {
             kind: [Kind::AddOne, Kind::Twice, Kind::EvensOnly][k as usize],
             workers,
             qsize,
             filter_errors,
+            ordered,
             fault: None,
         });
     (
@@ -358,13 +398,19 @@ fn spec_strategy() -> impl Strategy<Value = Spec> {
         any::<bool>(),
         0..4u8,
         0..12_000usize,
-        (any::<bool>(), 0..6usize, 1..=3usize, 1..=3usize),
+        (
+            any::<bool>(),
+            0..6usize,
+            1..=3usize,
+            1..=3usize,
+            any::<bool>(),
+        ),
     )
         .prop_map(
             |(n, mut stages, place, value, panic, consumer, k, serial)| {
                 let serial = match serial {
-                    (true, start, len, workers) if start < stages.len() => {
-                        Some((start, len.min(stages.len() - start), workers))
+                    (true, start, len, workers, ordered) if start < stages.len() => {
+                        Some((start, len.min(stages.len() - start), workers, ordered))
                     }
                     _ => None,
                 };

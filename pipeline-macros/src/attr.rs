@@ -13,6 +13,7 @@ pub(crate) const QSIZE: &str = "qsize";
 const UNBOUNDED: &str = "unbounded";
 const FILTER_ERRORS: &str = "filter_errors";
 const NAME: &str = "name";
+const ORDERED: &str = "ordered";
 const PRODUCER: &str = "producer";
 
 /// The parsed and validated arguments.
@@ -24,6 +25,7 @@ pub(crate) struct StageArgs {
     pub filter_errors: Option<LitBool>,
     pub name: Option<LitStr>,
     pub producer: bool,
+    pub ordered: bool,
 }
 
 /// Collects every error instead of stopping at the first.
@@ -44,7 +46,7 @@ impl Errors {
 }
 
 fn valid_keys(flavor: Flavor) -> String {
-    let mut keys = vec![WORKERS, QSIZE, UNBOUNDED, FILTER_ERRORS, NAME];
+    let mut keys = vec![WORKERS, QSIZE, UNBOUNDED, FILTER_ERRORS, NAME, ORDERED];
     if flavor == Flavor::Iter {
         keys.push(PRODUCER);
     }
@@ -111,6 +113,7 @@ pub(crate) fn parse(args: TokenStream, flavor: Flavor) -> syn::Result<StageArgs>
                 other => Err(Error::new_spanned(other, "expected a string literal")),
             }),
             PRODUCER if flavor == Flavor::Iter => flag(&meta, &key).map(|()| out.producer = true),
+            ORDERED => flag(&meta, &key).map(|()| out.ordered = true),
             _ => Err(Error::new_spanned(
                 path,
                 format!("unknown key `{key}`; valid keys are {}", valid_keys(flavor)),

@@ -159,6 +159,9 @@ fn generate(func: &ItemFn, args: &StageArgs, stage: &StageFn) -> TokenStream {
     if let Some(f) = &args.filter_errors {
         config.extend(quote!(#cfg.set_filter_errors(#f);));
     }
+    if args.ordered {
+        config.extend(quote!(#cfg.set_ordered(true);));
+    }
 
     let output = &stage.output;
     let (out_item, error) = if stage.fallible {

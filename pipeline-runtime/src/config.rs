@@ -31,6 +31,7 @@ pub struct StageConfig {
     workers: usize,
     queue: QueueSize,
     filter_errors: bool,
+    ordered: bool,
 }
 
 impl StageConfig {
@@ -42,6 +43,7 @@ impl StageConfig {
             workers: 1,
             queue: QueueSize::Bounded(DEFAULT_QSIZE),
             filter_errors: false,
+            ordered: false,
         }
     }
 
@@ -65,6 +67,17 @@ impl StageConfig {
     /// pipeline.
     pub fn filter_errors(&self) -> bool {
         self.filter_errors
+    }
+
+    /// Whether the stage keeps its output in its input order.
+    pub fn ordered(&self) -> bool {
+        self.ordered
+    }
+
+    /// Sets whether the stage keeps its output in its input order.
+    pub fn set_ordered(&mut self, ordered: bool) -> &mut Self {
+        self.ordered = ordered;
+        self
     }
 
     /// Sets the name.

@@ -17,6 +17,7 @@ mod config;
 mod control;
 mod error;
 mod link;
+mod ordered;
 mod pipeline;
 mod segment;
 mod source;

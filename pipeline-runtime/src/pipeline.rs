@@ -10,6 +10,7 @@ use crate::config::{DEFAULT_QSIZE, QueueSize, StageConfig};
 use crate::control::Control;
 use crate::error::{Failure, PipelineError, StageError, Stop, panic_message};
 use crate::link::{Rx, Tx, link};
+use crate::ordered::{Out, Reorder};
 use crate::segment::Tagged;
 use crate::source::Source;
 use crate::stage::{Producer, Stage};
@@ -123,7 +124,12 @@ impl<T: Send + 'static> Pipeline<T> {
 
     /// A pipeline whose items come from a producer stage's workers.
     pub fn from_producer<P: Producer<Out = T>>(producer: P) -> Self {
-        let invalid = check(producer.config());
+        let invalid = check(producer.config()).or_else(|| {
+            producer.config().ordered().then(|| {
+                let why = "a producer has no input order to keep: remove `ordered`".to_owned();
+                PipelineError::new(producer.config().name(), None, Failure::Config(why))
+            })
+        });
         Pipeline {
             plan: Box::new(move |launch: &mut Launch| {
                 let config = producer.config().clone();
@@ -165,7 +171,11 @@ impl<T: Send + 'static> Pipeline<T> {
                 let config = stage.config().clone();
                 let stage = Arc::new(stage);
                 launch.spawn_workers(&config, move |w| {
-                    let io = WorkerIo::new(input.clone(), w.tx, &w.ctl);
+                    let out = match w.order {
+                        Some(order) => Out::ordered(order),
+                        None => Out::Direct(w.tx),
+                    };
+                    let io = WorkerIo::new(input.clone(), out, &w.ctl);
                     stage.run(Worker::new(&io, w.index, w.filter, &w.filtered))
                 })
             }),
@@ -255,6 +265,8 @@ struct WorkerStart<O> {
     index: usize,
     /// The worker's own sender on the stage's output queue.
     tx: Tx<O>,
+    /// For an ordered stage, the reorder step all its workers send through.
+    order: Option<Arc<Reorder<O>>>,
     ctl: Arc<Control>,
     filter: bool,
     filtered: Arc<AtomicU64>,
@@ -269,6 +281,9 @@ impl Launch {
         F: FnOnce(WorkerStart<O>) -> Result<(), StageError> + Clone + Send + 'static,
     {
         let (tx, rx) = link(config.queue());
+        let order = config
+            .ordered()
+            .then(|| Arc::new(Reorder::new(tx.clone(), config.workers())));
         let filtered = Arc::new(AtomicU64::new(0));
         self.counters
             .push((config.name().to_owned(), filtered.clone()));
@@ -276,6 +291,7 @@ impl Launch {
             let start = WorkerStart {
                 index,
                 tx: tx.clone(),
+                order: order.clone(),
                 ctl: self.ctl.clone(),
                 filter: config.filter_errors(),
                 filtered: filtered.clone(),

@@ -321,11 +321,16 @@ impl<C: Chain> Stage for Segment<C> {
     fn attach(self, pipeline: Pipeline<C::In>) -> Pipeline<C::Out> {
         if self.serial {
             pipeline.spawn_stage(self)
-        } else if self.config.workers() != 1 {
-            // Its stages keep their own workers: a count here would be ignored.
+        } else if self.config.workers() != 1 || self.config.ordered() {
+            // Its stages keep their own settings: these would be ignored.
+            let workers = format!("workers({})", self.config.workers());
+            let what = match (self.config.workers() != 1, self.config.ordered()) {
+                (true, true) => format!("{workers} and ordered apply"),
+                (true, false) => format!("{workers} applies"),
+                _ => "ordered applies".to_owned(),
+            };
             let why = format!(
-                "workers({}) applies to a serial segment: call .serial(), or give the workers to its stages",
-                self.config.workers()
+                "{what} to a serial segment: call .serial(), or set it on the segment's stages"
             );
             pipeline.misconfigured(self.config.name(), why)
         } else {

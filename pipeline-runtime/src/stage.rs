@@ -163,6 +163,16 @@ pub trait StageExt: Configurable + Sized {
         self
     }
 
+    /// Keeps the stage's output in its input order, whatever the number of
+    /// workers. Each item is released as soon as every item before it is
+    /// out (it streams); a worker that gets far ahead of a slow one waits,
+    /// so memory stays bounded. An iterator stage's outputs follow the input
+    /// item they were produced from.
+    fn ordered(mut self, ordered: bool) -> Self {
+        self.config_mut().set_ordered(ordered);
+        self
+    }
+
     /// Renames the stage (in errors and thread names).
     fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
         self.config_mut().set_name(name);

@@ -8,11 +8,12 @@ use std::time::Instant;
 use crate::control::Control;
 use crate::error::{BoxError, StageError, Stop};
 use crate::link::{Rx, Tx};
+use crate::ordered::Out;
 
 /// The queues and state one worker thread owns.
 pub(crate) struct WorkerIo<'c, I, O> {
     rx: RefCell<Rx<I>>,
-    tx: RefCell<Tx<O>>,
+    out: RefCell<Out<O>>,
     ctl: &'c Control,
     /// Set when the input ended because the pipeline was cancelled rather
     /// than because it was drained: what the stage does after that is not
@@ -21,24 +22,14 @@ pub(crate) struct WorkerIo<'c, I, O> {
 }
 
 impl<'c, I, O> WorkerIo<'c, I, O> {
-    pub(crate) fn new(rx: Rx<I>, tx: Tx<O>, ctl: &'c Control) -> Self {
+    pub(crate) fn new(rx: Rx<I>, out: Out<O>, ctl: &'c Control) -> Self {
         WorkerIo {
             rx: RefCell::new(rx),
-            tx: RefCell::new(tx),
+            out: RefCell::new(out),
             ctl,
             cancelled: Cell::new(false),
         }
     }
-}
-
-/// Receives the next input batch, flushing `tx` before waiting.
-fn next_batch<I, O>(rx: &mut Rx<I>, tx: &mut Tx<O>, ctl: &Control) -> Result<Option<Vec<I>>, Stop> {
-    // Every worker of the next stage has stopped (it took what it needed):
-    // stop too, even if this stage would not emit again for a long time.
-    if tx.is_disconnected() {
-        return Err(Stop::Cancelled);
-    }
-    rx.recv(ctl, tx)
 }
 
 /// What a link's receiver does around a wait: a worker flushes its output
@@ -98,13 +89,13 @@ impl<'a, I: 'a, O: 'a> Worker<'a, I, O> {
     pub fn map(self, mut f: impl FnMut(I) -> O) -> Result<(), StageError> {
         let ctl = self.io.ctl;
         let mut rx = self.io.rx.borrow_mut();
-        let mut tx = self.io.tx.borrow_mut();
-        while let Some(batch) = next_batch(&mut rx, &mut tx, ctl)? {
+        let mut out = self.io.out.borrow_mut();
+        while let Some(batch) = out.next_batch(&mut rx, ctl)? {
             for item in batch {
-                tx.push(f(item), ctl)?;
+                out.push(f(item), ctl)?;
             }
         }
-        tx.flush(ctl)?;
+        out.finish(ctl)?;
         Ok(())
     }
 
@@ -116,16 +107,16 @@ impl<'a, I: 'a, O: 'a> Worker<'a, I, O> {
     ) -> Result<(), StageError> {
         let ctl = self.io.ctl;
         let mut rx = self.io.rx.borrow_mut();
-        let mut tx = self.io.tx.borrow_mut();
-        while let Some(batch) = next_batch(&mut rx, &mut tx, ctl)? {
+        let mut out = self.io.out.borrow_mut();
+        while let Some(batch) = out.next_batch(&mut rx, ctl)? {
             for item in batch {
                 match f(item) {
-                    Ok(out) => tx.push(out, ctl)?,
+                    Ok(item) => out.push(item, ctl)?,
                     Err(e) => self.reject(e)?,
                 }
             }
         }
-        tx.flush(ctl)?;
+        out.finish(ctl)?;
         Ok(())
     }
 
@@ -154,14 +145,14 @@ impl<'a, I: 'a, O: 'a> Worker<'a, I, O> {
         };
         for item in f(input) {
             match item {
-                Ok(out) => io.tx.borrow_mut().push(out, io.ctl)?,
+                Ok(out) => io.out.borrow_mut().push(out, io.ctl)?,
                 Err(e) => self.reject(e)?,
             }
         }
         if io.cancelled.get() {
             return Err(StageError(Stop::Cancelled));
         }
-        io.tx.borrow_mut().flush(io.ctl)?;
+        io.out.borrow_mut().finish(io.ctl)?;
         Ok(())
     }
 
@@ -185,8 +176,8 @@ impl<I, O> BatchSource<I> for WorkerIo<'_, I, O> {
             return None;
         }
         let mut rx = self.rx.borrow_mut();
-        let mut tx = self.tx.borrow_mut();
-        match next_batch(&mut rx, &mut tx, self.ctl) {
+        let mut out = self.out.borrow_mut();
+        match out.next_batch(&mut rx, self.ctl) {
             Ok(batch) => batch,
             Err(_) => {
                 self.cancelled.set(true);

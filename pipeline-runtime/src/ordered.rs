@@ -1,0 +1,182 @@
+//! Where a worker's output goes: straight to the stage's output queue, or,
+//! for an `ordered` stage, through a reorder step that releases each input
+//! batch's output once every earlier batch's is out.
+//!
+//! Ordered stages number their input batches as they take them from the
+//! queue (under a lock, so the numbers follow the queue's order), keep each
+//! batch's output apart, and hand it in when they move to their next batch.
+//! Output is released as soon as it is next in line: it streams. A worker
+//! that gets more than a window of batches ahead of the oldest unfinished one
+//! waits, so memory stays bounded even when one batch is very slow.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::control::Control;
+use crate::error::Stop;
+use crate::link::{Rx, Tx};
+use crate::worker::Waiting;
+
+/// How often a worker waiting for its turn checks for cancellation.
+const POLL: Duration = Duration::from_millis(20);
+
+/// A worker's output.
+pub(crate) enum Out<O> {
+    /// Unordered: the worker's own sender on the output queue.
+    Direct(Tx<O>),
+    /// Ordered: the current batch's output, kept until the batch is done.
+    Ordered {
+        order: Arc<Reorder<O>>,
+        /// Number of the input batch being worked on, if any.
+        seq: Option<u64>,
+        held: Vec<O>,
+    },
+}
+
+/// The reorder step shared by an ordered stage's workers.
+pub(crate) struct Reorder<O> {
+    /// The number the next input batch taken gets.
+    taken: Mutex<u64>,
+    state: Mutex<Pending<O>>,
+    turn: Condvar,
+    /// How many batches past the oldest unfinished one may be held.
+    window: u64,
+}
+
+struct Pending<O> {
+    /// The number of the next batch to release.
+    next: u64,
+    done: BTreeMap<u64, Vec<O>>,
+    tx: Tx<O>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // No user code runs under these locks.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl<O> Reorder<O> {
+    pub(crate) fn new(tx: Tx<O>, workers: usize) -> Self {
+        Reorder {
+            taken: Mutex::new(0),
+            state: Mutex::new(Pending {
+                next: 0,
+                done: BTreeMap::new(),
+                tx,
+            }),
+            turn: Condvar::new(),
+            window: 2 * workers.max(1) as u64,
+        }
+    }
+
+    /// Hands in batch `seq`'s output and releases whatever is now in line.
+    fn submit(&self, seq: u64, items: Vec<O>, ctl: &Control) -> Result<(), Stop> {
+        let mut state = lock(&self.state);
+        // The worker holding batch `next` never waits here, so this ends.
+        while seq >= state.next + self.window {
+            if ctl.is_cancelled() {
+                return Err(Stop::Cancelled);
+            }
+            state = self
+                .turn
+                .wait_timeout(state, POLL)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        if seq != state.next {
+            state.done.insert(seq, items);
+            return Ok(());
+        }
+        let mut ready = items;
+        loop {
+            for item in ready {
+                state.tx.push(item, ctl)?;
+            }
+            state.next += 1;
+            let next = state.next;
+            match state.done.remove(&next) {
+                Some(items) => ready = items,
+                None => break,
+            }
+        }
+        // Sent under the lock, so batches leave in order; a full queue
+        // holds back the other workers here, as it would anyway.
+        state.tx.flush(ctl)?;
+        self.turn.notify_all();
+        Ok(())
+    }
+}
+
+/// Nothing to flush before waiting: an ordered worker hands its batch in first.
+struct NoFlush;
+
+impl Waiting for NoFlush {
+    fn before_wait(&mut self, _: &Control) -> Result<(), Stop> {
+        Ok(())
+    }
+    fn after_wait(&mut self, _: Instant) {}
+}
+
+impl<O> Out<O> {
+    pub(crate) fn ordered(order: Arc<Reorder<O>>) -> Self {
+        Out::Ordered {
+            order,
+            seq: None,
+            held: Vec::new(),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn push(&mut self, item: O, ctl: &Control) -> Result<(), Stop> {
+        match self {
+            Out::Direct(tx) => tx.push(item, ctl),
+            Out::Ordered { held, .. } => {
+                held.push(item);
+                Ok(())
+            }
+        }
+    }
+
+    /// The next input batch, with the current one's output handed in first.
+    pub(crate) fn next_batch<I>(
+        &mut self,
+        rx: &mut Rx<I>,
+        ctl: &Control,
+    ) -> Result<Option<Vec<I>>, Stop> {
+        match self {
+            Out::Direct(tx) => {
+                // Every worker of the next stage has stopped (it took what it
+                // needed): stop too, even if this stage would not emit again
+                // for a long time.
+                if tx.is_disconnected() {
+                    return Err(Stop::Cancelled);
+                }
+                rx.recv(ctl, tx)
+            }
+            Out::Ordered { order, seq, held } => {
+                if let Some(done) = seq.take() {
+                    order.submit(done, std::mem::take(held), ctl)?;
+                }
+                let mut taken = lock(&order.taken);
+                let batch = rx.recv(ctl, &mut NoFlush)?;
+                if batch.is_some() {
+                    *seq = Some(*taken);
+                    *taken += 1;
+                }
+                Ok(batch)
+            }
+        }
+    }
+
+    /// Sends what is left once the input has ended.
+    pub(crate) fn finish(&mut self, ctl: &Control) -> Result<(), Stop> {
+        match self {
+            Out::Direct(tx) => tx.flush(ctl),
+            Out::Ordered { order, seq, held } => match seq.take() {
+                Some(done) => order.submit(done, std::mem::take(held), ctl),
+                None => Ok(()),
+            },
+        }
+    }
+}
