@@ -266,6 +266,6 @@ pub mod prelude {
     pub use crate::{map_stage, pipe, segment, stage};
     pub use pipeline_runtime::{
         Configurable, Emitter, Input, IntoSource, Pipeline, PipelineError, Producer, QueueSize,
-        Results, Segment, Stage, StageConfig, StageError, StageExt, Worker,
+        Results, Segment, Skip, Stage, StageConfig, StageError, StageExt, Worker,
     };
 }

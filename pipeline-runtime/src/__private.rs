@@ -4,6 +4,7 @@
 use std::cell::Cell;
 
 pub use crate::config::{QueueSize, StageConfig};
+pub use crate::error::Counters;
 pub use crate::error::StageError;
 pub use crate::pipeline::{IntoSource, Pipeline};
 pub use crate::stage::{Configurable, Producer, Stage, StageExt};

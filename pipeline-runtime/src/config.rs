@@ -32,6 +32,8 @@ pub struct StageConfig {
     queue: QueueSize,
     filter_errors: bool,
     ordered: bool,
+    /// Why the stage cannot run, when its constructor already knows.
+    invalid: Option<Cow<'static, str>>,
 }
 
 impl StageConfig {
@@ -44,6 +46,7 @@ impl StageConfig {
             queue: QueueSize::Bounded(DEFAULT_QSIZE),
             filter_errors: false,
             ordered: false,
+            invalid: None,
         }
     }
 
@@ -105,8 +108,16 @@ impl StageConfig {
         self
     }
 
+    /// Marks the stage as unable to run: reported when the pipeline starts.
+    pub(crate) fn set_invalid(&mut self, why: impl Into<Cow<'static, str>>) {
+        self.invalid = Some(why.into());
+    }
+
     /// Checks the values that cannot be checked when they are set.
     pub(crate) fn validate(&self) -> Result<(), String> {
+        if let Some(why) = &self.invalid {
+            return Err(why.to_string());
+        }
         if self.name.is_empty() {
             return Err("the stage name is empty".into());
         }

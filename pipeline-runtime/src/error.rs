@@ -182,3 +182,67 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         "a panic with a non-string payload".to_owned()
     }
 }
+
+/// Returned as a stage's error, drops the item without failing the
+/// pipeline (PipeFrame's `keep_going = False`, paipa's `SkipEntry`); skipped
+/// items are counted ([`Results::skipped`](crate::Results::skipped)).
+///
+/// ```
+/// use parapipe::prelude::*;
+/// use parapipe::Skip;
+///
+/// #[map_stage]
+/// fn non_empty(line: String) -> Result<String, Skip> {
+///     if line.is_empty() { Err(Skip) } else { Ok(line) }
+/// }
+///
+/// let lines = vec!["a".to_string(), String::new(), "b".to_string()];
+/// let mut results = pipe!(lines | non_empty).results();
+/// let got: Vec<String> = results.by_ref().collect::<Result<_, _>>()?;
+/// assert_eq!(got, ["a", "b"]);
+/// assert_eq!(results.skipped(), 1);
+/// # Ok::<(), PipelineError>(())
+/// ```
+///
+/// A stage that can also fail returns a [`BoxError`] and `Skip.into()` for
+/// the items it skips.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Skip;
+
+impl fmt::Display for Skip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("item skipped")
+    }
+}
+
+impl Error for Skip {}
+
+/// Items a stage dropped instead of failing.
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Failing items dropped by `filter_errors`.
+    pub(crate) filtered: std::sync::atomic::AtomicU64,
+    /// Items the stage skipped with [`Skip`].
+    pub(crate) skipped: std::sync::atomic::AtomicU64,
+}
+
+impl Counters {
+    /// Counts `error` as a skipped or filtered item, or hands it back as a
+    /// failure.
+    pub(crate) fn drop_or_fail(
+        &self,
+        filter_errors: bool,
+        error: BoxError,
+    ) -> Result<(), BoxError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if error.is::<Skip>() {
+            self.skipped.fetch_add(1, Relaxed);
+        } else if filter_errors {
+            self.filtered.fetch_add(1, Relaxed);
+        } else {
+            return Err(error);
+        }
+        Ok(())
+    }
+}

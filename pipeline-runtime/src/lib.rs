@@ -22,10 +22,11 @@ mod pipeline;
 mod segment;
 mod source;
 mod stage;
+pub mod stages;
 mod worker;
 
 pub use config::{DEFAULT_QSIZE, QueueSize, StageConfig};
-pub use error::{BoxError, Failure, PipelineError, StageError};
+pub use error::{BoxError, Failure, PipelineError, Skip, StageError};
 pub use pipeline::{IntoSource, Pipeline, Results};
 pub use segment::{Chain, Leaf, Segment, Tagged, Then};
 pub use stage::{Configurable, Producer, Stage, StageExt};

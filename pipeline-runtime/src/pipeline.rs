@@ -2,13 +2,13 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::config::{DEFAULT_QSIZE, QueueSize, StageConfig};
 use crate::control::Control;
-use crate::error::{Failure, PipelineError, StageError, Stop, panic_message};
+use crate::error::{Counters, Failure, PipelineError, StageError, Stop, panic_message};
 use crate::link::{Rx, Tx, link};
 use crate::ordered::{Out, Reorder};
 use crate::segment::Tagged;
@@ -135,7 +135,7 @@ impl<T: Send + 'static> Pipeline<T> {
                 let config = producer.config().clone();
                 let producer = Arc::new(producer);
                 launch.spawn_workers(&config, move |mut w| {
-                    let emitter = Emitter::new(&mut w.tx, &w.ctl, w.index, w.filter, &w.filtered);
+                    let emitter = Emitter::new(&mut w.tx, &w.ctl, w.index, w.filter, &w.counters);
                     producer.produce(emitter)
                 })
             }),
@@ -176,7 +176,7 @@ impl<T: Send + 'static> Pipeline<T> {
                         None => Out::Direct(w.tx),
                     };
                     let io = WorkerIo::new(input.clone(), out, &w.ctl);
-                    stage.run(Worker::new(&io, w.index, w.filter, &w.filtered))
+                    stage.run(Worker::new(&io, w.index, w.filter, &w.counters))
                 })
             }),
             invalid,
@@ -257,7 +257,7 @@ struct Thread {
 pub(crate) struct Launch {
     ctl: Arc<Control>,
     threads: Vec<Thread>,
-    counters: Vec<(String, Arc<AtomicU64>)>,
+    counters: Vec<(String, Arc<Counters>)>,
 }
 
 /// What one worker of a stage or producer starts with.
@@ -269,7 +269,7 @@ struct WorkerStart<O> {
     order: Option<Arc<Reorder<O>>>,
     ctl: Arc<Control>,
     filter: bool,
-    filtered: Arc<AtomicU64>,
+    counters: Arc<Counters>,
 }
 
 impl Launch {
@@ -284,9 +284,9 @@ impl Launch {
         let order = config
             .ordered()
             .then(|| Arc::new(Reorder::new(tx.clone(), config.workers())));
-        let filtered = Arc::new(AtomicU64::new(0));
+        let counters = Arc::new(Counters::default());
         self.counters
-            .push((config.name().to_owned(), filtered.clone()));
+            .push((config.name().to_owned(), counters.clone()));
         for index in 0..config.workers() {
             let start = WorkerStart {
                 index,
@@ -294,7 +294,7 @@ impl Launch {
                 order: order.clone(),
                 ctl: self.ctl.clone(),
                 filter: config.filter_errors(),
-                filtered: filtered.clone(),
+                counters: counters.clone(),
             };
             let body = body.clone();
             self.spawn(config.name(), Some(index), false, move || body(start));
@@ -356,14 +356,25 @@ pub struct Results<T> {
     batch: std::vec::IntoIter<T>,
     ctl: Arc<Control>,
     threads: Vec<Thread>,
-    counters: Vec<(String, Arc<AtomicU64>)>,
+    counters: Vec<(String, Arc<Counters>)>,
 }
 
 impl<T> Results<T> {
     /// How many failing items were dropped so far by stages with
     /// `filter_errors`, in all.
     pub fn filtered(&self) -> u64 {
-        self.counters.iter().map(|(_, c)| c.load(Relaxed)).sum()
+        self.counters
+            .iter()
+            .map(|(_, c)| c.filtered.load(Relaxed))
+            .sum()
+    }
+
+    /// How many items stages skipped so far with [`Skip`](crate::Skip), in all.
+    pub fn skipped(&self) -> u64 {
+        self.counters
+            .iter()
+            .map(|(_, c)| c.skipped.load(Relaxed))
+            .sum()
     }
 
     /// How many failing items each stage dropped so far, by stage name, in
@@ -371,7 +382,7 @@ impl<T> Results<T> {
     pub fn filtered_by_stage(&self) -> Vec<(String, u64)> {
         self.counters
             .iter()
-            .map(|(name, c)| (name.clone(), c.load(Relaxed)))
+            .map(|(name, c)| (name.clone(), c.filtered.load(Relaxed)))
             .collect()
     }
 

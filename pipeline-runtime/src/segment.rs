@@ -11,10 +11,10 @@ use std::cell::Cell;
 use std::error::Error;
 use std::fmt;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 
 use crate::config::StageConfig;
-use crate::error::{BoxError, Failure, PipelineError, StageError};
+use crate::error::{BoxError, Counters, Failure, PipelineError, StageError};
 use crate::pipeline::Pipeline;
 use crate::stage::{Configurable, Stage};
 use crate::worker::Worker;
@@ -29,12 +29,12 @@ pub trait Chain: Send + Sync + 'static {
     type Out: Send + 'static;
 
     /// The chain as one iterator: a failure is recorded in `fail` and ends
-    /// the iterator; items dropped by `filter_errors` are counted in `filtered`.
+    /// the iterator; items dropped by `filter_errors` or skipped are counted in `counters`.
     fn fuse<'a>(
         &'a self,
         input: impl Iterator<Item = Self::In> + 'a,
         fail: Rc<FailSlot>,
-        filtered: &'a AtomicU64,
+        counters: &'a Counters,
     ) -> impl Iterator<Item = Self::Out> + 'a;
 
     /// The chain's stages appended to `pipeline`, each with workers of its own.
@@ -89,7 +89,7 @@ struct Shunt<'a, I> {
     inner: I,
     fail: Rc<FailSlot>,
     stage: &'a StageConfig,
-    filtered: &'a AtomicU64,
+    counters: &'a Counters,
     done: bool,
 }
 
@@ -108,16 +108,18 @@ where
         loop {
             match self.inner.next() {
                 Some(Ok(item)) => return Some(item),
-                Some(Err(_)) if self.stage.filter_errors() => {
-                    self.filtered.fetch_add(1, Relaxed);
-                }
                 Some(Err(e)) => {
-                    self.fail.set(Tagged {
-                        stage: self.stage.name().to_owned(),
-                        error: e.into(),
-                    });
-                    self.done = true;
-                    return None;
+                    let dropped = self
+                        .counters
+                        .drop_or_fail(self.stage.filter_errors(), e.into());
+                    if let Err(error) = dropped {
+                        self.fail.set(Tagged {
+                            stage: self.stage.name().to_owned(),
+                            error,
+                        });
+                        self.done = true;
+                        return None;
+                    }
                 }
                 None => {
                     self.done = true;
@@ -136,13 +138,13 @@ impl<S: Stage> Chain for Leaf<S> {
         &'a self,
         input: impl Iterator<Item = S::In> + 'a,
         fail: Rc<FailSlot>,
-        filtered: &'a AtomicU64,
+        counters: &'a Counters,
     ) -> impl Iterator<Item = S::Out> + 'a {
         Shunt {
             inner: self.0.apply_fused(input),
             fail,
             stage: self.0.config(),
-            filtered,
+            counters,
             done: false,
         }
     }
@@ -164,10 +166,10 @@ where
         &'a self,
         input: impl Iterator<Item = A::In> + 'a,
         fail: Rc<FailSlot>,
-        filtered: &'a AtomicU64,
+        counters: &'a Counters,
     ) -> impl Iterator<Item = B::Out> + 'a {
         self.1
-            .fuse(self.0.fuse(input, fail.clone(), filtered), fail, filtered)
+            .fuse(self.0.fuse(input, fail.clone(), counters), fail, counters)
     }
 
     fn attach(self, pipeline: Pipeline<A::In>) -> Pipeline<B::Out> {
@@ -185,9 +187,9 @@ pub struct Segment<C> {
     chain: C,
     config: StageConfig,
     serial: bool,
-    /// Dropped items of a serial segment used through [`Stage::apply`]
-    /// directly, where there is no worker to count them.
-    filtered: AtomicU64,
+    /// Dropped items of a serial segment used through [`Stage::apply`] or
+    /// [`iter`](Segment::iter), where there is no worker to count them.
+    counters: Counters,
 }
 
 impl<C: Chain> Segment<C> {
@@ -197,7 +199,7 @@ impl<C: Chain> Segment<C> {
             chain,
             config: StageConfig::new("segment"),
             serial: false,
-            filtered: AtomicU64::new(0),
+            counters: Counters::default(),
         }
     }
 
@@ -243,7 +245,7 @@ impl<C: Chain> Segment<C> {
         &'a self,
         input: impl IntoIterator<Item = C::In> + 'a,
     ) -> impl Iterator<Item = Result<C::Out, PipelineError>> + 'a {
-        self.fused(input.into_iter(), &self.filtered).map(|item| {
+        self.fused(input.into_iter(), &self.counters).map(|item| {
             item.map_err(|Tagged { stage, error }| {
                 PipelineError::new(&stage, None, Failure::Error(error))
             })
@@ -253,7 +255,13 @@ impl<C: Chain> Segment<C> {
     /// How many failing items `filter_errors` dropped in [`iter`](Segment::iter)
     /// runs of this segment.
     pub fn filtered(&self) -> u64 {
-        self.filtered.load(Relaxed)
+        self.counters.filtered.load(Relaxed)
+    }
+
+    /// How many items stages skipped with [`Skip`](crate::Skip) in
+    /// [`iter`](Segment::iter) runs of this segment.
+    pub fn skipped(&self) -> u64 {
+        self.counters.skipped.load(Relaxed)
     }
 }
 
@@ -282,11 +290,11 @@ impl<C: Chain> Segment<C> {
     fn fused<'a>(
         &'a self,
         input: impl Iterator<Item = C::In> + 'a,
-        filtered: &'a AtomicU64,
+        counters: &'a Counters,
     ) -> Fused<impl Iterator<Item = C::Out> + 'a> {
         let fail = Rc::new(FailSlot::default());
         Fused {
-            inner: self.chain.fuse(input, fail.clone(), filtered),
+            inner: self.chain.fuse(input, fail.clone(), counters),
             fail,
         }
     }
@@ -310,12 +318,12 @@ impl<C: Chain> Stage for Segment<C> {
         &'a self,
         input: impl Iterator<Item = C::In> + 'a,
     ) -> impl Iterator<Item = Result<C::Out, Tagged>> + 'a {
-        self.fused(input, &self.filtered)
+        self.fused(input, &self.counters)
     }
 
     fn run(&self, worker: Worker<'_, C::In, C::Out>) -> Result<(), StageError> {
-        let filtered = worker.filtered_counter();
-        worker.try_transform(|input| self.fused(input, filtered))
+        let counters = worker.counters();
+        worker.try_transform(|input| self.fused(input, counters))
     }
 
     fn attach(self, pipeline: Pipeline<C::In>) -> Pipeline<C::Out> {
@@ -347,10 +355,10 @@ impl<C: Chain> Chain for Segment<C> {
         &'a self,
         input: impl Iterator<Item = C::In> + 'a,
         fail: Rc<FailSlot>,
-        filtered: &'a AtomicU64,
+        counters: &'a Counters,
     ) -> impl Iterator<Item = C::Out> + 'a {
         // Inside a serial segment, a nested segment is fused too.
-        self.chain.fuse(input, fail, filtered)
+        self.chain.fuse(input, fail, counters)
     }
 
     fn attach(self, pipeline: Pipeline<C::In>) -> Pipeline<C::Out> {

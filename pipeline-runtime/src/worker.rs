@@ -2,11 +2,10 @@
 //! that connect them to the stage's function.
 
 use std::cell::{Cell, RefCell};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 use crate::control::Control;
-use crate::error::{BoxError, StageError, Stop};
+use crate::error::{BoxError, Counters, StageError, Stop};
 use crate::link::{Rx, Tx};
 use crate::ordered::Out;
 
@@ -57,7 +56,7 @@ pub struct Worker<'a, I, O> {
     io: &'a WorkerIo<'a, I, O>,
     index: usize,
     filter_errors: bool,
-    filtered: &'a AtomicU64,
+    counters: &'a Counters,
 }
 
 impl<'a, I: 'a, O: 'a> Worker<'a, I, O> {
@@ -65,13 +64,13 @@ impl<'a, I: 'a, O: 'a> Worker<'a, I, O> {
         io: &'a WorkerIo<'a, I, O>,
         index: usize,
         filter_errors: bool,
-        filtered: &'a AtomicU64,
+        counters: &'a Counters,
     ) -> Self {
         Worker {
             io,
             index,
             filter_errors,
-            filtered,
+            counters,
         }
     }
 
@@ -80,9 +79,9 @@ impl<'a, I: 'a, O: 'a> Worker<'a, I, O> {
         self.index
     }
 
-    /// Where the stage counts the items that `filter_errors` drops.
-    pub(crate) fn filtered_counter(&self) -> &'a AtomicU64 {
-        self.filtered
+    /// Where the stage counts the items it drops instead of failing.
+    pub(crate) fn counters(&self) -> &'a Counters {
+        self.counters
     }
 
     /// Emits `f(item)` for every input item.
@@ -157,12 +156,9 @@ impl<'a, I: 'a, O: 'a> Worker<'a, I, O> {
     }
 
     fn reject(&self, error: impl Into<BoxError>) -> Result<(), Stop> {
-        if self.filter_errors {
-            self.filtered.fetch_add(1, Relaxed);
-            Ok(())
-        } else {
-            Err(Stop::Failed(error.into()))
-        }
+        self.counters
+            .drop_or_fail(self.filter_errors, error.into())
+            .map_err(Stop::Failed)
     }
 }
 
@@ -222,7 +218,7 @@ pub struct Emitter<'a, O> {
     ctl: &'a Control,
     index: usize,
     filter_errors: bool,
-    filtered: &'a AtomicU64,
+    counters: &'a Counters,
 }
 
 impl<'a, O> Emitter<'a, O> {
@@ -231,14 +227,14 @@ impl<'a, O> Emitter<'a, O> {
         ctl: &'a Control,
         index: usize,
         filter_errors: bool,
-        filtered: &'a AtomicU64,
+        counters: &'a Counters,
     ) -> Self {
         Emitter {
             tx,
             ctl,
             index,
             filter_errors,
-            filtered,
+            counters,
         }
     }
 
@@ -268,11 +264,10 @@ impl<'a, O> Emitter<'a, O> {
         for item in items {
             match item {
                 Ok(out) => self.tx.push(out, self.ctl)?,
-                Err(e) if self.filter_errors => {
-                    self.filtered.fetch_add(1, Relaxed);
-                    drop(e);
-                }
-                Err(e) => return Err(StageError::failed(e)),
+                Err(e) => self
+                    .counters
+                    .drop_or_fail(self.filter_errors, e.into())
+                    .map_err(StageError::failed)?,
             }
         }
         self.tx.flush(self.ctl)?;

@@ -1,0 +1,335 @@
+//! Built-in stages for closures, where a named function would be overkill.
+//!
+//! In `pipe!` and `segment!` they are named like stage functions:
+//!
+//! ```
+//! use parapipe::prelude::*;
+//! use parapipe::stages;
+//!
+//! let got: Vec<Vec<u64>> = pipe!(
+//!     0..10u64
+//!         | stages::map(|x: u64| x * 3).workers(2).ordered(true)
+//!         | stages::filter(|x: &u64| x % 2 == 0).ordered(true)
+//!         | stages::chunk(2)
+//! )
+//! .collect()?;
+//! assert_eq!(got, [vec![0, 6], vec![12, 18], vec![24]]);
+//! # Ok::<(), PipelineError>(())
+//! ```
+//!
+//! The closures are shared by all of a stage's workers, so they are `Fn`
+//! (not `FnMut`), `Send` and `Sync`. Each stage is a struct with a `new`
+//! function, usable outside the macros too: `stages::map::new(f)`.
+#![allow(
+    non_camel_case_types,
+    reason = "stage types are named like the functions pipe! calls them as"
+)]
+
+use std::convert::Infallible;
+use std::marker::PhantomData;
+
+use crate::config::StageConfig;
+use crate::error::StageError;
+use crate::pipeline::Pipeline;
+use crate::stage::{Configurable, Stage};
+use crate::worker::Worker;
+
+/// Implements `Configurable`, and `apply_fused` as a static call: none of
+/// these stages builds a closure over its input type.
+macro_rules! builtin {
+    ($name:ident < $($p:ident),* >) => {
+        impl<$($p),*> Configurable for $name<$($p),*> {
+            fn config(&self) -> &StageConfig {
+                &self.config
+            }
+            fn config_mut(&mut self) -> &mut StageConfig {
+                &mut self.config
+            }
+        }
+    };
+}
+
+/// `f(item)` for every item.
+pub struct map<F, I, O> {
+    f: F,
+    config: StageConfig,
+    _items: PhantomData<fn(I) -> O>,
+}
+
+impl<F, I, O> map<F, I, O>
+where
+    F: Fn(I) -> O + Send + Sync + 'static,
+{
+    /// The stage, named `map`.
+    pub fn new(f: F) -> Self {
+        map {
+            f,
+            config: StageConfig::new("map"),
+            _items: PhantomData,
+        }
+    }
+}
+
+builtin!(map<F, I, O>);
+
+impl<F, I, O> Stage for map<F, I, O>
+where
+    F: Fn(I) -> O + Send + Sync + 'static,
+    I: Send + 'static,
+    O: Send + 'static,
+{
+    type In = I;
+    type Out = O;
+    type Error = Infallible;
+
+    fn apply<'a>(
+        &'a self,
+        input: impl Iterator<Item = I> + 'a,
+    ) -> impl Iterator<Item = Result<O, Infallible>> + 'a {
+        input.map(&self.f).map(Ok)
+    }
+
+    fn run(&self, worker: Worker<'_, I, O>) -> Result<(), StageError> {
+        worker.map(&self.f)
+    }
+
+    fn apply_fused<'a>(
+        &'a self,
+        input: impl Iterator<Item = I> + 'a,
+    ) -> impl Iterator<Item = Result<O, Infallible>> + 'a {
+        self.apply(input)
+    }
+}
+
+/// Generates a stage that runs one `Iterator` adapter with a shared closure.
+macro_rules! adapter {
+    (
+        $(#[$doc:meta])*
+        $name:ident, $adapter:ident, fn($f_in:ty) -> $f_out:ty, $in:ty => $out:ty, [$($p:ident),*] $(where $($bound:tt)*)?
+    ) => {
+        $(#[$doc])*
+        pub struct $name<F, $($p),*> {
+            f: F,
+            config: StageConfig,
+            _items: PhantomData<fn($($p),*)>,
+        }
+
+        impl<F, $($p),*> $name<F, $($p),*>
+        where
+            F: Fn($f_in) -> $f_out + Send + Sync + 'static,
+        {
+            #[doc = concat!("The stage, named `", stringify!($name), "`.")]
+            pub fn new(f: F) -> Self {
+                $name {
+                    f,
+                    config: StageConfig::new(stringify!($name)),
+                    _items: PhantomData,
+                }
+            }
+        }
+
+        builtin!($name<F, $($p),*>);
+
+        impl<F, $($p),*> Stage for $name<F, $($p),*>
+        where
+            F: Fn($f_in) -> $f_out + Send + Sync + 'static,
+            $($p: Send + 'static,)*
+            $($($bound)*)?
+        {
+            type In = $in;
+            type Out = $out;
+            type Error = Infallible;
+
+            fn apply<'a>(
+                &'a self,
+                input: impl Iterator<Item = $in> + 'a,
+            ) -> impl Iterator<Item = Result<$out, Infallible>> + 'a {
+                input.$adapter(&self.f).map(Ok)
+            }
+
+            fn apply_fused<'a>(
+                &'a self,
+                input: impl Iterator<Item = $in> + 'a,
+            ) -> impl Iterator<Item = Result<$out, Infallible>> + 'a {
+                self.apply(input)
+            }
+        }
+    };
+}
+
+adapter!(
+    /// Keeps the items for which `f(&item)` is true.
+    filter, filter, fn(&T) -> bool, T => T, [T]
+);
+
+adapter!(
+    /// Keeps `x` for every item for which `f(item)` is `Some(x)`.
+    filter_map, filter_map, fn(T) -> Option<U>, T => U, [T, U]
+);
+
+adapter!(
+    /// Every item of `f(item)`, for every item.
+    flat_map, flat_map, fn(T) -> U, T => U::Item, [T, U]
+    where U: IntoIterator, U::Item: Send + 'static
+);
+
+adapter!(
+    /// Calls `f(&item)` and passes the item on unchanged.
+    inspect, inspect, fn(&T) -> (), T => T, [T]
+);
+
+/// Every item of every item: `Vec<Vec<T>>` becomes `Vec<T>`.
+pub struct flatten<T> {
+    config: StageConfig,
+    _items: PhantomData<fn(T)>,
+}
+
+impl<T> flatten<T> {
+    /// The stage, named `flatten`.
+    pub fn new() -> Self {
+        flatten {
+            config: StageConfig::new("flatten"),
+            _items: PhantomData,
+        }
+    }
+}
+
+impl<T> Default for flatten<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+builtin!(flatten<T>);
+
+impl<T> Stage for flatten<T>
+where
+    T: IntoIterator + Send + 'static,
+    T::Item: Send + 'static,
+{
+    type In = T;
+    type Out = T::Item;
+    type Error = Infallible;
+
+    fn apply<'a>(
+        &'a self,
+        input: impl Iterator<Item = T> + 'a,
+    ) -> impl Iterator<Item = Result<T::Item, Infallible>> + 'a {
+        input.flatten().map(Ok)
+    }
+
+    fn apply_fused<'a>(
+        &'a self,
+        input: impl Iterator<Item = T> + 'a,
+    ) -> impl Iterator<Item = Result<T::Item, Infallible>> + 'a {
+        self.apply(input)
+    }
+}
+
+/// Groups items into `Vec`s of `n` (paipa's `chunk`); the last may be shorter.
+/// Each worker groups its own share of the input.
+pub struct chunk<T> {
+    n: usize,
+    config: StageConfig,
+    _items: PhantomData<fn(T)>,
+}
+
+impl<T> chunk<T> {
+    /// The stage, named `chunk`. `n` must be at least 1 (checked when the
+    /// pipeline starts).
+    pub fn new(n: usize) -> Self {
+        let mut config = StageConfig::new("chunk");
+        if n == 0 {
+            config.set_invalid("chunk(0): a chunk holds at least 1 item");
+        }
+        chunk {
+            n,
+            config,
+            _items: PhantomData,
+        }
+    }
+}
+
+builtin!(chunk<T>);
+
+/// `Vec`s of up to `n` items of an iterator.
+struct Chunks<I> {
+    input: I,
+    n: usize,
+}
+
+impl<I: Iterator> Iterator for Chunks<I> {
+    type Item = Vec<I::Item>;
+    fn next(&mut self) -> Option<Vec<I::Item>> {
+        let chunk: Vec<I::Item> = self.input.by_ref().take(self.n).collect();
+        (!chunk.is_empty()).then_some(chunk)
+    }
+}
+
+impl<T: Send + 'static> Stage for chunk<T> {
+    type In = T;
+    type Out = Vec<T>;
+    type Error = Infallible;
+
+    fn apply<'a>(
+        &'a self,
+        input: impl Iterator<Item = T> + 'a,
+    ) -> impl Iterator<Item = Result<Vec<T>, Infallible>> + 'a {
+        Chunks {
+            input,
+            n: self.n.max(1),
+        }
+        .map(Ok)
+    }
+}
+
+/// The first `n` items, then stops, and with it every stage before it
+/// (runs on one worker: with more, each would take `n`).
+pub struct take<T> {
+    n: usize,
+    config: StageConfig,
+    _items: PhantomData<fn(T)>,
+}
+
+impl<T> take<T> {
+    /// The stage, named `take`.
+    pub fn new(n: usize) -> Self {
+        take {
+            n,
+            config: StageConfig::new("take"),
+            _items: PhantomData,
+        }
+    }
+}
+
+builtin!(take<T>);
+
+impl<T: Send + 'static> Stage for take<T> {
+    type In = T;
+    type Out = T;
+    type Error = Infallible;
+
+    fn apply<'a>(
+        &'a self,
+        input: impl Iterator<Item = T> + 'a,
+    ) -> impl Iterator<Item = Result<T, Infallible>> + 'a {
+        input.take(self.n).map(Ok)
+    }
+
+    fn apply_fused<'a>(
+        &'a self,
+        input: impl Iterator<Item = T> + 'a,
+    ) -> impl Iterator<Item = Result<T, Infallible>> + 'a {
+        self.apply(input)
+    }
+
+    fn attach(self, pipeline: Pipeline<T>) -> Pipeline<T> {
+        match self.config.workers() {
+            1 => pipeline.spawn_stage(self),
+            n => pipeline.misconfigured(
+                self.config.name(),
+                format!("take runs on one worker, not {n}: each worker would take its own n items"),
+            ),
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Built-in closure stages: map, filter, filter_map, flat_map, inspect,
+//! flatten, chunk, take.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+
+use common::{LIMIT, watchdog};
+use parapipe::prelude::*;
+use parapipe::{Failure, stages};
+
+fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort();
+    v
+}
+
+#[test]
+fn closures_as_stages() {
+    let seen = Arc::new(AtomicU64::new(0));
+    let s = seen.clone();
+    let got: Vec<u64> = pipe!(
+        0..100u64
+            | stages::map(|x| x + 1).workers(3)
+            | stages::filter(|x: &u64| x % 2 == 0)
+            | stages::filter_map(|x: u64| (x % 4 == 0).then_some(x / 4))
+            | stages::flat_map(|x: u64| [x, x])
+            | stages::inspect(move |_: &u64| {
+                s.fetch_add(1, SeqCst);
+            })
+    )
+    .collect()
+    .unwrap();
+    let want: Vec<u64> = (1..=25).flat_map(|x| [x, x]).collect();
+    assert_eq!(sorted(got), want);
+    assert_eq!(seen.load(SeqCst), 50);
+}
+
+#[test]
+fn chunk_and_flatten() {
+    let got: Vec<Vec<u64>> = pipe!(0..10u64 | stages::chunk(4)).collect().unwrap();
+    assert_eq!(got, [vec![0, 1, 2, 3], vec![4, 5, 6, 7], vec![8, 9]]);
+    let got: Vec<u64> = pipe!(0..10u64 | stages::chunk(3) | stages::flatten)
+        .collect()
+        .unwrap();
+    assert_eq!(got, (0..10).collect::<Vec<_>>());
+}
+
+#[test]
+fn take_stops_an_endless_pipeline() {
+    let got = watchdog(LIMIT, "take", || {
+        pipe!(0..u64::MAX | stages::map(|x: u64| x * 2).workers(2) | stages::take(7))
+            .collect::<Vec<u64>>()
+    });
+    let got = got.unwrap();
+    assert_eq!(got.len(), 7);
+    assert!(got.iter().all(|x| x % 2 == 0));
+}
+
+#[test]
+fn misuse_is_a_configuration_error() {
+    let err = pipe!(0..10u64 | stages::take(3).workers(2))
+        .run()
+        .unwrap_err();
+    assert!(matches!(err.failure(), Failure::Config(_)), "{err}");
+    assert!(err.to_string().contains("take runs on one worker"), "{err}");
+
+    let err = pipe!(0..10u64 | stages::chunk(0)).run().unwrap_err();
+    assert!(matches!(err.failure(), Failure::Config(_)), "{err}");
+}
+
+#[test]
+fn builtins_fuse_in_a_serial_segment() {
+    let seg = segment!(
+        stages::map(|x: u64| x + 1) | stages::filter(|x: &u64| x % 3 == 0) | stages::chunk(2)
+    );
+    let got: Vec<Vec<u64>> = seg.iter(0..10u64).collect::<Result<_, _>>().unwrap();
+    assert_eq!(got, [vec![3, 6], vec![9]]);
+    let got: Vec<Vec<u64>> = pipe!(0..10u64 | { seg.serial() }).collect().unwrap();
+    assert_eq!(got, [vec![3, 6], vec![9]]);
+}
+
+#[parapipe::map_stage(workers = 2)]
+fn odd_only(x: u64) -> Result<u64, parapipe::Skip> {
+    if x % 2 == 1 {
+        Ok(x)
+    } else {
+        Err(parapipe::Skip)
+    }
+}
+
+#[parapipe::stage]
+fn skip_or_fail(
+    xs: impl Iterator<Item = u64>,
+) -> impl Iterator<Item = Result<u64, parapipe::BoxError>> {
+    xs.map(|x| match x {
+        3 => Err(parapipe::Skip.into()),
+        1000 => Err("too big".into()),
+        x => Ok(x),
+    })
+}
+
+#[test]
+fn skipped_items_are_counted_not_failures() {
+    let mut results = pipe!(0..10u64 | odd_only).results();
+    let got: Vec<u64> = results.by_ref().map(|r| r.unwrap()).collect();
+    assert_eq!(sorted(got), [1, 3, 5, 7, 9]);
+    assert_eq!(results.skipped(), 5);
+    assert_eq!(results.filtered(), 0);
+
+    // Skip next to real failures in one stage.
+    let mut results = pipe!(0..10u64 | skip_or_fail).results();
+    let got: Vec<u64> = results.by_ref().map(|r| r.unwrap()).collect();
+    assert_eq!(got.len(), 9);
+    assert_eq!(results.skipped(), 1);
+    let err = pipe!(995..1005u64 | skip_or_fail).run().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the task \"skip_or_fail-0\" failed: too big"
+    );
+
+    // In a serial segment, and in a segment run in the calling thread.
+    let seg = segment!(odd_only | skip_or_fail).serial();
+    let mut results = pipe!(0..10u64 | { seg }).results();
+    assert_eq!(results.by_ref().count(), 4);
+    assert_eq!(results.skipped(), 6);
+    let seg = segment!(odd_only | skip_or_fail);
+    assert_eq!(seg.iter(0..10u64).count(), 4);
+    assert_eq!(seg.skipped(), 6);
+}
