@@ -105,7 +105,7 @@ where
 macro_rules! adapter {
     (
         $(#[$doc:meta])*
-        $name:ident, $adapter:ident, fn($f_in:ty) -> $f_out:ty, $in:ty => $out:ty, [$($p:ident),*] $(where $($bound:tt)*)?
+        $name:ident, $adapter:ident, fn($f_in:ty) $(-> $f_out:ty)?, $in:ty => $out:ty, [$($p:ident),*] $(where $($bound:tt)*)?
     ) => {
         $(#[$doc])*
         pub struct $name<F, $($p),*> {
@@ -116,7 +116,7 @@ macro_rules! adapter {
 
         impl<F, $($p),*> $name<F, $($p),*>
         where
-            F: Fn($f_in) -> $f_out + Send + Sync + 'static,
+            F: Fn($f_in) $(-> $f_out)? + Send + Sync + 'static,
         {
             #[doc = concat!("The stage, named `", stringify!($name), "`.")]
             pub fn new(f: F) -> Self {
@@ -132,7 +132,7 @@ macro_rules! adapter {
 
         impl<F, $($p),*> Stage for $name<F, $($p),*>
         where
-            F: Fn($f_in) -> $f_out + Send + Sync + 'static,
+            F: Fn($f_in) $(-> $f_out)? + Send + Sync + 'static,
             $($p: Send + 'static,)*
             $($($bound)*)?
         {
@@ -175,7 +175,7 @@ adapter!(
 
 adapter!(
     /// Calls `f(&item)` and passes the item on unchanged.
-    inspect, inspect, fn(&T) -> (), T => T, [T]
+    inspect, inspect, fn(&T), T => T, [T]
 );
 
 /// Every item of every item: `Vec<Vec<T>>` becomes `Vec<T>`.
