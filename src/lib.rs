@@ -101,6 +101,13 @@
 //! bursts of items (say, lines from a socket) may hold the end of a burst
 //! until its next item arrives. Wrap such a source in
 //! [`Pipeline::streaming`], or feed it through a channel.
+//!
+//! [`Stream`] covers input that arrives over time: a channel with an idle
+//! timeout ([`Stream::idle_timeout`], PipeFrame's `timeout`), a closure that
+//! pushes into a bucket on its own thread ([`Stream::feed`]), and a
+//! real-time source ticking at a fixed period ([`Stream::every`], PyStream's
+//! `start_loop`). [`Pipeline::latest`] runs a pipeline in the background and
+//! keeps only its newest result, never holding the producer back.
 
 #![deny(missing_docs)]
 

@@ -23,6 +23,7 @@ mod segment;
 mod source;
 mod stage;
 pub mod stages;
+mod stream;
 mod worker;
 
 pub use config::{DEFAULT_QSIZE, QueueSize, StageConfig};
@@ -30,6 +31,7 @@ pub use error::{BoxError, Failure, PipelineError, Skip, StageError};
 pub use pipeline::{IntoSource, Pipeline, Results};
 pub use segment::{Chain, Leaf, Segment, Tagged, Then};
 pub use stage::{Configurable, Producer, Stage, StageExt};
+pub use stream::{Bucket, Latest, Stopped, Stream};
 pub use worker::{Emitter, Input, Worker};
 
 #[doc(hidden)]

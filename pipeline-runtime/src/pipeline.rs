@@ -46,7 +46,7 @@ impl<T: Send + 'static> Pipeline<T> {
     /// each item is passed on as soon as it arrives, and a pipeline stopped
     /// early does not wait for the next item to arrive.
     pub fn from_receiver(receiver: flume::Receiver<T>) -> Self {
-        Self::from_source(Source::<std::iter::Empty<T>>::Flume(receiver))
+        Self::from_source(Source::<std::iter::Empty<T>>::Flume(receiver, None))
     }
 
     /// Like [`from_receiver`](Pipeline::from_receiver), for a standard
@@ -104,7 +104,7 @@ impl<T: Send + 'static> Pipeline<T> {
         }
     }
 
-    fn from_source<I>(source: Source<I>) -> Self
+    pub(crate) fn from_source<I>(source: Source<I>) -> Self
     where
         I: IntoIterator<Item = T> + Send + 'static,
     {
@@ -141,6 +141,25 @@ impl<T: Send + 'static> Pipeline<T> {
             }),
             invalid,
         }
+    }
+
+    /// Runs `start` (which starts threads of its own) when the pipeline
+    /// starts, before the rest of it.
+    pub(crate) fn with_thread(self, start: impl FnOnce(&mut Launch) + Send + 'static) -> Self {
+        let plan = self.plan;
+        Pipeline {
+            plan: Box::new(move |launch: &mut Launch| {
+                start(launch);
+                plan(launch)
+            }),
+            invalid: self.invalid,
+        }
+    }
+
+    /// Runs the pipeline in the background, keeping only its newest result:
+    /// see [`Latest`](crate::Latest).
+    pub fn latest(self) -> crate::Latest<T> {
+        crate::Latest::start(self.results())
     }
 
     /// Appends a stage (or a segment). Its input type must be this
@@ -304,7 +323,7 @@ impl Launch {
 
     /// Starts one thread of the pipeline. Its body's error or panic becomes
     /// the pipeline's failure; a thread that cannot start fails it too.
-    fn spawn(
+    pub(crate) fn spawn(
         &mut self,
         stage: &str,
         worker: Option<usize>,
@@ -360,6 +379,11 @@ pub struct Results<T> {
 }
 
 impl<T> Results<T> {
+    /// The pipeline's shared state, to cancel it from elsewhere.
+    pub(crate) fn control(&self) -> Arc<Control> {
+        self.ctl.clone()
+    }
+
     /// How many failing items were dropped so far by stages with
     /// `filter_errors`, in all.
     pub fn filtered(&self) -> u64 {

@@ -8,7 +8,8 @@ use crate::link::Tx;
 
 pub(crate) enum Source<I: IntoIterator> {
     Iter(I),
-    Flume(flume::Receiver<I::Item>),
+    /// A channel, ended after an idle time without items if one is given.
+    Flume(flume::Receiver<I::Item>, Option<Duration>),
     Std(std::sync::mpsc::Receiver<I::Item>),
 }
 
@@ -30,9 +31,10 @@ impl<I: IntoIterator> Source<I> {
                     tx.push(item, ctl)?;
                 }
             }
-            Source::Flume(rx) => drain_channel(
+            Source::Flume(rx, idle) => drain_channel(
                 tx,
                 ctl,
+                idle,
                 || match rx.try_recv() {
                     Ok(item) => Polled::Item(item),
                     Err(flume::TryRecvError::Empty) => Polled::Empty,
@@ -47,6 +49,7 @@ impl<I: IntoIterator> Source<I> {
             Source::Std(rx) => drain_channel(
                 tx,
                 ctl,
+                None,
                 || match rx.try_recv() {
                     Ok(item) => Polled::Item(item),
                     Err(std::sync::mpsc::TryRecvError::Empty) => Polled::Empty,
@@ -66,10 +69,12 @@ impl<I: IntoIterator> Source<I> {
 
 /// Passes a channel's items on as they come: whatever is queued goes in one
 /// batch, and the batch is flushed before waiting for more, so an item never
-/// waits for the next one to arrive.
+/// waits for the next one to arrive. With `idle`, a wait that long for the
+/// next item ends the stream, as the last sender going away would.
 fn drain_channel<T>(
     tx: &mut Tx<T>,
     ctl: &Control,
+    idle: Option<Duration>,
     mut try_recv: impl FnMut() -> Polled<T>,
     mut recv_timeout: impl FnMut(Duration) -> Polled<T>,
 ) -> Result<(), Stop> {
@@ -79,8 +84,16 @@ fn drain_channel<T>(
             Polled::Closed => return Ok(()),
             Polled::Empty => {
                 tx.flush(ctl)?;
+                let since = Instant::now();
                 let item = loop {
-                    match recv_timeout(POLL) {
+                    let wait = match idle {
+                        Some(idle) => match idle.checked_sub(since.elapsed()) {
+                            Some(left) => left.min(POLL),
+                            None => return Ok(()),
+                        },
+                        None => POLL,
+                    };
+                    match recv_timeout(wait) {
                         Polled::Item(item) => break item,
                         Polled::Closed => return Ok(()),
                         Polled::Empty if ctl.is_cancelled() => return Err(Stop::Cancelled),

@@ -1,0 +1,269 @@
+//! Input that arrives over time: channels with an idle timeout, a `feed`
+//! closure, a real-time ticker; and output where only the newest result
+//! matters.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crate::control::Control;
+use crate::error::{Failure, PipelineError};
+use crate::link::MAX_BATCH;
+use crate::pipeline::{IntoSource, Launch, Pipeline, Results};
+use crate::source::Source;
+
+/// A streaming source: items arrive over time, each passed on as soon as it
+/// arrives, and the stream ends when its producer is done, or, with
+/// [`idle_timeout`](Stream::idle_timeout), when no item came for that long.
+///
+/// ```
+/// use parapipe::prelude::*;
+/// use parapipe::Stream;
+///
+/// #[map_stage]
+/// fn double(x: u64) -> u64 {
+///     x * 2
+/// }
+///
+/// // PipeFrame's `feed(bucket)`: a closure on a thread of its own.
+/// let source = Stream::feed(|bucket| {
+///     for x in 0..5 {
+///         if bucket.push(x).is_err() {
+///             return; // the pipeline stopped
+///         }
+///     }
+/// });
+/// let mut got: Vec<u64> = pipe!(source | double).collect()?;
+/// got.sort();
+/// assert_eq!(got, [0, 2, 4, 6, 8]);
+/// # Ok::<(), PipelineError>(())
+/// ```
+pub struct Stream<T> {
+    kind: Kind<T>,
+    idle_timeout: Option<Duration>,
+}
+
+type Feeder<T> = Box<dyn FnOnce(&Bucket<T>) + Send>;
+
+enum Kind<T> {
+    Channel(flume::Receiver<T>),
+    Feed(Feeder<T>),
+}
+
+/// Where a [`Stream::feed`] closure puts its items.
+pub struct Bucket<T> {
+    tx: flume::Sender<T>,
+}
+
+/// The pipeline behind a [`Bucket`] has stopped: stop feeding it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped;
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the pipeline has stopped")
+    }
+}
+
+impl std::error::Error for Stopped {}
+
+impl<T> Bucket<T> {
+    /// Passes an item to the pipeline, waiting while its queue is full.
+    /// Fails once the pipeline has stopped.
+    pub fn push(&self, item: T) -> Result<(), Stopped> {
+        self.tx.send(item).map_err(|_| Stopped)
+    }
+}
+
+impl<T: Send + 'static> Stream<T> {
+    /// The items of a channel fed by other threads; the stream ends when
+    /// every sender is dropped.
+    pub fn channel(receiver: flume::Receiver<T>) -> Self {
+        Stream {
+            kind: Kind::Channel(receiver),
+            idle_timeout: None,
+        }
+    }
+
+    /// Runs `feed` on a thread of its own; what it pushes into the bucket
+    /// is the stream, which ends when `feed` returns (PipeFrame's `feed`).
+    /// A panic in `feed` fails the pipeline as the `source`.
+    pub fn feed(feed: impl FnOnce(&Bucket<T>) + Send + 'static) -> Self {
+        Stream {
+            kind: Kind::Feed(Box::new(feed)),
+            idle_timeout: None,
+        }
+    }
+
+    /// A real-time source: calls `tick` once every `period` (at a fixed
+    /// rate: a slow call delays the next one but does not shift the
+    /// schedule) until it returns `None` or the pipeline stops
+    /// (PyStream's `start_loop(period)`).
+    pub fn every(period: Duration, mut tick: impl FnMut() -> Option<T> + Send + 'static) -> Self {
+        Self::feed(move |bucket| {
+            let mut next = Instant::now();
+            while let Some(item) = tick() {
+                if bucket.push(item).is_err() {
+                    return;
+                }
+                next += period;
+                let now = Instant::now();
+                if next > now {
+                    thread::sleep(next - now);
+                } else {
+                    // Behind schedule: start again from now rather than
+                    // firing a burst to catch up.
+                    next = now;
+                }
+            }
+        })
+    }
+
+    /// Ends the stream once no item arrived for `idle` (PipeFrame's
+    /// `timeout`): what arrived before is processed and delivered, and the
+    /// pipeline ends normally.
+    pub fn idle_timeout(mut self, idle: Duration) -> Self {
+        self.idle_timeout = Some(idle);
+        self
+    }
+}
+
+impl<T: Send + 'static> IntoSource for Stream<T> {
+    type Item = T;
+
+    fn into_pipeline(self) -> Pipeline<T> {
+        let idle = self.idle_timeout;
+        let (receiver, feed) = match self.kind {
+            Kind::Channel(rx) => (rx, None),
+            Kind::Feed(feed) => {
+                let (tx, rx) = flume::bounded(MAX_BATCH);
+                (rx, Some((feed, Bucket { tx })))
+            }
+        };
+        let relay = Pipeline::from_source(Source::<std::iter::Empty<T>>::Flume(receiver, idle));
+        match feed {
+            None => relay,
+            Some((feed, bucket)) => relay.with_thread(move |launch: &mut Launch| {
+                // The user's closure may block where we cannot interrupt
+                // it; it sees `Stopped` at its next push once the relay
+                // (an interruptible channel source) is gone.
+                launch.spawn("source", None, true, move || {
+                    feed(&bucket);
+                    Ok(())
+                });
+            }),
+        }
+    }
+}
+
+/// The newest result of a pipeline running in the background (PyStream's
+/// `get_results()`): a thread drains the results as they come, so the
+/// pipeline never waits for a reader, and keeps only the latest.
+///
+/// ```
+/// use parapipe::prelude::*;
+///
+/// #[map_stage]
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// let latest = pipe!(0..1000u64 | square).latest();
+/// let last = latest.wait();
+/// assert!(last.is_ok());
+/// ```
+pub struct Latest<T> {
+    shared: Arc<Mutex<LatestState<T>>>,
+    drainer: Option<JoinHandle<()>>,
+    ctl: Arc<Control>,
+}
+
+struct LatestState<T> {
+    value: Option<T>,
+    error: Option<PipelineError>,
+    done: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // No user code runs under this lock.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl<T: Send + 'static> Latest<T> {
+    pub(crate) fn start(results: Results<T>) -> Self {
+        let shared = Arc::new(Mutex::new(LatestState {
+            value: None,
+            error: None,
+            done: false,
+        }));
+        let ctl = results.control();
+        let s = shared.clone();
+        let spawned = thread::Builder::new().name("latest".into()).spawn(move || {
+            for item in results {
+                let mut state = lock(&s);
+                match item {
+                    Ok(v) => state.value = Some(v),
+                    Err(e) => state.error = Some(e),
+                }
+            }
+            lock(&s).done = true;
+        });
+        let drainer = match spawned {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                // The results were dropped with the closure: the pipeline stopped.
+                let mut state = lock(&shared);
+                state.error = Some(PipelineError::new("latest", None, Failure::Spawn(e)));
+                state.done = true;
+                None
+            }
+        };
+        Latest {
+            shared,
+            drainer,
+            ctl,
+        }
+    }
+
+    /// The newest result so far, if any, leaving it in place.
+    pub fn get(&self) -> Option<T>
+    where
+        T: Clone,
+    {
+        lock(&self.shared).value.clone()
+    }
+
+    /// The newest result so far, if any, taking it out.
+    pub fn take(&self) -> Option<T> {
+        lock(&self.shared).value.take()
+    }
+
+    /// Whether the pipeline has ended.
+    pub fn is_done(&self) -> bool {
+        lock(&self.shared).done
+    }
+
+    /// Waits for the pipeline to end; its last item, or its failure.
+    pub fn wait(mut self) -> Result<Option<T>, PipelineError> {
+        if let Some(drainer) = self.drainer.take() {
+            let _ = drainer.join();
+        }
+        let mut state = lock(&self.shared);
+        match state.error.take() {
+            Some(e) => Err(e),
+            None => Ok(state.value.take()),
+        }
+    }
+}
+
+impl<T> Drop for Latest<T> {
+    /// Stops the pipeline and joins it.
+    fn drop(&mut self) {
+        if let Some(drainer) = self.drainer.take() {
+            // Cancelling ends the results the drainer waits on, whatever
+            // the source is doing.
+            self.ctl.cancel();
+            let _ = drainer.join();
+        }
+    }
+}
