@@ -128,3 +128,54 @@ fn skipped_items_are_counted_not_failures() {
     assert_eq!(seg.iter(0..10u64).count(), 4);
     assert_eq!(seg.skipped(), 6);
 }
+
+#[test]
+fn timed_chunk_flushes_a_partial_chunk_when_items_stop_coming() {
+    watchdog(LIMIT, "timed chunk", || {
+        let (tx, rx) = flume::unbounded::<u64>();
+        let mut results =
+            pipe!(rx | stages::chunk(10).timeout(std::time::Duration::from_millis(30))).results();
+        // Three items, then silence with the sender alive: only the time-out
+        // can release them.
+        for x in 0..3 {
+            tx.send(x).unwrap();
+        }
+        assert_eq!(results.next().unwrap().unwrap(), [0, 1, 2]);
+        for x in 3..5 {
+            tx.send(x).unwrap();
+        }
+        assert_eq!(results.next().unwrap().unwrap(), [3, 4]);
+        // A full chunk needs no time-out.
+        for x in 0..10 {
+            tx.send(x).unwrap();
+        }
+        assert_eq!(
+            results.next().unwrap().unwrap(),
+            (0..10).collect::<Vec<_>>()
+        );
+        drop(tx);
+        assert!(results.next().is_none());
+    });
+}
+
+#[test]
+fn timed_chunk_in_an_ordered_stage() {
+    // Two workers, ordered: each worker groups its own share, and a chunk
+    // made of several items follows the last of them, so the chunks' last
+    // items come in input order.
+    let got: Vec<Vec<u64>> = pipe!(
+        0..1000u64
+            | stages::chunk(7)
+                .timeout(std::time::Duration::from_millis(5))
+                .workers(2)
+                .ordered(true)
+    )
+    .collect()
+    .unwrap();
+    assert!(got.iter().all(|c| !c.is_empty() && c.len() <= 7));
+    let lasts: Vec<u64> = got.iter().map(|c| *c.last().unwrap()).collect();
+    assert!(lasts.windows(2).all(|w| w[0] < w[1]), "{lasts:?}");
+    let mut flat: Vec<u64> = got.into_iter().flatten().collect();
+    flat.sort_unstable();
+    assert_eq!(flat, (0..1000).collect::<Vec<_>>());
+}

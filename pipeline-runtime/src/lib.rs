@@ -32,7 +32,7 @@ pub use pipeline::{IntoSource, Pipeline, Results};
 pub use segment::{Chain, Leaf, Segment, Tagged, Then};
 pub use stage::{Configurable, Producer, Stage, StageExt};
 pub use stream::{Bucket, Latest, Stopped, Stream};
-pub use worker::{Emitter, Input, Worker};
+pub use worker::{Emitter, Input, Next, Worker};
 
 #[doc(hidden)]
 pub mod __private;

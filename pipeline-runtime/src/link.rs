@@ -212,6 +212,15 @@ impl<T> Tx<T> {
     }
 }
 
+/// What a receive got.
+pub(crate) enum Recv<T> {
+    Batch(Vec<T>),
+    /// Every sender is gone and the queue is drained.
+    Closed,
+    /// Nothing came before the deadline.
+    TimedOut,
+}
+
 /// The receiving end of a link; clone it per worker.
 pub(crate) struct Rx<T> {
     rx: flume::Receiver<Vec<T>>,
@@ -236,33 +245,35 @@ impl<T> Rx<T> {
     /// The next batch, or `None` once every sender is gone and the queue is
     /// drained; `Err` once the pipeline is cancelled. Before it would wait,
     /// it lets `waiting` flush what it holds.
+    /// With a `deadline`, waits no longer than that.
     pub(crate) fn recv(
         &mut self,
         ctl: &Control,
         waiting: &mut impl Waiting,
-    ) -> Result<Option<Vec<T>>, Stop> {
+        deadline: Option<Instant>,
+    ) -> Result<Recv<T>, Stop> {
         if ctl.is_cancelled() {
             return Err(Stop::Cancelled);
         }
         self.publish_cost();
-        let batch = match self.rx.try_recv() {
-            Ok(batch) => batch,
-            Err(TryRecvError::Disconnected) => return Ok(None),
+        let received = match self.rx.try_recv() {
+            Ok(batch) => Recv::Batch(batch),
+            Err(TryRecvError::Disconnected) => Recv::Closed,
             Err(TryRecvError::Empty) => {
                 waiting.before_wait(ctl)?;
-                let batch = match self.try_recv_yielding() {
-                    Ok(batch) => Some(batch),
-                    Err(TryRecvError::Disconnected) => None,
-                    Err(TryRecvError::Empty) => self.recv_blocking(ctl)?,
+                let received = match self.try_recv_yielding() {
+                    Ok(batch) => Recv::Batch(batch),
+                    Err(TryRecvError::Disconnected) => Recv::Closed,
+                    Err(TryRecvError::Empty) => self.recv_blocking(ctl, deadline)?,
                 };
                 waiting.after_wait(Instant::now());
-                match batch {
-                    Some(batch) => batch,
-                    None => return Ok(None),
-                }
+                received
             }
         };
-        Ok(Some(self.handed_out(batch)))
+        Ok(match received {
+            Recv::Batch(batch) => Recv::Batch(self.handed_out(batch)),
+            other => other,
+        })
     }
 
     /// The consumer's receive: every batch already produced is delivered,
@@ -291,11 +302,18 @@ impl<T> Rx<T> {
     }
 
     #[cold]
-    fn recv_blocking(&self, ctl: &Control) -> Result<Option<Vec<T>>, Stop> {
+    fn recv_blocking(&self, ctl: &Control, deadline: Option<Instant>) -> Result<Recv<T>, Stop> {
         loop {
-            match self.rx.recv_timeout(CANCEL_POLL) {
-                Ok(batch) => return Ok(Some(batch)),
-                Err(RecvTimeoutError::Disconnected) => return Ok(None),
+            let wait = match deadline {
+                Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => left.min(CANCEL_POLL),
+                    _ => return Ok(Recv::TimedOut),
+                },
+                None => CANCEL_POLL,
+            };
+            match self.rx.recv_timeout(wait) {
+                Ok(batch) => return Ok(Recv::Batch(batch)),
+                Err(RecvTimeoutError::Disconnected) => return Ok(Recv::Closed),
                 Err(RecvTimeoutError::Timeout) => {
                     if ctl.is_cancelled() {
                         return Err(Stop::Cancelled);

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::control::Control;
 use crate::error::Stop;
-use crate::link::{Rx, Tx};
+use crate::link::{Recv, Rx, Tx};
 use crate::worker::Waiting;
 
 /// How often a worker waiting for its turn checks for cancellation.
@@ -144,6 +144,19 @@ impl<O> Out<O> {
         rx: &mut Rx<I>,
         ctl: &Control,
     ) -> Result<Option<Vec<I>>, Stop> {
+        Ok(match self.next_batch_until(rx, ctl, None)? {
+            Recv::Batch(batch) => Some(batch),
+            Recv::Closed | Recv::TimedOut => None,
+        })
+    }
+
+    /// Like [`next_batch`](Out::next_batch), waiting no longer than `deadline`.
+    pub(crate) fn next_batch_until<I>(
+        &mut self,
+        rx: &mut Rx<I>,
+        ctl: &Control,
+        deadline: Option<Instant>,
+    ) -> Result<Recv<I>, Stop> {
         match self {
             Out::Direct(tx) => {
                 // Every worker of the next stage has stopped (it took what it
@@ -152,19 +165,31 @@ impl<O> Out<O> {
                 if tx.is_disconnected() {
                     return Err(Stop::Cancelled);
                 }
-                rx.recv(ctl, tx)
+                rx.recv(ctl, tx, deadline)
             }
             Out::Ordered { order, seq, held } => {
-                if let Some(done) = seq.take() {
-                    order.submit(done, std::mem::take(held), ctl)?;
+                // Hand the current batch in before waiting, so nothing is held
+                // back while this worker sleeps. A timed wait keeps it, so a
+                // stage that acts on the time-out (a partial chunk) still
+                // emits into the batch its items came from.
+                if deadline.is_none() {
+                    hand_in(order, seq, held, ctl)?;
                 }
                 let mut taken = lock(&order.taken);
-                let batch = rx.recv(ctl, &mut NoFlush)?;
-                if batch.is_some() {
-                    *seq = Some(*taken);
-                    *taken += 1;
+                let received = rx.recv(ctl, &mut NoFlush, deadline)?;
+                match &received {
+                    Recv::Batch(_) => {
+                        let next = *taken;
+                        *taken += 1;
+                        drop(taken);
+                        hand_in(order, seq, held, ctl)?;
+                        *seq = Some(next);
+                    }
+                    // Kept until `finish`: what the stage still emits
+                    // belongs with the last batch.
+                    Recv::Closed | Recv::TimedOut => {}
                 }
-                Ok(batch)
+                Ok(received)
             }
         }
     }
@@ -173,10 +198,29 @@ impl<O> Out<O> {
     pub(crate) fn finish(&mut self, ctl: &Control) -> Result<(), Stop> {
         match self {
             Out::Direct(tx) => tx.flush(ctl),
-            Out::Ordered { order, seq, held } => match seq.take() {
-                Some(done) => order.submit(done, std::mem::take(held), ctl),
-                None => Ok(()),
-            },
+            Out::Ordered { order, seq, held } => hand_in(order, seq, held, ctl),
         }
     }
+}
+
+/// Hands in the current batch's output. Output emitted outside any batch
+/// (before the first, say) gets a number of its own, in line after the
+/// batches taken so far.
+fn hand_in<O>(
+    order: &Reorder<O>,
+    seq: &mut Option<u64>,
+    held: &mut Vec<O>,
+    ctl: &Control,
+) -> Result<(), Stop> {
+    let done = match seq.take() {
+        Some(done) => done,
+        None if held.is_empty() => return Ok(()),
+        None => {
+            let mut taken = lock(&order.taken);
+            let n = *taken;
+            *taken += 1;
+            n
+        }
+    };
+    order.submit(done, std::mem::take(held), ctl)
 }

@@ -167,7 +167,8 @@ pub trait StageExt: Configurable + Sized {
     /// workers. Each item is released as soon as every item before it is
     /// out (it streams); a worker that gets far ahead of a slow one waits,
     /// so memory stays bounded. An iterator stage's outputs follow the input
-    /// item they were produced from.
+    /// item they were produced from (an output made from several items, such
+    /// as a chunk, follows the last of them).
     fn ordered(mut self, ordered: bool) -> Self {
         self.config_mut().set_ordered(ordered);
         self

@@ -27,12 +27,13 @@
 
 use std::convert::Infallible;
 use std::marker::PhantomData;
+use std::time::{Duration, Instant};
 
 use crate::config::StageConfig;
 use crate::error::StageError;
 use crate::pipeline::Pipeline;
 use crate::stage::{Configurable, Stage};
-use crate::worker::Worker;
+use crate::worker::{Input, Next, Worker};
 
 /// Implements `Configurable`, and `apply_fused` as a static call: none of
 /// these stages builds a closure over its input type.
@@ -227,9 +228,12 @@ where
 }
 
 /// Groups items into `Vec`s of `n` (paipa's `chunk`); the last may be shorter.
-/// Each worker groups its own share of the input.
+/// Each worker groups its own share of the input. With
+/// [`timeout`](chunk::timeout), a partial chunk is emitted once it has waited
+/// that long for more items (paipa's `TimedChunk`).
 pub struct chunk<T> {
     n: usize,
+    timeout: Option<Duration>,
     config: StageConfig,
     _items: PhantomData<fn(T)>,
 }
@@ -244,9 +248,19 @@ impl<T> chunk<T> {
         }
         chunk {
             n,
+            timeout: None,
             config,
             _items: PhantomData,
         }
+    }
+
+    /// Emits a partial chunk once `timeout` has passed since its first item,
+    /// so a chunk never waits long on a stream that slowed down. Applies
+    /// when the stage has workers of its own; fused in a serial segment it
+    /// groups by count only.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
     }
 }
 
@@ -266,6 +280,42 @@ impl<I: Iterator> Iterator for Chunks<I> {
     }
 }
 
+/// Chunks that are cut short when their items stop coming.
+struct TimedChunks<'a, T> {
+    input: Input<'a, T>,
+    n: usize,
+    timeout: Duration,
+    ended: bool,
+}
+
+impl<T> Iterator for TimedChunks<'_, T> {
+    type Item = Vec<T>;
+    fn next(&mut self) -> Option<Vec<T>> {
+        if self.ended {
+            return None;
+        }
+        // A chunk's first item may take as long as it takes.
+        let first = self.input.next()?;
+        let deadline = Instant::now() + self.timeout;
+        let mut chunk = Vec::with_capacity(self.n);
+        chunk.push(first);
+        while chunk.len() < self.n {
+            match self
+                .input
+                .next_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Next::Item(item) => chunk.push(item),
+                Next::Timeout => break,
+                Next::End => {
+                    self.ended = true;
+                    break;
+                }
+            }
+        }
+        Some(chunk)
+    }
+}
+
 impl<T: Send + 'static> Stage for chunk<T> {
     type In = T;
     type Out = Vec<T>;
@@ -280,6 +330,18 @@ impl<T: Send + 'static> Stage for chunk<T> {
             n: self.n.max(1),
         }
         .map(Ok)
+    }
+
+    fn run(&self, worker: Worker<'_, T, Vec<T>>) -> Result<(), StageError> {
+        match self.timeout {
+            None => worker.try_transform(|input| self.apply(input)),
+            Some(timeout) => worker.transform(|input| TimedChunks {
+                input,
+                n: self.n.max(1),
+                timeout,
+                ended: false,
+            }),
+        }
     }
 }
 

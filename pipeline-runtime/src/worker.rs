@@ -2,11 +2,11 @@
 //! that connect them to the stage's function.
 
 use std::cell::{Cell, RefCell};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::control::Control;
 use crate::error::{BoxError, Counters, StageError, Stop};
-use crate::link::{Rx, Tx};
+use crate::link::{Recv, Rx, Tx};
 use crate::ordered::Out;
 
 /// The queues and state one worker thread owns.
@@ -163,24 +163,36 @@ impl<'a, I: 'a, O: 'a> Worker<'a, I, O> {
 }
 
 trait BatchSource<T> {
-    fn next_batch(&self) -> Option<Vec<T>>;
+    /// The next batch; `Closed` also once the pipeline is cancelled.
+    fn next_batch(&self, deadline: Option<Instant>) -> Recv<T>;
 }
 
 impl<I, O> BatchSource<I> for WorkerIo<'_, I, O> {
-    fn next_batch(&self) -> Option<Vec<I>> {
+    fn next_batch(&self, deadline: Option<Instant>) -> Recv<I> {
         if self.cancelled.get() {
-            return None;
+            return Recv::Closed;
         }
         let mut rx = self.rx.borrow_mut();
         let mut out = self.out.borrow_mut();
-        match out.next_batch(&mut rx, self.ctl) {
-            Ok(batch) => batch,
+        match out.next_batch_until(&mut rx, self.ctl, deadline) {
+            Ok(received) => received,
             Err(_) => {
                 self.cancelled.set(true);
-                None
+                Recv::Closed
             }
         }
     }
+}
+
+/// What [`Input::next_timeout`] got.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next<T> {
+    /// An item.
+    Item(T),
+    /// The input has ended.
+    End,
+    /// No item came in time.
+    Timeout,
 }
 
 /// A worker's share of a stage's input, as an iterator: what an iterator
@@ -194,6 +206,25 @@ pub struct Input<'a, T> {
     batch: std::vec::IntoIter<T>,
 }
 
+impl<T> Input<'_, T> {
+    /// The next item, waiting for it no longer than `timeout`: for stages
+    /// that act on time as well as on items (a partial chunk flushed after
+    /// a while, say).
+    pub fn next_timeout(&mut self, timeout: Duration) -> Next<T> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(item) = self.batch.next() {
+                return Next::Item(item);
+            }
+            match self.source.next_batch(Some(deadline)) {
+                Recv::Batch(batch) => self.batch = batch.into_iter(),
+                Recv::Closed => return Next::End,
+                Recv::TimedOut => return Next::Timeout,
+            }
+        }
+    }
+}
+
 impl<T> Iterator for Input<'_, T> {
     type Item = T;
 
@@ -203,7 +234,10 @@ impl<T> Iterator for Input<'_, T> {
             if let Some(item) = self.batch.next() {
                 return Some(item);
             }
-            self.batch = self.source.next_batch()?.into_iter();
+            match self.source.next_batch(None) {
+                Recv::Batch(batch) => self.batch = batch.into_iter(),
+                Recv::Closed | Recv::TimedOut => return None,
+            }
         }
     }
 
