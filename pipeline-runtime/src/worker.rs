@@ -86,16 +86,7 @@ impl<'a, I: 'a, O: 'a> Worker<'a, I, O> {
 
     /// Emits `f(item)` for every input item.
     pub fn map(self, mut f: impl FnMut(I) -> O) -> Result<(), StageError> {
-        let ctl = self.io.ctl;
-        let mut rx = self.io.rx.borrow_mut();
-        let mut out = self.io.out.borrow_mut();
-        while let Some(batch) = out.next_batch(&mut rx, ctl)? {
-            for item in batch {
-                out.push(f(item), ctl)?;
-            }
-        }
-        out.finish(ctl)?;
-        Ok(())
+        self.try_map(|item| Ok::<O, std::convert::Infallible>(f(item)))
     }
 
     /// Emits `f(item)` for every input item; an `Err` fails the stage, or,
