@@ -144,6 +144,24 @@ impl<T> Tx<T> {
         }
     }
 
+    /// Sends a whole batch as it is (after what is buffered), without
+    /// copying its items one by one, unless it is larger than the link's
+    /// batches.
+    pub(crate) fn send_all(&mut self, items: Vec<T>, ctl: &Control) -> Result<(), Stop> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        self.flush(ctl)?;
+        if items.len() <= self.max_batch {
+            self.buf = items;
+        } else {
+            for item in items {
+                self.push(item, ctl)?;
+            }
+        }
+        self.flush(ctl)
+    }
+
     /// Sends what is buffered, waiting for room in the queue.
     pub(crate) fn flush(&mut self, ctl: &Control) -> Result<(), Stop> {
         if self.buf.is_empty() {

@@ -47,6 +47,8 @@ pub(crate) struct Reorder<O> {
 struct Pending<O> {
     /// The number of the next batch to release.
     next: u64,
+    /// Workers waiting for their turn.
+    waiting: usize,
     done: BTreeMap<u64, Vec<O>>,
     tx: Tx<O>,
 }
@@ -62,6 +64,7 @@ impl<O> Reorder<O> {
             taken: Mutex::new(0),
             state: Mutex::new(Pending {
                 next: 0,
+                waiting: 0,
                 done: BTreeMap::new(),
                 tx,
             }),
@@ -78,11 +81,13 @@ impl<O> Reorder<O> {
             if ctl.is_cancelled() {
                 return Err(Stop::Cancelled);
             }
+            state.waiting += 1;
             state = self
                 .turn
                 .wait_timeout(state, POLL)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+            state.waiting -= 1;
         }
         if seq != state.next {
             state.done.insert(seq, items);
@@ -90,9 +95,7 @@ impl<O> Reorder<O> {
         }
         let mut ready = items;
         loop {
-            for item in ready {
-                state.tx.push(item, ctl)?;
-            }
+            state.tx.send_all(ready, ctl)?;
             state.next += 1;
             let next = state.next;
             match state.done.remove(&next) {
@@ -102,8 +105,9 @@ impl<O> Reorder<O> {
         }
         // Sent under the lock, so batches leave in order; a full queue
         // holds back the other workers here, as it would anyway.
-        state.tx.flush(ctl)?;
-        self.turn.notify_all();
+        if state.waiting > 0 {
+            self.turn.notify_all();
+        }
         Ok(())
     }
 }
@@ -178,12 +182,13 @@ impl<O> Out<O> {
                 let mut taken = lock(&order.taken);
                 let received = rx.recv(ctl, &mut NoFlush, deadline)?;
                 match &received {
-                    Recv::Batch(_) => {
+                    Recv::Batch(batch) => {
                         let next = *taken;
                         *taken += 1;
                         drop(taken);
                         hand_in(order, seq, held, ctl)?;
                         *seq = Some(next);
+                        held.reserve(batch.len());
                     }
                     // Kept until `finish`: what the stage still emits
                     // belongs with the last batch.
