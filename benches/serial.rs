@@ -45,6 +45,14 @@ fn hand_written() -> u64 {
         .sum()
 }
 
+/// The segment's items through the same `black_box`es as the hand-written
+/// chain.
+fn fused<C: parapipe::Chain<In = u64, Out = u64>>(seg: &Segment<C>) -> u64 {
+    seg.iter((0..N).map(black_box))
+        .map(|r| black_box(r.expect("infallible stages")))
+        .sum()
+}
+
 fn serial_20_stages(c: &mut Criterion) {
     let seg = segment!(
         inc | inc
@@ -67,11 +75,6 @@ fn serial_20_stages(c: &mut Criterion) {
             | inc
             | inc
     );
-    let fused = |seg: &Segment<_>| -> u64 {
-        seg.iter((0..N).map(black_box))
-            .map(|r| black_box(r.expect("infallible stages")))
-            .sum()
-    };
     let want = N * (N - 1) / 2 + 20 * N;
     assert_eq!(hand_written(), want);
     assert_eq!(fused(&seg), want);
