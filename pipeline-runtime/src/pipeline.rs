@@ -83,25 +83,14 @@ impl<T: Send + 'static> Pipeline<T> {
     where
         I: IntoIterator<Item = T> + Send + 'static,
     {
-        let (item_tx, item_rx) = flume::bounded(crate::link::MAX_BATCH);
-        let relay = Self::from_receiver(item_rx).plan;
-        Pipeline {
-            plan: Box::new(move |launch: &mut Launch| {
-                // The user's iterator, which may block where we cannot
-                // interrupt it; it stops at its next item once the relay
-                // (an interruptible channel source) is gone.
-                launch.spawn("source", None, true, move || {
-                    for item in items {
-                        if item_tx.send(item).is_err() {
-                            break;
-                        }
-                    }
-                    Ok(())
-                });
-                relay(launch)
-            }),
-            invalid: None,
-        }
+        crate::Stream::feed(move |bucket| {
+            for item in items {
+                if bucket.push(item).is_err() {
+                    break;
+                }
+            }
+        })
+        .into_pipeline()
     }
 
     pub(crate) fn from_source<I>(source: Source<I>) -> Self
