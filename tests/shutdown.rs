@@ -284,6 +284,10 @@ fn a_stage_that_stops_early_stops_a_silent_upstream_stage() {
         pipe!(0..u64::MAX | only_small | first_five).collect::<Vec<_>>()
     });
     assert_eq!(sorted(got.unwrap()), [0, 1, 2, 3, 4]);
+    let got = watchdog(LIMIT, "silent ordered upstream", || {
+        pipe!(0..u64::MAX | only_small.ordered(true) | first_five).collect::<Vec<_>>()
+    });
+    assert_eq!(got.unwrap(), [0, 1, 2, 3, 4]);
 }
 
 #[test]

@@ -161,16 +161,18 @@ impl<O> Out<O> {
         ctl: &Control,
         deadline: Option<Instant>,
     ) -> Result<Recv<I>, Stop> {
+        // Every worker of the next stage has stopped (it took what it
+        // needed): stop too, even if this stage would not emit again for a
+        // long time.
+        let downstream_gone = match self {
+            Out::Direct(tx) => tx.is_disconnected(),
+            Out::Ordered { order, .. } => lock(&order.state).tx.is_disconnected(),
+        };
+        if downstream_gone {
+            return Err(Stop::Cancelled);
+        }
         match self {
-            Out::Direct(tx) => {
-                // Every worker of the next stage has stopped (it took what it
-                // needed): stop too, even if this stage would not emit again
-                // for a long time.
-                if tx.is_disconnected() {
-                    return Err(Stop::Cancelled);
-                }
-                rx.recv(ctl, tx, deadline)
-            }
+            Out::Direct(tx) => rx.recv(ctl, tx, deadline),
             Out::Ordered { order, seq, held } => {
                 // Hand the current batch in before waiting, so nothing is held
                 // back while this worker sleeps. A timed wait keeps it, so a
