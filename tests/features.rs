@@ -262,3 +262,23 @@ fn execute_returns_the_last_item() {
     assert_eq!(pipe!(vec![5u32] | scale(2u32)).execute().unwrap(), Some(10));
     let _ = Duration::ZERO;
 }
+
+#[test]
+fn handles_can_move_between_threads() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Pipeline<u64>>();
+    assert_send::<Results<u64>>();
+    assert_send::<parapipe::Latest<u64>>();
+    assert_send::<PipelineError>();
+    fn assert_sync<T: Sync>() {}
+    assert_sync::<PipelineError>();
+    // A pipeline built on one thread and consumed on another.
+    let p = pipe!(0..10u32 | scale(2u32));
+    let got = std::thread::spawn(move || p.collect::<Vec<u32>>())
+        .join()
+        .unwrap();
+    assert_eq!(
+        sorted(got.unwrap()),
+        (0..10).map(|x| x * 2).collect::<Vec<_>>()
+    );
+}

@@ -464,14 +464,15 @@ impl<T> Drop for Results<T> {
 /// What can start a pipeline: the left end of `pipe!(source | ...)`.
 ///
 /// Implemented for every [`IntoIterator`] whose items are `Send + 'static`
-/// (pulled on a thread of its own), for [`Pipeline`] (so a pipeline can be
-/// extended), and by `#[stage]` for producer stages. In `pipe!`, a
+/// (pulled on a thread of its own), for [`Stream`](crate::Stream), for
+/// [`Pipeline`] (so a pipeline can be extended), and by `#[stage]` for
+/// producer stages. In `pipe!`, a
 /// `flume::Receiver` or `std::sync::mpsc::Receiver` source streams: see
 /// [`Pipeline::from_receiver`].
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be the source of a pipeline",
     label = "not an iterable of `Send + 'static` items",
-    note = "a source is an `IntoIterator` (a range, a `Vec`, a channel receiver...) whose items are `Send + 'static`, a `Pipeline`, or a producer stage"
+    note = "a source is an `IntoIterator` (a range, a `Vec`, a channel receiver...) whose items are `Send + 'static`, a `Stream`, a `Pipeline`, or a producer stage"
 )]
 pub trait IntoSource {
     /// The items of the pipeline.
