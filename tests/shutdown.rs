@@ -381,6 +381,9 @@ fn invalid_configuration_is_an_error_not_a_panic() {
 
     let err = pipe!(0..10u64 | inc.name("")).run().unwrap_err();
     assert!(err.to_string().contains("name is empty"), "{err}");
+
+    let err = pipe!(0..10u64 | inc.name("a__b")).run().unwrap_err();
+    assert!(err.to_string().contains("contains `__`"), "{err}");
 }
 
 #[test]

@@ -121,6 +121,12 @@ impl StageConfig {
         if self.name.is_empty() {
             return Err("the stage name is empty".into());
         }
+        if self.name.contains("__") {
+            return Err(format!(
+                "the stage name {:?} contains `__`, which separates levels in profiler names",
+                self.name
+            ));
+        }
         if self.workers == 0 {
             return Err("workers must be at least 1, got 0".into());
         }
