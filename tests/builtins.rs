@@ -134,7 +134,7 @@ fn timed_chunk_flushes_a_partial_chunk_when_items_stop_coming() {
     watchdog(LIMIT, "timed chunk", || {
         let (tx, rx) = flume::unbounded::<u64>();
         let mut results =
-            pipe!(rx | stages::chunk(10).timeout(std::time::Duration::from_millis(30))).results();
+            pipe!(rx | stages::chunk(10).timeout(std::time::Duration::from_millis(300))).results();
         // Three items, then silence with the sender alive: only the time-out
         // can release them.
         for x in 0..3 {
