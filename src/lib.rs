@@ -57,7 +57,8 @@
 //! - [`segment!`] groups stages into one stage: parallel (each keeps its
 //!   workers) or [`serial`](Segment::serial) (fused into one iterator chain
 //!   per worker, no queue between them), nestable; [`Segment::iter`] runs one
-//!   fused in the calling thread, at the cost of a hand-written iterator chain.
+//!   fused in the calling thread, at the cost of a hand-written iterator chain,
+//!   and `pipe!(serial: source | a | b)` does the same for a whole pipeline.
 //!
 //! # Errors and panics
 //!
@@ -221,6 +222,10 @@ pub use pipeline_macros::map_stage;
 ///
 /// A stage whose input type is not the previous stage's output type is a
 /// compile error, reported on that stage.
+///
+/// `pipe!(serial: source | stage | ...)` runs the whole pipeline in the
+/// calling thread instead, fused into one iterator chain with no thread and
+/// no queue: see [`SerialPipeline`].
 pub use pipeline_macros::pipe;
 
 /// A sequence of stages without a source, usable as one stage: in `pipe!`,

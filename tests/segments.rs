@@ -246,3 +246,44 @@ fn a_segment_macro_inside_pipe() {
         .unwrap();
     assert_eq!(sorted(got), [102, 104, 106, 108, 110]);
 }
+
+#[test]
+fn a_whole_pipeline_runs_serial_in_the_calling_thread() {
+    let seen = Seen::default();
+    let s = seen.clone();
+    let got: Vec<u64> = pipe!(serial: 0..100u64 | add_n(1) | on_thread(s) | twice | segment!(evens | add_n(10)) | parapipe::stages::take(6))
+        .collect()
+        .unwrap();
+    assert_eq!(got, [12, 12, 14, 14, 16, 16]);
+    // Every stage ran right here: no thread at all.
+    assert_eq!(
+        *seen.lock().unwrap(),
+        HashSet::from([thread::current().id()])
+    );
+}
+
+#[test]
+fn serial_pipeline_errors_panics_and_reruns() {
+    let results: Vec<_> = pipe!(serial: 0..100u64 | add_n(1) | fail_at(10) | add_n(1))
+        .results()
+        .collect();
+    assert_eq!(results.len(), 10);
+    let err = results.last().unwrap().as_ref().unwrap_err();
+    assert_eq!(err.stage(), "fail_at");
+    assert_eq!(err.downcast_ref::<Boom>(), Some(&Boom(10)));
+
+    // A panic unwinds into the caller, as in any iterator chain.
+    let caught = std::panic::catch_unwind(|| pipe!(serial: 0..100u64 | panic_at(5)).run());
+    assert!(caught.is_err());
+
+    // It runs once.
+    let pipeline = pipe!(serial: 0..3u64 | add_n(1));
+    assert_eq!(pipeline.results().count(), 3);
+    assert_eq!(pipeline.results().count(), 0);
+
+    // Skipped and filtered items are counted.
+    let pipeline = pipe!(serial: 0..10u64 | fail_at(3).filter_errors(true));
+    assert_eq!(pipeline.results().count(), 9);
+    assert_eq!(pipeline.filtered(), 1);
+    assert_eq!(pipe!(serial: 0..10u64 | total).execute().unwrap(), Some(45));
+}

@@ -210,6 +210,7 @@ fn generate(func: &ItemFn, args: &StageArgs, stage: &StageFn) -> TokenStream {
                     ) -> ::core::result::Result<(), #rt::StageError> {
                         #worker.#method(self.__parapipe_call())
                     }
+                    #[inline]
                     fn apply_fused<'a>(
                         &'a self,
                         #input_var: impl ::core::iter::Iterator<Item = Self::In> + 'a,
@@ -224,6 +225,7 @@ fn generate(func: &ItemFn, args: &StageArgs, stage: &StageFn) -> TokenStream {
                 quote! {
                     impl #impl_generics #ident #ty_generics #full_where {
                         #[doc(hidden)]
+                        #[inline]
                         fn __parapipe_call(&self) -> impl FnMut(#input) -> #output + '_ {
                             move |#item| #call(#item, #(#call_args),*)
                         }
@@ -235,6 +237,7 @@ fn generate(func: &ItemFn, args: &StageArgs, stage: &StageFn) -> TokenStream {
                     type In = #input;
                     type Out = #out_item;
                     type Error = #error;
+                    #[inline]
                     fn apply<'a>(
                         &'a self,
                         #input_var: impl ::core::iter::Iterator<Item = Self::In> + 'a,

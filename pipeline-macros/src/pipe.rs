@@ -286,8 +286,21 @@ fn generate_segment(input: TokenStream) -> syn::Result<TokenStream> {
     stages.extend(parse_stages(segments, &mut errors));
     errors.finish()?;
     let rt = quote!(::parapipe::__private);
+    let chain = chain_expr(&stages);
+    Ok(quote! {{
+        #[allow(unused_imports, reason = "not every segment! uses every trait")]
+        use #rt::StageExt as _;
+        #[allow(unused_braces, reason = "`{ stage }` is segment! syntax for a stage value")]
+        let segment = #rt::Segment::new(#chain);
+        segment
+    }})
+}
+
+/// The stages as one chain, `link(link(Leaf(a), Leaf(b)), c)`, each link
+/// spanned on its stage so a type mismatch is reported there.
+fn chain_expr(stages: &[Element]) -> TokenStream {
     let mut chain: Option<TokenStream> = None;
-    for stage in &stages {
+    for stage in stages {
         let span = stage.first_span();
         let rt = quote_spanned!(span=> ::parapipe::__private);
         let expr = stage.to_stage_expr();
@@ -301,12 +314,20 @@ fn generate_segment(input: TokenStream) -> syn::Result<TokenStream> {
             Some(prev) => quote_spanned!(span=> #rt::link(#prev, #link)),
         });
     }
-    Ok(quote! {{
-        #[allow(unused_imports, reason = "not every segment! uses every trait")]
-        use #rt::StageExt as _;
-        #[allow(unused_braces, reason = "`{ stage }` is segment! syntax for a stage value")]
-        #rt::Segment::new(#chain)
-    }})
+    chain.unwrap_or_default()
+}
+
+/// `pipe!(serial: ...)`: strips the `serial:` prefix, if there is one.
+fn strip_serial(input: TokenStream) -> (bool, TokenStream) {
+    let mut tokens = input.clone().into_iter();
+    match (tokens.next(), tokens.next()) {
+        (Some(TokenTree::Ident(i)), Some(TokenTree::Punct(p)))
+            if i == "serial" && p.as_char() == ':' && p.spacing() == Spacing::Alone =>
+        {
+            (true, tokens.collect())
+        }
+        _ => (false, input),
+    }
 }
 
 fn parse_and_generate(input: TokenStream) -> syn::Result<TokenStream> {
@@ -316,6 +337,7 @@ fn parse_and_generate(input: TokenStream) -> syn::Result<TokenStream> {
             "`pipe!` needs a source and stages: `pipe!(source | stage | ...)`",
         ));
     }
+    let (serial, input) = strip_serial(input);
     let segments = split(input)?;
     let mut errors = Errors::default();
     let mut segments = segments.into_iter();
@@ -339,9 +361,31 @@ fn parse_and_generate(input: TokenStream) -> syn::Result<TokenStream> {
         }
     };
     let stages = parse_stages(segments, &mut errors);
+    if serial && stages.is_empty() && source.is_some() {
+        errors.push(Error::new(
+            Span::call_site(),
+            "`pipe!(serial: ...)` needs at least one stage: `pipe!(serial: source | stage | ...)`",
+        ));
+    }
     errors.finish()?;
     let source = source.expect("a missing source is an error above");
     let rt = quote!(::parapipe::__private);
+    if serial {
+        // Input:  pipe!(serial: src | a | b)
+        // Output: SerialPipeline::new(src, link(Leaf(a::new()), Leaf(b::new())))
+        //         spanned on the first stage, which must take the source's items.
+        let chain = chain_expr(&stages);
+        let span = stages[0].first_span();
+        let rt_spanned = quote_spanned!(span=> ::parapipe::__private);
+        let new = quote_spanned!(span=> #rt_spanned::SerialPipeline::new(#source, #chain));
+        return Ok(quote! {{
+            #[allow(unused_imports, reason = "not every pipe! uses every trait")]
+            use #rt::StageExt as _;
+            #[allow(unused_braces, reason = "`{ stage }` is pipe! syntax for a stage value")]
+            let pipeline = #new;
+            pipeline
+        }});
+    }
     let var = Ident::new("__parapipe_pipeline", Span::mixed_site());
     let wiring = stages.iter().map(|stage| {
         let expr = stage.to_stage_expr();

@@ -35,7 +35,7 @@ pub fn then<T: Send + 'static, S: Stage<In = T>>(
     pipeline.then(stage)
 }
 
-pub use crate::segment::{Chain, Leaf, Segment, Then};
+pub use crate::segment::{Chain, Leaf, Segment, SerialPipeline, Then};
 
 /// `segment!`'s `a | b`: the second chain must take what the first emits,
 /// and a mismatch is reported on the second.

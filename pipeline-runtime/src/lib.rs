@@ -29,7 +29,7 @@ mod worker;
 pub use config::{DEFAULT_QSIZE, QueueSize, StageConfig};
 pub use error::{BoxError, Failure, PipelineError, Skip, StageError};
 pub use pipeline::{IntoSource, Pipeline, Results};
-pub use segment::{Chain, Leaf, Segment, Tagged, Then};
+pub use segment::{Chain, Leaf, Segment, SerialPipeline, Tagged, Then};
 pub use stage::{Configurable, Producer, Stage, StageExt};
 pub use stream::{Bucket, Latest, Stopped, Stream};
 pub use worker::{Emitter, Input, Next, Worker};
