@@ -1,6 +1,6 @@
 //! Sub-pipelines: cheap per-line steps fused into one serial segment run by
-//! two workers, next to a parallel stage, and the same segment run in the
-//! calling thread with no thread at all.
+//! two workers, next to a parallel stage; then the same steps in the calling
+//! thread with no thread at all, as a segment and as `pipe!(serial: ...)`.
 //!
 //! Run with `cargo run --release --example segments`.
 
@@ -48,9 +48,15 @@ fn main() -> Result<(), PipelineError> {
     let scores: Vec<u64> = pipe!(lines.clone() | { cleanup } | score).collect()?;
     println!("{} lines kept and scored in a pipeline", scores.len());
 
-    // The same steps in the calling thread: a plain iterator.
+    // The same steps in the calling thread, with no thread at all: a
+    // segment run over a source, or a whole serial pipeline.
     let cleanup = segment!(trim | parse | at_least(50_000));
-    let kept = cleanup.iter(lines).filter(Result::is_ok).count();
+    let kept = cleanup.iter(lines.clone()).filter(Result::is_ok).count();
     println!("{kept} lines kept in the calling thread");
+    let total: u64 = pipe!(serial: lines | trim | parse | at_least(50_000) | score)
+        .collect::<Vec<u64>>()?
+        .into_iter()
+        .fold(0, u64::wrapping_add);
+    println!("serial pipeline checksum {total}");
     Ok(())
 }
