@@ -20,7 +20,7 @@ type Plan<T> = Box<dyn FnOnce(&mut Launch) -> Rx<T> + Send>;
 
 /// A pipeline: a source and a chain of stages, not started yet.
 ///
-/// Build it with [`pipe!`](crate::pipe) (or [`Pipeline::source`] and
+/// Build it with `pipe!` (or [`Pipeline::source`] and
 /// [`then`](Pipeline::then)); nothing runs until it is consumed with
 /// [`results`](Pipeline::results), [`collect`](Pipeline::collect),
 /// [`execute`](Pipeline::execute) or [`run`](Pipeline::run).
