@@ -1,5 +1,6 @@
 //! Randomised fault injection (proptest, so a failure shrinks to a minimal
-//! pipeline): random pipelines of 1 to 6 stages over 0 to 10,000 items, with
+//! pipeline): random pipelines of 1 to 6 stages over 0 to 10,000 items (from
+//! a plain iterator, a `Stream::feed` closure or a channel), with
 //! up to three of them fused into a serial segment, an `Err` or a panic
 //! injected at a random item of a random stage or of the source, stages that
 //! emit more or fewer items than they take, and consumers that stop early or
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use common::{Boom, assert_threads_back_to, thread_count, watchdog};
 use parapipe::prelude::*;
-use parapipe::{Leaf, Then};
+use parapipe::{IntoSource, Leaf, Stream, Then};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
@@ -48,6 +49,17 @@ struct StageSpec {
     fault: Option<Fault>,
 }
 
+/// How the items enter the pipeline.
+#[derive(Clone, Copy, Debug)]
+enum SourceKind {
+    /// A plain iterator, read in batches.
+    Iter,
+    /// A `Stream::feed` closure on a thread of its own.
+    Feed,
+    /// A channel fed by a thread outside the pipeline (no source panic).
+    Channel,
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Consumer {
     ReadAll,
@@ -60,6 +72,7 @@ enum Consumer {
 #[derive(Clone, Debug)]
 struct Spec {
     n: u64,
+    source: SourceKind,
     source_panic: Option<u64>,
     stages: Vec<StageSpec>,
     /// Stages `start..start + len` run as one serial segment named `seg`
@@ -204,12 +217,37 @@ fn simulate(spec: &Spec) -> Expected {
 }
 
 fn build(spec: &Spec) -> Pipeline<u64> {
-    let source_panic = spec.source_panic;
-    let source = (0..spec.n).inspect(move |&x| {
-        if Some(x) == source_panic {
-            panic!("injected panic at {x}");
+    let (n, source_panic) = (spec.n, spec.source_panic);
+    let items = move || {
+        (0..n).inspect(move |&x| {
+            if Some(x) == source_panic {
+                panic!("injected panic at {x}");
+            }
+        })
+    };
+    let source = match spec.source {
+        SourceKind::Iter => Pipeline::source(items()),
+        SourceKind::Feed => Stream::feed(move |bucket| {
+            for x in items() {
+                if bucket.push(x).is_err() {
+                    return;
+                }
+            }
+        })
+        .into_pipeline(),
+        SourceKind::Channel => {
+            let (tx, rx) = flume::bounded(64);
+            // Stops at its next send once the pipeline is gone.
+            std::thread::spawn(move || {
+                for x in 0..n {
+                    if tx.send(x).is_err() {
+                        return;
+                    }
+                }
+            });
+            Pipeline::from_receiver(rx)
         }
-    });
+    };
     let op = |j: usize| {
         let s = &spec.stages[j];
         let op = Op {
@@ -222,7 +260,7 @@ fn build(spec: &Spec) -> Pipeline<u64> {
             .filter_errors(s.filter_errors)
             .ordered(s.ordered)
     };
-    let mut pipeline = Pipeline::source(source);
+    let mut pipeline = source;
     let mut j = 0;
     while j < spec.stages.len() {
         match spec.serial {
@@ -405,9 +443,12 @@ fn spec_strategy() -> impl Strategy<Value = Spec> {
             1..=3usize,
             any::<bool>(),
         ),
+        0..3u8,
     )
         .prop_map(
-            |(n, mut stages, place, value, panic, consumer, k, serial)| {
+            |(n, mut stages, place, value, panic, consumer, k, serial, source)| {
+                let source =
+                    [SourceKind::Iter, SourceKind::Feed, SourceKind::Channel][source as usize];
                 let serial = match serial {
                     (true, start, len, workers, ordered) if start < stages.len() => {
                         Some((start, len.min(stages.len() - start), workers, ordered))
@@ -423,6 +464,8 @@ fn spec_strategy() -> impl Strategy<Value = Spec> {
                 };
                 match place {
                     0 | 1 => {}
+                    // A channel's feeder is outside the pipeline: no fault there.
+                    2 if matches!(source, SourceKind::Channel) => {}
                     2 => source_panic = Some(value),
                     p => {
                         let j = p % stages.len();
@@ -440,6 +483,7 @@ fn spec_strategy() -> impl Strategy<Value = Spec> {
                 };
                 Spec {
                     n,
+                    source,
                     source_panic,
                     stages,
                     serial,
