@@ -1,7 +1,7 @@
 //! State shared by every thread of one running pipeline.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use crate::error::PipelineError;
 
@@ -26,9 +26,7 @@ impl Control {
     /// cancels the pipeline.
     pub(crate) fn fail(&self, error: PipelineError) {
         {
-            // No user code runs under this lock, so it cannot be poisoned by a
-            // user panic; recover anyway rather than lose the error.
-            let mut first = self.first.lock().unwrap_or_else(|p| p.into_inner());
+            let mut first = lock(&self.first);
             if first.is_none() {
                 *first = Some(error);
             } else {
@@ -40,9 +38,15 @@ impl Control {
 
     /// The first failure, once every thread has been joined.
     pub(crate) fn take_failure(&self) -> Option<PipelineError> {
-        let mut first = self.first.lock().unwrap_or_else(|p| p.into_inner());
+        let mut first = lock(&self.first);
         let mut error = first.take()?;
         error.set_followed_by(self.followers.load(Ordering::Relaxed));
         Some(error)
     }
+}
+
+/// Locks one of the runtime's own mutexes. No user code runs under them, so
+/// a user panic cannot poison them; recover anyway rather than lose state.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

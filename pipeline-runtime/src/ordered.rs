@@ -10,10 +10,10 @@
 //! waits, so memory stays bounded even when one batch is very slow.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::control::Control;
+use crate::control::{Control, lock};
 use crate::error::Stop;
 use crate::link::{Recv, Rx, Tx};
 use crate::worker::Waiting;
@@ -51,11 +51,6 @@ struct Pending<O> {
     waiting: usize,
     done: BTreeMap<u64, Vec<O>>,
     tx: Tx<O>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // No user code runs under these locks.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl<O> Reorder<O> {

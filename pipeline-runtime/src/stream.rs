@@ -2,11 +2,11 @@
 //! closure, a real-time ticker; and output where only the newest result
 //! matters.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::control::Control;
+use crate::control::{Control, lock};
 use crate::error::{Failure, PipelineError};
 use crate::link::MAX_BATCH;
 use crate::pipeline::{IntoSource, Launch, Pipeline, Results};
@@ -182,11 +182,6 @@ struct LatestState<T> {
     value: Option<T>,
     error: Option<PipelineError>,
     done: bool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // No user code runs under this lock.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl<T: Send + 'static> Latest<T> {
