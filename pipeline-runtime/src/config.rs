@@ -127,6 +127,12 @@ impl StageConfig {
                 self.name
             ));
         }
+        if self.name == crate::profile::MAIN_PIPELINE_NAME {
+            return Err(format!(
+                "the stage name {:?} is reserved for the whole pipeline in profiles",
+                self.name
+            ));
+        }
         if self.workers == 0 {
             return Err("workers must be at least 1, got 0".into());
         }

@@ -15,10 +15,12 @@
 
 mod config;
 mod control;
+pub mod debug;
 mod error;
 mod link;
 mod ordered;
 mod pipeline;
+pub mod profile;
 mod segment;
 mod source;
 mod stage;

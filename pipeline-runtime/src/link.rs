@@ -52,6 +52,43 @@ const YIELDS: usize = 8;
 struct Shared {
     /// Nanoseconds per item the consumer of the link took on its last batch.
     consumer_cost_ns: AtomicU64,
+    gauge: Arc<Gauge>,
+}
+
+/// How many items wait in a link's queue, for the profiler and debugger.
+/// Updated once per batch, so it costs nothing per item.
+#[derive(Default)]
+pub(crate) struct Gauge {
+    queued: AtomicU64,
+    max: AtomicU64,
+}
+
+impl Gauge {
+    /// Items in the queue now.
+    pub(crate) fn depth(&self) -> u64 {
+        self.queued.load(Relaxed)
+    }
+
+    /// The most items the queue has held.
+    pub(crate) fn max_depth(&self) -> u64 {
+        self.max.load(Relaxed)
+    }
+
+    fn add(&self, n: usize) {
+        let now = self.queued.fetch_add(n as u64, Relaxed) + n as u64;
+        self.max.fetch_max(now, Relaxed);
+    }
+
+    fn sub(&self, n: usize) {
+        self.queued.fetch_sub(n as u64, Relaxed);
+    }
+}
+
+/// What travels through a link: a batch of items, with, in a profiled
+/// pipeline, when the oldest of them left the source.
+pub(crate) struct Batch<T> {
+    items: Vec<T>,
+    born: Option<Instant>,
 }
 
 /// Batches for a queue of `queue` items: `(slots, items per batch)`.
@@ -91,6 +128,7 @@ pub(crate) fn link<T>(queue: QueueSize) -> (Tx<T>, Rx<T>) {
     };
     let shared = Arc::new(Shared {
         consumer_cost_ns: AtomicU64::new(UNKNOWN_COST),
+        gauge: Arc::default(),
     });
     let tx = Tx {
         tx,
@@ -99,25 +137,36 @@ pub(crate) fn link<T>(queue: QueueSize) -> (Tx<T>, Rx<T>) {
         limit: 1,
         buf: Vec::new(),
         mark: Instant::now(),
+        born: None,
+        stamps: false,
+        blocked_ns: 0,
     };
     let rx = Rx {
         rx,
         shared,
         mark: None,
         last_len: 0,
+        born: None,
+        stamps: false,
     };
     (tx, rx)
 }
 
 /// The sending end of a link, owned by one thread; clone it per worker.
 pub(crate) struct Tx<T> {
-    tx: flume::Sender<Vec<T>>,
+    tx: flume::Sender<Batch<T>>,
     shared: Arc<Shared>,
     max_batch: usize,
     limit: usize,
     buf: Vec<T>,
     /// Start of the time the items in `buf` took to produce.
     mark: Instant,
+    /// When the oldest item in `buf` left the source, in a profiled pipeline.
+    born: Option<Instant>,
+    /// Whether this is a source's sender, which stamps its batches.
+    stamps: bool,
+    /// Time spent waiting for room in the queue, in all.
+    blocked_ns: u64,
 }
 
 impl<T> Clone for Tx<T> {
@@ -129,11 +178,38 @@ impl<T> Clone for Tx<T> {
             limit: 1,
             buf: Vec::new(),
             mark: Instant::now(),
+            born: None,
+            stamps: self.stamps,
+            blocked_ns: 0,
         }
     }
 }
 
 impl<T> Tx<T> {
+    /// Makes this a producer's sender: its batches carry when they were
+    /// started, for the profiler's end-to-end latency.
+    pub(crate) fn stamp_batches(&mut self) {
+        self.stamps = true;
+    }
+
+    /// The items about to be pushed descend from a batch that left the
+    /// source at `born`: the output batch keeps the oldest such time.
+    pub(crate) fn inherit(&mut self, born: Option<Instant>) {
+        if self.buf.is_empty() || self.born.is_none() {
+            self.born = born;
+        }
+    }
+
+    /// How long this sender has waited for room in its queue, in all.
+    pub(crate) fn blocked_ns(&self) -> u64 {
+        self.blocked_ns
+    }
+
+    /// The queue's gauge.
+    pub(crate) fn gauge(&self) -> Arc<Gauge> {
+        self.shared.gauge.clone()
+    }
+
     #[inline]
     pub(crate) fn push(&mut self, item: T, ctl: &Control) -> Result<(), Stop> {
         self.buf.push(item);
@@ -147,11 +223,17 @@ impl<T> Tx<T> {
     /// Sends a whole batch as it is (after what is buffered), without
     /// copying its items one by one, unless it is larger than the link's
     /// batches.
-    pub(crate) fn send_all(&mut self, items: Vec<T>, ctl: &Control) -> Result<(), Stop> {
+    pub(crate) fn send_all(
+        &mut self,
+        items: Vec<T>,
+        born: Option<Instant>,
+        ctl: &Control,
+    ) -> Result<(), Stop> {
         if items.is_empty() {
             return Ok(());
         }
         self.flush(ctl)?;
+        self.born = born;
         if items.len() <= self.max_batch {
             self.buf = items;
         } else {
@@ -176,8 +258,15 @@ impl<T> Tx<T> {
         let own = per_item_ns(self.mark, now, self.buf.len());
         let downstream = self.shared.consumer_cost_ns.load(Relaxed);
         self.limit = batch_limit(own.max(downstream), self.max_batch);
-        let batch = std::mem::replace(&mut self.buf, Vec::with_capacity(self.limit));
-        match self.tx.try_send(batch) {
+        let items = std::mem::replace(&mut self.buf, Vec::with_capacity(self.limit));
+        let born = match self.stamps {
+            true => Some(self.mark),
+            false => self.born.take(),
+        };
+        let n = items.len();
+        // Counted before it can be received, so the gauge never goes below 0.
+        self.shared.gauge.add(n);
+        let sent = match self.tx.try_send(Batch { items, born }) {
             Ok(()) => {
                 self.mark = now;
                 Ok(())
@@ -187,13 +276,18 @@ impl<T> Tx<T> {
                 let sent = self.send_blocking(batch, ctl);
                 // Time spent waiting for room is not the cost of producing.
                 self.mark = Instant::now();
+                self.blocked_ns += crate::profile::nanos(self.mark.duration_since(now));
                 sent
             }
+        };
+        if sent.is_err() {
+            self.shared.gauge.sub(n);
         }
+        sent
     }
 
     #[cold]
-    fn send_blocking(&self, mut batch: Vec<T>, ctl: &Control) -> Result<(), Stop> {
+    fn send_blocking(&self, mut batch: Batch<T>, ctl: &Control) -> Result<(), Stop> {
         for _ in 0..YIELDS {
             thread::yield_now();
             match self.tx.try_send(batch) {
@@ -241,11 +335,15 @@ pub(crate) enum Recv<T> {
 
 /// The receiving end of a link; clone it per worker.
 pub(crate) struct Rx<T> {
-    rx: flume::Receiver<Vec<T>>,
+    rx: flume::Receiver<Batch<T>>,
     shared: Arc<Shared>,
     /// When the last batch was handed out, if one was.
     mark: Option<Instant>,
     last_len: usize,
+    /// When the oldest item of the last batch entered the pipeline, if stamped.
+    born: Option<Instant>,
+    /// Whether this receives from a source, and stamps the batches it takes.
+    stamps: bool,
 }
 
 impl<T> Clone for Rx<T> {
@@ -255,11 +353,25 @@ impl<T> Clone for Rx<T> {
             shared: self.shared.clone(),
             mark: None,
             last_len: 0,
+            born: None,
+            stamps: self.stamps,
         }
     }
 }
 
 impl<T> Rx<T> {
+    /// Makes this a source's receiver: a batch taken from it enters the
+    /// pipeline then, for the profiler's end-to-end latency.
+    pub(crate) fn stamp_batches(&mut self) {
+        self.stamps = true;
+    }
+
+    /// When the oldest item of the last batch handed out left the source,
+    /// in a profiled pipeline.
+    pub(crate) fn born(&self) -> Option<Instant> {
+        self.born
+    }
+
     /// The next batch, or `None` once every sender is gone and the queue is
     /// drained; `Err` once the pipeline is cancelled. Before it would wait,
     /// it lets `waiting` flush what it holds.
@@ -274,23 +386,19 @@ impl<T> Rx<T> {
             return Err(Stop::Cancelled);
         }
         self.publish_cost();
-        let received = match self.rx.try_recv() {
-            Ok(batch) => Recv::Batch(batch),
+        Ok(match self.rx.try_recv() {
+            Ok(batch) => Recv::Batch(self.handed_out(batch)),
             Err(TryRecvError::Disconnected) => Recv::Closed,
             Err(TryRecvError::Empty) => {
                 waiting.before_wait(ctl)?;
                 let received = match self.try_recv_yielding() {
-                    Ok(batch) => Recv::Batch(batch),
+                    Ok(batch) => Recv::Batch(self.handed_out(batch)),
                     Err(TryRecvError::Disconnected) => Recv::Closed,
                     Err(TryRecvError::Empty) => self.recv_blocking(ctl, deadline)?,
                 };
                 waiting.after_wait(Instant::now());
                 received
             }
-        };
-        Ok(match received {
-            Recv::Batch(batch) => Recv::Batch(self.handed_out(batch)),
-            other => other,
         })
     }
 
@@ -307,7 +415,7 @@ impl<T> Rx<T> {
     }
 
     /// A batch, if one comes while this thread yields its core a few times.
-    fn try_recv_yielding(&self) -> Result<Vec<T>, TryRecvError> {
+    fn try_recv_yielding(&self) -> Result<Batch<T>, TryRecvError> {
         let mut received = self.rx.try_recv();
         for _ in 0..YIELDS {
             if !matches!(received, Err(TryRecvError::Empty)) {
@@ -320,7 +428,7 @@ impl<T> Rx<T> {
     }
 
     #[cold]
-    fn recv_blocking(&self, ctl: &Control, deadline: Option<Instant>) -> Result<Recv<T>, Stop> {
+    fn recv_blocking(&mut self, ctl: &Control, deadline: Option<Instant>) -> Result<Recv<T>, Stop> {
         loop {
             let wait = match deadline {
                 Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
@@ -330,7 +438,7 @@ impl<T> Rx<T> {
                 None => CANCEL_POLL,
             };
             match self.rx.recv_timeout(wait) {
-                Ok(batch) => return Ok(Recv::Batch(batch)),
+                Ok(batch) => return Ok(Recv::Batch(self.handed_out(batch))),
                 Err(RecvTimeoutError::Disconnected) => return Ok(Recv::Closed),
                 Err(RecvTimeoutError::Timeout) => {
                     if ctl.is_cancelled() {
@@ -348,10 +456,16 @@ impl<T> Rx<T> {
         }
     }
 
-    fn handed_out(&mut self, batch: Vec<T>) -> Vec<T> {
-        self.last_len = batch.len();
-        self.mark = Some(Instant::now());
-        batch
+    fn handed_out(&mut self, batch: Batch<T>) -> Vec<T> {
+        self.shared.gauge.sub(batch.items.len());
+        self.last_len = batch.items.len();
+        let now = Instant::now();
+        self.born = match self.stamps {
+            true => Some(now),
+            false => batch.born,
+        };
+        self.mark = Some(now);
+        batch.items
     }
 }
 

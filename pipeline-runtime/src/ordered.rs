@@ -31,6 +31,8 @@ pub(crate) enum Out<O> {
         /// Number of the input batch being worked on, if any.
         seq: Option<u64>,
         held: Vec<O>,
+        /// When the input batch left the source, in a profiled pipeline.
+        born: Option<Instant>,
     },
 }
 
@@ -49,7 +51,7 @@ struct Pending<O> {
     next: u64,
     /// Workers waiting for their turn.
     waiting: usize,
-    done: BTreeMap<u64, Vec<O>>,
+    done: BTreeMap<u64, (Vec<O>, Option<Instant>)>,
     tx: Tx<O>,
 }
 
@@ -69,7 +71,7 @@ impl<O> Reorder<O> {
     }
 
     /// Hands in batch `seq`'s output and releases whatever is now in line.
-    fn submit(&self, seq: u64, items: Vec<O>, ctl: &Control) -> Result<(), Stop> {
+    fn submit(&self, seq: u64, done: (Vec<O>, Option<Instant>), ctl: &Control) -> Result<(), Stop> {
         let mut state = lock(&self.state);
         // The worker holding batch `next` never waits here, so this ends.
         while seq >= state.next + self.window {
@@ -85,12 +87,12 @@ impl<O> Reorder<O> {
             state.waiting -= 1;
         }
         if seq != state.next {
-            state.done.insert(seq, items);
+            state.done.insert(seq, done);
             return Ok(());
         }
-        let mut ready = items;
+        let mut ready = done;
         loop {
-            state.tx.send_all(ready, ctl)?;
+            state.tx.send_all(ready.0, ready.1, ctl)?;
             state.next += 1;
             let next = state.next;
             match state.done.remove(&next) {
@@ -123,6 +125,17 @@ impl<O> Out<O> {
             order,
             seq: None,
             held: Vec::new(),
+            born: None,
+        }
+    }
+
+    /// How long this worker has waited for room in its output queue, in all
+    /// (an ordered worker waits while handing in, which counts as input
+    /// waiting).
+    pub(crate) fn blocked_ns(&self) -> u64 {
+        match self {
+            Out::Direct(tx) => tx.blocked_ns(),
+            Out::Ordered { .. } => 0,
         }
     }
 
@@ -167,14 +180,25 @@ impl<O> Out<O> {
             return Err(Stop::Cancelled);
         }
         match self {
-            Out::Direct(tx) => rx.recv(ctl, tx, deadline),
-            Out::Ordered { order, seq, held } => {
+            Out::Direct(tx) => {
+                let received = rx.recv(ctl, tx, deadline)?;
+                if let Recv::Batch(_) = received {
+                    tx.inherit(rx.born());
+                }
+                Ok(received)
+            }
+            Out::Ordered {
+                order,
+                seq,
+                held,
+                born,
+            } => {
                 // Hand the current batch in before waiting, so nothing is held
                 // back while this worker sleeps. A timed wait keeps it, so a
                 // stage that acts on the time-out (a partial chunk) still
                 // emits into the batch its items came from.
                 if deadline.is_none() {
-                    hand_in(order, seq, held, ctl)?;
+                    hand_in(order, seq, held, *born, ctl)?;
                 }
                 let mut taken = lock(&order.taken);
                 let received = rx.recv(ctl, &mut NoFlush, deadline)?;
@@ -183,8 +207,9 @@ impl<O> Out<O> {
                         let next = *taken;
                         *taken += 1;
                         drop(taken);
-                        hand_in(order, seq, held, ctl)?;
+                        hand_in(order, seq, held, *born, ctl)?;
                         *seq = Some(next);
+                        *born = rx.born();
                         held.reserve(batch.len());
                     }
                     // Kept until `finish`: what the stage still emits
@@ -200,7 +225,12 @@ impl<O> Out<O> {
     pub(crate) fn finish(&mut self, ctl: &Control) -> Result<(), Stop> {
         match self {
             Out::Direct(tx) => tx.flush(ctl),
-            Out::Ordered { order, seq, held } => hand_in(order, seq, held, ctl),
+            Out::Ordered {
+                order,
+                seq,
+                held,
+                born,
+            } => hand_in(order, seq, held, *born, ctl),
         }
     }
 }
@@ -212,6 +242,7 @@ fn hand_in<O>(
     order: &Reorder<O>,
     seq: &mut Option<u64>,
     held: &mut Vec<O>,
+    born: Option<Instant>,
     ctl: &Control,
 ) -> Result<(), Stop> {
     let done = match seq.take() {
@@ -224,5 +255,5 @@ fn hand_in<O>(
             n
         }
     };
-    order.submit(done, std::mem::take(held), ctl)
+    order.submit(done, (std::mem::take(held), born), ctl)
 }

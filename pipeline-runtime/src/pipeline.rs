@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 
 use crate::config::{DEFAULT_QSIZE, QueueSize, StageConfig};
 use crate::control::Control;
+use crate::debug::{Debugger, Monitor};
 use crate::error::{Counters, Failure, PipelineError, StageError, Stop, panic_message};
 use crate::link::{Rx, Tx, link};
 use crate::ordered::{Out, Reorder};
+use crate::profile::{MAIN_PIPELINE_NAME, Outcome, Probe, Profile, Profiler, RunStats, StageStats};
 use crate::segment::Tagged;
 use crate::source::Source;
 use crate::stage::{Producer, Stage};
@@ -30,6 +32,20 @@ pub struct Pipeline<T> {
     /// A configuration error found while building: reported when consumed,
     /// before any thread starts.
     invalid: Option<PipelineError>,
+    observe: Observe,
+}
+
+/// What is measured while a pipeline runs: nothing, unless asked.
+#[derive(Default)]
+struct Observe {
+    profiler: Option<Profiler>,
+    debugger: Option<Debugger>,
+}
+
+impl Observe {
+    fn any(&self) -> bool {
+        self.profiler.is_some() || self.debugger.is_some()
+    }
 }
 
 impl<T: Send + 'static> Pipeline<T> {
@@ -99,7 +115,10 @@ impl<T: Send + 'static> Pipeline<T> {
     {
         Pipeline {
             plan: Box::new(move |launch: &mut Launch| {
-                let (tx, rx) = link(QueueSize::Bounded(DEFAULT_QSIZE));
+                let (tx, mut rx) = link(QueueSize::Bounded(DEFAULT_QSIZE));
+                if launch.run.is_some() {
+                    rx.stamp_batches();
+                }
                 let ctl = launch.ctl.clone();
                 launch.spawn("source", None, true, move || {
                     let mut tx = tx;
@@ -108,6 +127,7 @@ impl<T: Send + 'static> Pipeline<T> {
                 rx
             }),
             invalid: None,
+            observe: Observe::default(),
         }
     }
 
@@ -124,11 +144,18 @@ impl<T: Send + 'static> Pipeline<T> {
                 let config = producer.config().clone();
                 let producer = Arc::new(producer);
                 launch.spawn_workers(&config, move |mut w| {
-                    let emitter = Emitter::new(&mut w.tx, &w.ctl, w.index, w.filter, &w.counters);
+                    let probe = w.probe();
+                    if let Some(probe) = &probe {
+                        probe.started();
+                        w.tx.stamp_batches();
+                    }
+                    let emitter =
+                        Emitter::new(&mut w.tx, &w.ctl, w.index, w.filter, &w.counters, probe);
                     producer.produce(emitter)
                 })
             }),
             invalid,
+            observe: Observe::default(),
         }
     }
 
@@ -142,6 +169,7 @@ impl<T: Send + 'static> Pipeline<T> {
                 plan(launch)
             }),
             invalid: self.invalid,
+            observe: self.observe,
         }
     }
 
@@ -166,6 +194,7 @@ impl<T: Send + 'static> Pipeline<T> {
         Pipeline {
             plan: Box::new(|_: &mut Launch| link(QueueSize::Bounded(1)).1),
             invalid: Some(invalid),
+            observe: self.observe,
         }
     }
 
@@ -179,15 +208,17 @@ impl<T: Send + 'static> Pipeline<T> {
                 let config = stage.config().clone();
                 let stage = Arc::new(stage);
                 launch.spawn_workers(&config, move |w| {
+                    let probe = w.probe();
                     let out = match w.order {
                         Some(order) => Out::ordered(order),
                         None => Out::Direct(w.tx),
                     };
-                    let io = WorkerIo::new(input.clone(), out, &w.ctl);
+                    let io = WorkerIo::new(input.clone(), out, &w.ctl, probe);
                     stage.run(Worker::new(&io, w.index, w.filter, &w.counters))
                 })
             }),
             invalid,
+            observe: self.observe,
         }
     }
 
@@ -196,10 +227,12 @@ impl<T: Send + 'static> Pipeline<T> {
     /// with the first failure. Dropping the iterator early stops the
     /// pipeline and joins its threads.
     pub fn results(self) -> Results<T> {
+        let observe = self.observe;
         let mut launch = Launch {
             ctl: Arc::new(Control::default()),
             threads: Vec::new(),
             counters: Vec::new(),
+            run: (observe.any() && self.invalid.is_none()).then(|| Arc::new(RunStats::new())),
         };
         let rx = match self.invalid {
             Some(error) => {
@@ -209,13 +242,45 @@ impl<T: Send + 'static> Pipeline<T> {
             }
             None => (self.plan)(&mut launch),
         };
+        let observed = launch.run.map(|run| Observed {
+            monitor: Some(Monitor::start(
+                run.clone(),
+                observe.profiler.as_ref(),
+                observe.debugger,
+            )),
+            run,
+            profiler: observe.profiler,
+        });
         Results {
             rx: Some(rx),
             batch: Vec::new().into_iter(),
             ctl: launch.ctl,
             threads: launch.threads,
             counters: launch.counters,
+            observed,
+            profile: None,
         }
+    }
+
+    /// Profiles the run: per-stage latency and throughput, stored in the
+    /// default profile database, read with [`Results::profile`]. See
+    /// [`profile`](crate::profile).
+    pub fn profile(self) -> Self {
+        self.profile_with(Profiler::new())
+    }
+
+    /// Profiles the run with the given options (database folder, run name,
+    /// sampling period).
+    pub fn profile_with(mut self, profiler: Profiler) -> Self {
+        self.observe.profiler = Some(profiler);
+        self
+    }
+
+    /// Reports on the run while it runs, and once at the end: see
+    /// [`debug`](crate::debug).
+    pub fn debug(mut self, debugger: Debugger) -> Self {
+        self.observe.debugger = Some(debugger);
+        self
     }
 
     /// Runs the pipeline to the end and collects its items (in arrival
@@ -266,6 +331,8 @@ pub(crate) struct Launch {
     ctl: Arc<Control>,
     threads: Vec<Thread>,
     counters: Vec<(String, Arc<Counters>)>,
+    /// What a profiled or debugged run measures.
+    run: Option<Arc<RunStats>>,
 }
 
 /// What one worker of a stage or producer starts with.
@@ -278,6 +345,17 @@ struct WorkerStart<O> {
     ctl: Arc<Control>,
     filter: bool,
     counters: Arc<Counters>,
+    /// In a profiled or debugged run, the stage's counters.
+    stats: Option<(Arc<StageStats>, std::time::Instant)>,
+}
+
+impl<O> WorkerStart<O> {
+    /// What this worker measures, if anything: made on the worker's own
+    /// thread, whose CPU time it reads.
+    fn probe(&self) -> Option<Probe> {
+        let (stats, epoch) = self.stats.as_ref()?;
+        Some(Probe::new(stats.clone(), *epoch))
+    }
 }
 
 impl Launch {
@@ -295,6 +373,17 @@ impl Launch {
         let counters = Arc::new(Counters::default());
         self.counters
             .push((config.name().to_owned(), counters.clone()));
+        let stats = self.run.as_ref().map(|run| {
+            let key = format!("{MAIN_PIPELINE_NAME}__{}", config.name());
+            let stats = Arc::new(StageStats::new(
+                key,
+                config.workers(),
+                tx.gauge(),
+                counters.clone(),
+            ));
+            run.add_stage(stats.clone());
+            (stats, run.epoch)
+        });
         for index in 0..config.workers() {
             let start = WorkerStart {
                 index,
@@ -303,6 +392,7 @@ impl Launch {
                 ctl: self.ctl.clone(),
                 filter: config.filter_errors(),
                 counters: counters.clone(),
+                stats: stats.clone(),
             };
             let body = body.clone();
             self.spawn(config.name(), Some(index), false, move || body(start));
@@ -365,6 +455,15 @@ pub struct Results<T> {
     ctl: Arc<Control>,
     threads: Vec<Thread>,
     counters: Vec<(String, Arc<Counters>)>,
+    observed: Option<Observed>,
+    profile: Option<Profile>,
+}
+
+/// A profiled or debugged run in progress.
+struct Observed {
+    run: Arc<RunStats>,
+    monitor: Option<Monitor>,
+    profiler: Option<Profiler>,
 }
 
 impl<T> Results<T> {
@@ -397,6 +496,31 @@ impl<T> Results<T> {
             .iter()
             .map(|(name, c)| (name.clone(), c.filtered.load(Relaxed)))
             .collect()
+    }
+
+    /// The run's profile, once the results have ended (or the pipeline
+    /// failed); `None` before that or if the pipeline was not profiled.
+    /// See [`profile`](crate::profile).
+    pub fn profile(&self) -> Option<&Profile> {
+        self.profile.as_ref()
+    }
+
+    /// Ends the observation of a run whose threads are all joined: the
+    /// monitor's final report, then the profile, stored.
+    fn finish_observing(&mut self, outcome: Outcome) {
+        let Some(mut observed) = self.observed.take() else {
+            return;
+        };
+        let writer = observed.monitor.take().and_then(Monitor::stop);
+        if let Some(profiler) = &observed.profiler {
+            let duration = observed.run.epoch.elapsed();
+            let mut profile = crate::profile::summarize(&observed.run, profiler, duration, outcome);
+            if let Some(writer) = writer {
+                let stored = writer.finish(&profile);
+                profile.stored(stored);
+            }
+            self.profile = Some(profile);
+        }
     }
 
     /// Joins every thread. Worker threads always end once the pipeline ends
@@ -434,7 +558,12 @@ impl<T> Iterator for Results<T> {
             }
             let rx = self.rx.as_mut()?;
             match rx.recv_to_end() {
-                Some(batch) => self.batch = batch.into_iter(),
+                Some(batch) => {
+                    if let Some(observed) = &self.observed {
+                        observed.run.received(batch.len(), rx.born());
+                    }
+                    self.batch = batch.into_iter();
+                }
                 None => {
                     self.rx = None;
                     break;
@@ -444,13 +573,19 @@ impl<T> Iterator for Results<T> {
         // Every thread is joined before the failure is read, so a failure
         // recorded by a thread that had already dropped its queue is seen.
         self.join_all();
-        self.ctl.take_failure().map(Err)
+        let failure = self.ctl.take_failure();
+        let outcome = match &failure {
+            Some(error) => Outcome::Failed(error.to_string()),
+            None => Outcome::Completed,
+        };
+        self.finish_observing(outcome);
+        failure.map(Err)
     }
 }
 
 impl<T> Drop for Results<T> {
     fn drop(&mut self) {
-        if self.threads.is_empty() {
+        if self.threads.is_empty() && self.observed.is_none() {
             return;
         }
         self.ctl.cancel();
@@ -458,6 +593,7 @@ impl<T> Drop for Results<T> {
         // sends at once; the others see the cancellation.
         self.rx = None;
         self.join_all();
+        self.finish_observing(Outcome::Cancelled);
     }
 }
 

@@ -8,6 +8,7 @@ use crate::control::Control;
 use crate::error::{BoxError, Counters, StageError, Stop};
 use crate::link::{Recv, Rx, Tx};
 use crate::ordered::Out;
+use crate::profile::Probe;
 
 /// The queues and state one worker thread owns.
 pub(crate) struct WorkerIo<'c, I, O> {
@@ -18,16 +19,55 @@ pub(crate) struct WorkerIo<'c, I, O> {
     /// than because it was drained: what the stage does after that is not
     /// a result.
     cancelled: Cell<bool>,
+    /// In a profiled or debugged pipeline, what this worker measures.
+    probe: RefCell<Option<Probe>>,
 }
 
 impl<'c, I, O> WorkerIo<'c, I, O> {
-    pub(crate) fn new(rx: Rx<I>, out: Out<O>, ctl: &'c Control) -> Self {
+    pub(crate) fn new(rx: Rx<I>, out: Out<O>, ctl: &'c Control, probe: Option<Probe>) -> Self {
         WorkerIo {
             rx: RefCell::new(rx),
             out: RefCell::new(out),
             ctl,
             cancelled: Cell::new(false),
+            probe: RefCell::new(probe),
         }
+    }
+}
+
+/// Per-call timing of a map stage's loop, compiled out when not measuring:
+/// the loop is generic over it, so an unprofiled pipeline runs the very
+/// loop it ran before the profiler existed.
+trait CallTimer {
+    type Mark: Copy;
+    fn now(&self) -> Self::Mark;
+    fn took(&mut self, n: usize, asked: Self::Mark);
+    fn call(&mut self, start: Self::Mark, emitted: bool);
+}
+
+impl CallTimer for () {
+    type Mark = ();
+    #[inline(always)]
+    fn now(&self) {}
+    #[inline(always)]
+    fn took(&mut self, _: usize, _: ()) {}
+    #[inline(always)]
+    fn call(&mut self, _: (), _: bool) {}
+}
+
+impl CallTimer for Probe {
+    type Mark = Instant;
+    #[inline]
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+    fn took(&mut self, n: usize, asked: Instant) {
+        let now = Instant::now();
+        Probe::took(self, n, now, now.saturating_duration_since(asked));
+    }
+    #[inline]
+    fn call(&mut self, start: Instant, emitted: bool) {
+        Probe::call(self, start, Instant::now(), emitted);
     }
 }
 
@@ -93,16 +133,43 @@ impl<'a, I: 'a, O: 'a> Worker<'a, I, O> {
     /// with `filter_errors`, drops the item and counts it.
     pub fn try_map<E: Into<BoxError>>(
         self,
+        f: impl FnMut(I) -> Result<O, E>,
+    ) -> Result<(), StageError> {
+        let probe = self.io.probe.borrow_mut().take();
+        match probe {
+            None => self.map_loop(f, ()),
+            Some(probe) => {
+                probe.is_map();
+                self.map_loop(f, probe)
+            }
+        }
+    }
+
+    fn map_loop<E: Into<BoxError>, T: CallTimer>(
+        self,
         mut f: impl FnMut(I) -> Result<O, E>,
+        mut timer: T,
     ) -> Result<(), StageError> {
         let ctl = self.io.ctl;
         let mut rx = self.io.rx.borrow_mut();
         let mut out = self.io.out.borrow_mut();
-        while let Some(batch) = out.next_batch(&mut rx, ctl)? {
+        loop {
+            let asked = timer.now();
+            let Some(batch) = out.next_batch(&mut rx, ctl)? else {
+                break;
+            };
+            timer.took(batch.len(), asked);
             for item in batch {
+                let start = timer.now();
                 match f(item) {
-                    Ok(item) => out.push(item, ctl)?,
-                    Err(e) => self.reject(e)?,
+                    Ok(item) => {
+                        timer.call(start, true);
+                        out.push(item, ctl)?
+                    }
+                    Err(e) => {
+                        timer.call(start, false);
+                        self.reject(e)?
+                    }
                 }
             }
         }
@@ -133,10 +200,23 @@ impl<'a, I: 'a, O: 'a> Worker<'a, I, O> {
             source: io,
             batch: Vec::new().into_iter(),
         };
-        for item in f(input) {
-            match item {
-                Ok(out) => io.out.borrow_mut().push(out, io.ctl)?,
-                Err(e) => self.reject(e)?,
+        if io.probe.borrow().is_none() {
+            for item in f(input) {
+                match item {
+                    Ok(out) => io.out.borrow_mut().push(out, io.ctl)?,
+                    Err(e) => self.reject(e)?,
+                }
+            }
+        } else {
+            for item in f(input) {
+                let mut out = io.out.borrow_mut();
+                if let Some(probe) = io.probe.borrow_mut().as_mut() {
+                    probe.emitted(out.blocked_ns());
+                }
+                match item {
+                    Ok(item) => out.push(item, io.ctl)?,
+                    Err(e) => self.reject(e)?,
+                }
             }
         }
         if io.cancelled.get() {
@@ -165,8 +245,20 @@ impl<I, O> BatchSource<I> for WorkerIo<'_, I, O> {
         }
         let mut rx = self.rx.borrow_mut();
         let mut out = self.out.borrow_mut();
+        let mut probe = self.probe.borrow_mut();
+        let asked = probe.as_ref().map(|_| Instant::now());
         match out.next_batch_until(&mut rx, self.ctl, deadline) {
-            Ok(received) => received,
+            Ok(received) => {
+                if let (Some(probe), Some(asked)) = (probe.as_mut(), asked) {
+                    let now = Instant::now();
+                    let n = match &received {
+                        Recv::Batch(batch) => batch.len(),
+                        _ => 0,
+                    };
+                    probe.took(n, now, now.saturating_duration_since(asked));
+                }
+                received
+            }
             Err(_) => {
                 self.cancelled.set(true);
                 Recv::Closed
@@ -244,6 +336,7 @@ pub struct Emitter<'a, O> {
     index: usize,
     filter_errors: bool,
     counters: &'a Counters,
+    probe: Option<Probe>,
 }
 
 impl<'a, O> Emitter<'a, O> {
@@ -253,6 +346,7 @@ impl<'a, O> Emitter<'a, O> {
         index: usize,
         filter_errors: bool,
         counters: &'a Counters,
+        probe: Option<Probe>,
     ) -> Self {
         Emitter {
             tx,
@@ -260,6 +354,7 @@ impl<'a, O> Emitter<'a, O> {
             index,
             filter_errors,
             counters,
+            probe,
         }
     }
 
@@ -271,6 +366,9 @@ impl<'a, O> Emitter<'a, O> {
     /// Sends one item on. Fails (with a cancellation, not an error of yours)
     /// once the pipeline stops; return that error from `produce`.
     pub fn emit(&mut self, item: O) -> Result<(), StageError> {
+        if let Some(probe) = &mut self.probe {
+            probe.emitted(self.tx.blocked_ns());
+        }
         self.tx.push(item, self.ctl)?;
         Ok(())
     }
@@ -283,10 +381,13 @@ impl<'a, O> Emitter<'a, O> {
     /// Sends every `Ok` item on; an `Err` fails the producer, or, with
     /// `filter_errors`, is dropped and counted.
     pub fn try_emit_all<E: Into<BoxError>>(
-        self,
+        mut self,
         items: impl IntoIterator<Item = Result<O, E>>,
     ) -> Result<(), StageError> {
         for item in items {
+            if let Some(probe) = &mut self.probe {
+                probe.emitted(self.tx.blocked_ns());
+            }
             match item {
                 Ok(out) => self.tx.push(out, self.ctl)?,
                 Err(e) => self

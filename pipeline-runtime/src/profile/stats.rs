@@ -1,0 +1,353 @@
+//! What a profiled or debugged pipeline measures while it runs: counters per
+//! stage, shared by its workers, and the probe each worker fills locally and
+//! publishes once per batch, so that workers never contend per item.
+
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::control::lock;
+use crate::error::Counters;
+use crate::link::Gauge;
+use crate::profile::hist::Histogram;
+
+/// What kind of stage a row measures; decides how its latency is defined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// One output per input: latency is the time of one call.
+    Map,
+    /// An iterator stage (or a segment run as one): latency is busy time
+    /// per item emitted.
+    Iter,
+    /// A producer: busy time per item emitted.
+    Producer,
+}
+
+impl Kind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Kind::Map => "map",
+            Kind::Iter => "iter",
+            Kind::Producer => "producer",
+        }
+    }
+}
+
+/// Counters of one stage, shared by its workers.
+pub(crate) struct StageStats {
+    /// Hierarchical profile name: `MainPipeline__child__stage`.
+    pub(crate) key: String,
+    /// A [`Kind`], set by the loop the workers run.
+    kind: AtomicU8,
+    pub(crate) workers: usize,
+    pub(crate) taken: AtomicU64,
+    pub(crate) emitted: AtomicU64,
+    pub(crate) busy_ns: AtomicU64,
+    /// When the stage first took an item, in ns since the run started
+    /// (`u64::MAX` until then).
+    pub(crate) first_ns: AtomicU64,
+    /// When it last emitted one.
+    pub(crate) last_ns: AtomicU64,
+    pub(crate) hist: Mutex<Histogram>,
+    pub(crate) cpu: Mutex<Cpu>,
+    /// The stage's output queue.
+    pub(crate) queue: Arc<Gauge>,
+    pub(crate) counters: Arc<Counters>,
+}
+
+/// CPU time of a stage's threads, in clock ticks.
+#[derive(Default)]
+pub(crate) struct Cpu {
+    /// Of the threads that have ended.
+    pub(crate) done: CpuTicks,
+    /// Thread ids of the running ones, read live from `/proc`.
+    pub(crate) live: Vec<u32>,
+}
+
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub(crate) struct CpuTicks {
+    pub(crate) user: u64,
+    pub(crate) system: u64,
+}
+
+impl CpuTicks {
+    fn add(&mut self, other: CpuTicks) {
+        self.user += other.user;
+        self.system += other.system;
+    }
+}
+
+impl StageStats {
+    pub(crate) fn new(
+        key: String,
+        workers: usize,
+        queue: Arc<Gauge>,
+        counters: Arc<Counters>,
+    ) -> Self {
+        StageStats {
+            key,
+            kind: AtomicU8::new(Kind::Iter as u8),
+            workers,
+            taken: AtomicU64::new(0),
+            emitted: AtomicU64::new(0),
+            busy_ns: AtomicU64::new(0),
+            first_ns: AtomicU64::new(u64::MAX),
+            last_ns: AtomicU64::new(0),
+            hist: Mutex::new(Histogram::default()),
+            cpu: Mutex::new(Cpu::default()),
+            queue,
+            counters,
+        }
+    }
+
+    pub(crate) fn set_kind(&self, kind: Kind) {
+        self.kind.store(kind as u8, Relaxed);
+    }
+
+    pub(crate) fn kind(&self) -> Kind {
+        match self.kind.load(Relaxed) {
+            k if k == Kind::Map as u8 => Kind::Map,
+            k if k == Kind::Producer as u8 => Kind::Producer,
+            _ => Kind::Iter,
+        }
+    }
+
+    /// User and system CPU time of the stage's threads so far.
+    pub(crate) fn cpu_ticks(&self) -> CpuTicks {
+        let cpu = lock(&self.cpu);
+        let mut total = cpu.done;
+        for tid in &cpu.live {
+            // A thread that ended since is counted in `done` once it
+            // unregisters; until then its file may already be gone.
+            if let Some(t) = read_ticks(&format!("/proc/self/task/{tid}/stat")) {
+                total.add(t);
+            }
+        }
+        total
+    }
+}
+
+/// Clock ticks per second of `/proc` CPU times: `USER_HZ`, 100 on every
+/// Linux architecture we know of (reading `sysconf` would need `unsafe`).
+pub(crate) const TICKS_PER_SEC: f64 = 100.0;
+
+/// User and system time from a `/proc/.../stat` file (fields 14 and 15).
+fn read_ticks(path: &str) -> Option<CpuTicks> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count
+    // fields from the last `)`.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let user = fields.next()?.parse().ok()?;
+    let system = fields.next()?.parse().ok()?;
+    Some(CpuTicks { user, system })
+}
+
+fn current_tid() -> Option<u32> {
+    let link = std::fs::read_link("/proc/thread-self").ok()?;
+    link.file_name()?.to_str()?.parse().ok()
+}
+
+/// Resident memory of the process in bytes, if the platform tells.
+pub(crate) fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Everything measured for one run.
+pub(crate) struct RunStats {
+    pub(crate) epoch: Instant,
+    pub(crate) started: SystemTime,
+    pub(crate) stages: Mutex<Vec<Arc<StageStats>>>,
+    pub(crate) rss_at_start: Option<u64>,
+    /// Items the consumer received.
+    pub(crate) received: AtomicU64,
+    pub(crate) first_received_ns: AtomicU64,
+    pub(crate) last_received_ns: AtomicU64,
+    /// Source-to-consumer latency of received items.
+    pub(crate) end_to_end: Mutex<Histogram>,
+}
+
+impl RunStats {
+    pub(crate) fn new() -> Self {
+        RunStats {
+            epoch: Instant::now(),
+            started: SystemTime::now(),
+            stages: Mutex::new(Vec::new()),
+            rss_at_start: rss_bytes(),
+            received: AtomicU64::new(0),
+            first_received_ns: AtomicU64::new(u64::MAX),
+            last_received_ns: AtomicU64::new(0),
+            end_to_end: Mutex::new(Histogram::default()),
+        }
+    }
+
+    pub(crate) fn since_epoch(&self, t: Instant) -> u64 {
+        nanos(t.saturating_duration_since(self.epoch))
+    }
+
+    pub(crate) fn add_stage(&self, stage: Arc<StageStats>) {
+        lock(&self.stages).push(stage);
+    }
+
+    pub(crate) fn stages(&self) -> Vec<Arc<StageStats>> {
+        lock(&self.stages).clone()
+    }
+
+    /// The consumer got a batch of `n` items whose oldest left the source
+    /// at `born`.
+    pub(crate) fn received(&self, n: usize, born: Option<Instant>) {
+        let now = Instant::now();
+        let at = self.since_epoch(now);
+        self.received.fetch_add(n as u64, Relaxed);
+        self.first_received_ns.fetch_min(at, Relaxed);
+        self.last_received_ns.fetch_max(at, Relaxed);
+        if let Some(born) = born {
+            lock(&self.end_to_end).record_n(nanos(now.saturating_duration_since(born)), n as u64);
+        }
+    }
+}
+
+pub(crate) fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// One worker's measurements, kept locally and published per batch.
+pub(crate) struct Probe {
+    stats: Arc<StageStats>,
+    epoch: Instant,
+    taken: u64,
+    emitted: u64,
+    busy_ns: u64,
+    hist: Histogram,
+    /// Iterator stages and producers: the last emission (or the start).
+    since: Instant,
+    /// Time spent waiting since `since`, not counted as busy.
+    waited_ns: u64,
+    /// The output queue's blocked time at the last emission.
+    blocked_seen: u64,
+    tid: Option<u32>,
+}
+
+impl Probe {
+    pub(crate) fn new(stats: Arc<StageStats>, epoch: Instant) -> Self {
+        let tid = current_tid();
+        if let Some(tid) = tid {
+            lock(&stats.cpu).live.push(tid);
+        }
+        Probe {
+            stats,
+            epoch,
+            taken: 0,
+            emitted: 0,
+            busy_ns: 0,
+            hist: Histogram::default(),
+            since: Instant::now(),
+            waited_ns: 0,
+            blocked_seen: 0,
+            tid,
+        }
+    }
+
+    /// A producer starts: it is active from now, with no input to take.
+    pub(crate) fn started(&self) {
+        self.stats.set_kind(Kind::Producer);
+        self.stats.first_ns.fetch_min(self.at(self.since), Relaxed);
+    }
+
+    /// The stage runs a map loop: its latency is per call.
+    pub(crate) fn is_map(&self) {
+        self.stats.set_kind(Kind::Map);
+    }
+
+    fn at(&self, t: Instant) -> u64 {
+        nanos(t.saturating_duration_since(self.epoch))
+    }
+
+    /// A batch of `n` items arrived at `now` after a wait of `waited`.
+    pub(crate) fn took(&mut self, n: usize, now: Instant, waited: Duration) {
+        self.taken += n as u64;
+        self.waited_ns += nanos(waited);
+        let at = self.at(now);
+        self.stats.first_ns.fetch_min(at, Relaxed);
+        self.publish();
+    }
+
+    /// A map stage's call took `t0..t1` and emitted an item if `emitted`.
+    #[inline]
+    pub(crate) fn call(&mut self, t0: Instant, t1: Instant, emitted: bool) {
+        let ns = nanos(t1.saturating_duration_since(t0));
+        self.hist.record(ns);
+        self.busy_ns += ns;
+        self.emitted += u64::from(emitted);
+        self.since = t1;
+    }
+
+    /// An iterator stage or producer emitted an item now; `blocked_total`
+    /// is how long its output queue has made it wait, in all.
+    #[inline]
+    pub(crate) fn emitted(&mut self, blocked_total: u64) {
+        let now = Instant::now();
+        let blocked =
+            blocked_total.saturating_sub(std::mem::replace(&mut self.blocked_seen, blocked_total));
+        let ns = nanos(now.saturating_duration_since(self.since))
+            .saturating_sub(self.waited_ns + blocked);
+        self.hist.record(ns);
+        self.busy_ns += ns;
+        self.emitted += 1;
+        self.since = now;
+        self.waited_ns = 0;
+        // Producers take no batches: publish every so often for live reports.
+        if self.emitted >= 1024 {
+            self.publish();
+        }
+    }
+
+    /// Publishes the counts so far, for live reports.
+    pub(crate) fn publish(&mut self) {
+        let s = &self.stats;
+        s.taken.fetch_add(std::mem::take(&mut self.taken), Relaxed);
+        if self.emitted > 0 {
+            s.emitted
+                .fetch_add(std::mem::take(&mut self.emitted), Relaxed);
+            s.last_ns.fetch_max(self.at(self.since), Relaxed);
+        }
+        s.busy_ns
+            .fetch_add(std::mem::take(&mut self.busy_ns), Relaxed);
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.publish();
+        lock(&self.stats.hist).merge(&self.hist);
+        let ticks = read_ticks("/proc/thread-self/stat");
+        let mut cpu = lock(&self.stats.cpu);
+        if let Some(tid) = self.tid {
+            cpu.live.retain(|t| *t != tid);
+        }
+        if let Some(ticks) = ticks {
+            cpu.done.add(ticks);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_own_cpu_time() {
+        let start = Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < Duration::from_millis(60) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let ticks = read_ticks("/proc/thread-self/stat").expect("Linux /proc");
+        assert!(ticks.user + ticks.system >= 2, "{ticks:?} after 60 ms busy");
+        assert!(current_tid().is_some());
+        assert!(rss_bytes().unwrap() > 0);
+    }
+}

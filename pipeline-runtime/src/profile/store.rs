@@ -1,0 +1,485 @@
+//! The profile database: one writer thread per profiled run owns its
+//! connection; [`load`], [`runs`] and [`samples`] read it back.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OpenFlags, params};
+
+use super::{Histogram, Latency, Outcome, Profile, Profiler, StageProfile, StoreError};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    pipeline TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    started_unix REAL NOT NULL,
+    duration_s REAL,
+    items INTEGER,
+    outcome TEXT NOT NULL,
+    error TEXT
+);
+CREATE TABLE IF NOT EXISTS stages (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    position INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    workers INTEGER NOT NULL,
+    items_in INTEGER NOT NULL,
+    items_out INTEGER NOT NULL,
+    busy_s REAL NOT NULL,
+    active_s REAL NOT NULL,
+    latency_mean_s REAL NOT NULL,
+    latency_median_s REAL NOT NULL,
+    latency_p99_s REAL NOT NULL,
+    latency_sum_ns INTEGER NOT NULL,
+    throughput REAL NOT NULL,
+    cpu_user_s REAL NOT NULL,
+    cpu_system_s REAL NOT NULL,
+    queue_max INTEGER NOT NULL,
+    filtered INTEGER NOT NULL,
+    skipped INTEGER NOT NULL,
+    PRIMARY KEY (run_id, name)
+);
+CREATE TABLE IF NOT EXISTS latency_buckets (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    stage TEXT NOT NULL,
+    bucket INTEGER NOT NULL,
+    value_s REAL NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (run_id, stage, bucket)
+);
+CREATE TABLE IF NOT EXISTS samples (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    t_s REAL NOT NULL,
+    stage TEXT NOT NULL,
+    items_in INTEGER NOT NULL,
+    items_out INTEGER NOT NULL,
+    busy_s REAL NOT NULL,
+    queue_depth INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS samples_by_run ON samples (run_id, t_s);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1');
+";
+
+/// How long a writer waits for another process's write to finish.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One row of the `samples` table: a stage's counts at a moment of the run.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Sample {
+    /// Seconds since the run started.
+    pub t: f64,
+    /// Hierarchical stage name.
+    pub stage: String,
+    /// Items taken so far.
+    pub items_in: u64,
+    /// Items emitted so far.
+    pub items_out: u64,
+    /// Busy time so far, in seconds.
+    pub busy: f64,
+    /// Items in the stage's output queue at that moment.
+    pub queue_depth: u64,
+}
+
+impl Sample {
+    pub(crate) fn new(
+        t: f64,
+        stage: String,
+        items_in: u64,
+        items_out: u64,
+        busy: f64,
+        queue_depth: u64,
+    ) -> Self {
+        Sample {
+            t,
+            stage,
+            items_in,
+            items_out,
+            busy,
+            queue_depth,
+        }
+    }
+}
+
+/// One row of the `runs` table.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct RunSummary {
+    /// The run's id.
+    pub id: i64,
+    /// Its name ([`Profiler::name`]).
+    pub pipeline: String,
+    /// When it started, UTC, ISO 8601.
+    pub started_at: String,
+    /// How long it took; `None` while running (or if its process died).
+    pub duration: Option<Duration>,
+    /// Items the consumer received.
+    pub items: u64,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+enum Cmd {
+    Samples(Vec<Sample>),
+    Finish(Box<Profile>),
+}
+
+/// The writer thread of one run.
+pub(crate) struct Writer {
+    tx: Option<flume::Sender<Cmd>>,
+    handle: Option<JoinHandle<Result<i64, StoreError>>>,
+    spawn_error: Option<StoreError>,
+}
+
+impl Writer {
+    pub(crate) fn start(profiler: &Profiler, started: SystemTime) -> Writer {
+        let path = profiler.database();
+        let (tx, rx) = flume::bounded(profiler.writer_queue);
+        let name = profiler.name.clone();
+        let max_pages = profiler.max_pages;
+        let started = started
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let thread_path = path.clone();
+        let spawned = thread::Builder::new()
+            .name("parapipe-profile-writer".into())
+            .spawn(move || write_run(&thread_path, &name, started, max_pages, rx));
+        match spawned {
+            Ok(handle) => Writer {
+                tx: Some(tx),
+                handle: Some(handle),
+                spawn_error: None,
+            },
+            Err(e) => Writer {
+                tx: None,
+                handle: None,
+                spawn_error: Some(StoreError::new(
+                    &path,
+                    "cannot start the writer thread",
+                    Some(Box::new(e)),
+                )),
+            },
+        }
+    }
+
+    /// Queues samples, waiting while the writer's queue is full. Called by
+    /// the monitor thread only, never by a worker.
+    pub(crate) fn sample(&self, samples: Vec<Sample>) {
+        if let Some(tx) = &self.tx {
+            // A writer that failed has stopped reading; its error is
+            // reported by `finish`.
+            let _ = tx.send(Cmd::Samples(samples));
+        }
+    }
+
+    /// Writes the run's profile and waits for the writer to end.
+    pub(crate) fn finish(mut self, profile: &Profile) -> Result<i64, StoreError> {
+        if let Some(error) = self.spawn_error.take() {
+            return Err(error);
+        }
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Cmd::Finish(Box::new(profile.clone())));
+        }
+        match self.handle.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            _ => Err(StoreError::new(
+                profile.database(),
+                "the writer thread panicked",
+                None,
+            )),
+        }
+    }
+}
+
+fn sql_error(path: &Path, what: &str, e: rusqlite::Error) -> StoreError {
+    StoreError::new(path, what, Some(Box::new(e)))
+}
+
+fn i64_of(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn open_for_writing(path: &Path, max_pages: Option<u32>) -> Result<Connection, StoreError> {
+    if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(folder)
+            .map_err(|e| StoreError::new(path, "cannot create its folder", Some(Box::new(e))))?;
+    }
+    let conn = Connection::open(path).map_err(|e| sql_error(path, "cannot open", e))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| sql_error(path, "cannot configure", e))?;
+    if let Some(pages) = max_pages {
+        conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+            .map_err(|e| sql_error(path, "cannot configure", e))?;
+    }
+    // Readers (the viewer, another run) do not block the writer in WAL mode.
+    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+        .map_err(|e| sql_error(path, "cannot use it as a database", e))?;
+    conn.execute_batch(SCHEMA)
+        .map_err(|e| sql_error(path, "cannot create the tables", e))?;
+    Ok(conn)
+}
+
+fn write_run(
+    path: &Path,
+    name: &str,
+    started_unix: f64,
+    max_pages: Option<u32>,
+    rx: flume::Receiver<Cmd>,
+) -> Result<i64, StoreError> {
+    let opened = open_for_writing(path, max_pages).and_then(|conn| {
+        conn.execute(
+            "INSERT INTO runs (pipeline, started_at, started_unix, outcome)
+             VALUES (?1, strftime('%Y-%m-%dT%H:%M:%fZ', ?2, 'unixepoch'), ?2, 'running')",
+            params![name, started_unix],
+        )
+        .map_err(|e| sql_error(path, "cannot record the run", e))?;
+        let id = conn.last_insert_rowid();
+        Ok((conn, id))
+    });
+    let (mut conn, id) = match opened {
+        Ok(opened) => opened,
+        Err(error) => {
+            // Keep taking commands, so that nobody waits on a full queue.
+            for _ in rx.iter() {}
+            return Err(error);
+        }
+    };
+    let mut failed = None;
+    while let Ok(cmd) = rx.recv() {
+        // Whatever has piled up goes in the same transaction.
+        let cmds: Vec<Cmd> = std::iter::once(cmd).chain(rx.try_iter()).collect();
+        if failed.is_none() {
+            failed = write_batch(&mut conn, id, &cmds)
+                .map_err(|e| sql_error(path, "cannot write", e))
+                .err();
+        }
+    }
+    match failed {
+        Some(error) => Err(error),
+        None => Ok(id),
+    }
+}
+
+fn write_batch(conn: &mut Connection, id: i64, cmds: &[Cmd]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut sample = tx.prepare(
+            "INSERT INTO samples (run_id, t_s, stage, items_in, items_out, busy_s, queue_depth)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for cmd in cmds {
+            match cmd {
+                Cmd::Samples(rows) => {
+                    for s in rows {
+                        sample.execute(params![
+                            id,
+                            s.t,
+                            s.stage,
+                            i64_of(s.items_in),
+                            i64_of(s.items_out),
+                            s.busy,
+                            i64_of(s.queue_depth)
+                        ])?;
+                    }
+                }
+                Cmd::Finish(profile) => write_profile(&tx, id, profile)?,
+            }
+        }
+    }
+    tx.commit()
+}
+
+fn write_profile(tx: &rusqlite::Transaction<'_>, id: i64, p: &Profile) -> rusqlite::Result<()> {
+    let error = match p.outcome() {
+        Outcome::Failed(why) => Some(why.as_str()),
+        _ => None,
+    };
+    tx.execute(
+        "UPDATE runs SET duration_s = ?2, items = ?3, outcome = ?4, error = ?5 WHERE id = ?1",
+        params![
+            id,
+            p.duration().as_secs_f64(),
+            i64_of(p.items()),
+            p.outcome().as_str(),
+            error
+        ],
+    )?;
+    let mut stage = tx.prepare(
+        "INSERT INTO stages (run_id, position, name, kind, workers, items_in, items_out, busy_s,
+             active_s, latency_mean_s, latency_median_s, latency_p99_s, latency_sum_ns,
+             throughput, cpu_user_s, cpu_system_s, queue_max, filtered, skipped)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+    )?;
+    let mut bucket = tx.prepare(
+        "INSERT INTO latency_buckets (run_id, stage, bucket, value_s, count) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for (position, s) in p.stages().iter().enumerate() {
+        stage.execute(params![
+            id,
+            position as i64,
+            s.name,
+            s.kind,
+            s.workers as i64,
+            i64_of(s.items_in),
+            i64_of(s.items_out),
+            s.busy.as_secs_f64(),
+            s.active.as_secs_f64(),
+            s.latency.mean,
+            s.latency.median,
+            s.latency.p99,
+            i64::try_from(s.hist.sum_ns()).unwrap_or(i64::MAX),
+            s.throughput,
+            s.cpu_user.as_secs_f64(),
+            s.cpu_system.as_secs_f64(),
+            i64_of(s.queue_max),
+            i64_of(s.filtered),
+            i64_of(s.skipped),
+        ])?;
+        for (b, count) in s.hist.nonzero() {
+            bucket.execute(params![
+                id,
+                s.name,
+                b as i64,
+                super::hist::bucket_value(b) / 1e9,
+                i64_of(count)
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+fn open_for_reading(db: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        db,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| sql_error(db, "cannot open", e))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| sql_error(db, "cannot configure", e))?;
+    Ok(conn)
+}
+
+/// Every run in the database `db`, oldest first.
+pub fn runs(db: impl AsRef<Path>) -> Result<Vec<RunSummary>, StoreError> {
+    let db = db.as_ref();
+    let conn = open_for_reading(db)?;
+    let read = || -> rusqlite::Result<Vec<RunSummary>> {
+        let mut stmt = conn.prepare(
+            "SELECT id, pipeline, started_at, duration_s, items, outcome, error FROM runs ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(RunSummary {
+                id: r.get(0)?,
+                pipeline: r.get(1)?,
+                started_at: r.get(2)?,
+                duration: r.get::<_, Option<f64>>(3)?.map(Duration::from_secs_f64),
+                items: r.get::<_, Option<i64>>(4)?.unwrap_or(0) as u64,
+                outcome: Outcome::from_parts(&r.get::<_, String>(5)?, r.get(6)?),
+            })
+        })?;
+        rows.collect()
+    };
+    read().map_err(|e| sql_error(db, "cannot read the runs", e))
+}
+
+/// The profile of run `run` in the database `db`, as the run returned it.
+pub fn load(db: impl AsRef<Path>, run: i64) -> Result<Profile, StoreError> {
+    let db = db.as_ref();
+    let conn = open_for_reading(db)?;
+    let summary = runs(db)?
+        .into_iter()
+        .find(|r| r.id == run)
+        .ok_or_else(|| StoreError::new(db, format!("no run {run}"), None))?;
+    let started_unix: f64 = conn
+        .query_row("SELECT started_unix FROM runs WHERE id = ?1", [run], |r| {
+            r.get(0)
+        })
+        .map_err(|e| sql_error(db, "cannot read the run", e))?;
+    let read = || -> rusqlite::Result<Vec<StageProfile>> {
+        let mut buckets = conn.prepare(
+            "SELECT bucket, count FROM latency_buckets WHERE run_id = ?1 AND stage = ?2",
+        )?;
+        let mut stmt = conn.prepare(
+            "SELECT name, kind, workers, items_in, items_out, busy_s, active_s, latency_mean_s,
+                    latency_median_s, latency_p99_s, latency_sum_ns, throughput, cpu_user_s,
+                    cpu_system_s, queue_max, filtered, skipped
+             FROM stages WHERE run_id = ?1 ORDER BY position",
+        )?;
+        let mut rows = stmt.query([run])?;
+        let mut stages = Vec::new();
+        while let Some(r) = rows.next()? {
+            let name: String = r.get(0)?;
+            let hist = buckets
+                .query_map(params![run, name], |b| {
+                    Ok((b.get::<_, i64>(0)? as usize, b.get::<_, i64>(1)? as u64))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let sum_ns = r.get::<_, i64>(10)? as u128;
+            let secs = |i| r.get::<_, f64>(i).map(Duration::from_secs_f64);
+            stages.push(StageProfile {
+                kind: r.get(1)?,
+                workers: r.get::<_, i64>(2)? as usize,
+                items_in: r.get::<_, i64>(3)? as u64,
+                items_out: r.get::<_, i64>(4)? as u64,
+                busy: secs(5)?,
+                active: secs(6)?,
+                latency: Latency {
+                    mean: r.get(7)?,
+                    median: r.get(8)?,
+                    p99: r.get(9)?,
+                    samples: hist.iter().map(|(_, c)| c).sum(),
+                },
+                throughput: r.get(11)?,
+                cpu_user: secs(12)?,
+                cpu_system: secs(13)?,
+                queue_max: r.get::<_, i64>(14)? as u64,
+                filtered: r.get::<_, i64>(15)? as u64,
+                skipped: r.get::<_, i64>(16)? as u64,
+                hist: Arc::new(Histogram::from_parts(hist, sum_ns)),
+                name,
+            });
+        }
+        Ok(stages)
+    };
+    let stages = read().map_err(|e| sql_error(db, "cannot read the run's stages", e))?;
+    Ok(Profile {
+        run_id: Some(run),
+        database: PathBuf::from(db),
+        pipeline: summary.pipeline,
+        started: UNIX_EPOCH + Duration::from_secs_f64(started_unix.max(0.0)),
+        duration: summary.duration.unwrap_or_default(),
+        outcome: summary.outcome,
+        stages,
+        store_error: None,
+    })
+}
+
+/// The samples of run `run`, in time order: each stage's counts and queue
+/// depth every [`Profiler::sample_every`].
+pub fn samples(db: impl AsRef<Path>, run: i64) -> Result<Vec<Sample>, StoreError> {
+    let db = db.as_ref();
+    let conn = open_for_reading(db)?;
+    let read = || -> rusqlite::Result<Vec<Sample>> {
+        let mut stmt = conn.prepare(
+            "SELECT t_s, stage, items_in, items_out, busy_s, queue_depth
+             FROM samples WHERE run_id = ?1 ORDER BY t_s, rowid",
+        )?;
+        let rows = stmt.query_map([run], |r| {
+            Ok(Sample {
+                t: r.get(0)?,
+                stage: r.get(1)?,
+                items_in: r.get::<_, i64>(2)? as u64,
+                items_out: r.get::<_, i64>(3)? as u64,
+                busy: r.get(4)?,
+                queue_depth: r.get::<_, i64>(5)? as u64,
+            })
+        })?;
+        rows.collect()
+    };
+    read().map_err(|e| sql_error(db, "cannot read the samples", e))
+}
