@@ -400,3 +400,43 @@ fn the_debugger_reports_filtered_and_skipped_items() {
     let s = &reports[0].stages[0];
     assert_eq!((s.items_in, s.items_out, s.filtered), (100, 99, 1));
 }
+
+#[map_stage]
+fn inc(x: u64) -> u64 {
+    x + 1
+}
+
+fn keys_of<T: Send + 'static>(pipeline: Pipeline<T>) -> Vec<String> {
+    let mut results = pipeline.profile_with(Profiler::new().in_memory()).results();
+    results.by_ref().for_each(|r| drop(r.unwrap()));
+    let profile = results.profile().expect("profiled");
+    assert!(profile.run_id().is_none() && profile.store_error().is_none());
+    profile.stages().iter().map(|s| s.name.clone()).collect()
+}
+
+#[test]
+fn segments_and_repeated_stages_get_hierarchical_unique_names() {
+    let child = segment!(inc | double).name("Child");
+    let inner = segment!(inc).name("Inner");
+    let outer = segment!(double | { inner }).name("Outer");
+    let keys = keys_of(pipe!(0..100u64 | inc | { child } | { outer } | inc));
+    assert_eq!(
+        keys,
+        [
+            "MainPipeline",
+            "MainPipeline__inc",
+            "MainPipeline__Child__inc",
+            "MainPipeline__Child__double",
+            "MainPipeline__Outer__double",
+            "MainPipeline__Outer__Inner__inc",
+            "MainPipeline__inc_2",
+        ]
+    );
+    // A serial segment runs as one stage, named after the segment.
+    let serial = segment!(inc | double).name("Fused").serial();
+    let keys = keys_of(pipe!(0..100u64 | { serial } | inc));
+    assert_eq!(
+        keys,
+        ["MainPipeline", "MainPipeline__Fused", "MainPipeline__inc"]
+    );
+}

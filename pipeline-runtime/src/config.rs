@@ -34,6 +34,8 @@ pub struct StageConfig {
     ordered: bool,
     /// Why the stage cannot run, when its constructor already knows.
     invalid: Option<Cow<'static, str>>,
+    /// Names of the parallel segments the stage is in, outermost first.
+    scope: Vec<String>,
 }
 
 impl StageConfig {
@@ -47,6 +49,7 @@ impl StageConfig {
             filter_errors: false,
             ordered: false,
             invalid: None,
+            scope: Vec::new(),
         }
     }
 
@@ -106,6 +109,21 @@ impl StageConfig {
     pub fn set_filter_errors(&mut self, filter: bool) -> &mut Self {
         self.filter_errors = filter;
         self
+    }
+
+    /// Puts the stage inside a segment named `segment` (called outermost first).
+    pub(crate) fn enter_scope(&mut self, segment: &str) {
+        self.scope.push(segment.to_owned());
+    }
+
+    /// The stage's name in profiles: `MainPipeline__segment__name`.
+    pub(crate) fn profile_key(&self) -> String {
+        let mut key = crate::profile::MAIN_PIPELINE_NAME.to_owned();
+        for level in self.scope.iter().map(String::as_str).chain([self.name()]) {
+            key.push_str("__");
+            key.push_str(level);
+        }
+        key
     }
 
     /// Marks the stage as unable to run: reported when the pipeline starts.

@@ -12,7 +12,7 @@ use crate::debug::{Debugger, Monitor};
 use crate::error::{Counters, Failure, PipelineError, StageError, Stop, panic_message};
 use crate::link::{Rx, Tx, link};
 use crate::ordered::{Out, Reorder};
-use crate::profile::{MAIN_PIPELINE_NAME, Outcome, Probe, Profile, Profiler, RunStats, StageStats};
+use crate::profile::{Outcome, Probe, Profile, Profiler, RunStats, StageStats};
 use crate::segment::Tagged;
 use crate::source::Source;
 use crate::stage::{Producer, Stage};
@@ -312,6 +312,19 @@ impl<T: Send + 'static> Default for Pipeline<T> {
     }
 }
 
+/// `key`, or, if a stage of the run already has that name (the same stage
+/// function used twice), `key_2`, `key_3`...: a profile keeps every stage.
+fn unique_key(stages: &[Arc<StageStats>], key: String) -> String {
+    let taken = |k: &str| stages.iter().any(|s| s.key == k);
+    if !taken(&key) {
+        return key;
+    }
+    (2..)
+        .map(|n| format!("{key}_{n}"))
+        .find(|k| !taken(k))
+        .expect("some suffix is free")
+}
+
 fn check(config: &StageConfig) -> Option<PipelineError> {
     config
         .validate()
@@ -374,7 +387,7 @@ impl Launch {
         self.counters
             .push((config.name().to_owned(), counters.clone()));
         let stats = self.run.as_ref().map(|run| {
-            let key = format!("{MAIN_PIPELINE_NAME}__{}", config.name());
+            let key = unique_key(&run.stages(), config.profile_key());
             let stats = Arc::new(StageStats::new(
                 key,
                 config.workers(),

@@ -39,6 +39,13 @@ pub trait Chain: Send + Sync + 'static {
 
     /// The chain's stages appended to `pipeline`, each with workers of its own.
     fn attach(self, pipeline: Pipeline<Self::In>) -> Pipeline<Self::Out>;
+
+    /// Puts the chain's stages inside the segment named `segment`, for their
+    /// names in profiles.
+    #[doc(hidden)]
+    fn enter_scope(&mut self, segment: &str) {
+        let _ = segment;
+    }
 }
 
 /// One stage in a chain.
@@ -155,6 +162,10 @@ impl<S: Stage> Chain for Leaf<S> {
     fn attach(self, pipeline: Pipeline<S::In>) -> Pipeline<S::Out> {
         pipeline.then(self.0)
     }
+
+    fn enter_scope(&mut self, segment: &str) {
+        self.0.scope_into(segment);
+    }
 }
 
 impl<A, B> Chain for Then<A, B>
@@ -177,6 +188,11 @@ where
 
     fn attach(self, pipeline: Pipeline<A::In>) -> Pipeline<B::Out> {
         self.1.attach(self.0.attach(pipeline))
+    }
+
+    fn enter_scope(&mut self, segment: &str) {
+        self.0.enter_scope(segment);
+        self.1.enter_scope(segment);
     }
 }
 
@@ -329,6 +345,10 @@ impl<C: Chain> Stage for Segment<C> {
         worker.try_transform(|input| self.fused(input, counters))
     }
 
+    fn scope_into(&mut self, segment: &str) {
+        Chain::enter_scope(self, segment);
+    }
+
     fn attach(self, pipeline: Pipeline<C::In>) -> Pipeline<C::Out> {
         if self.serial {
             pipeline.spawn_stage(self)
@@ -345,7 +365,10 @@ impl<C: Chain> Stage for Segment<C> {
             );
             pipeline.misconfigured(self.config.name(), why)
         } else {
-            self.chain.attach(pipeline)
+            // In profiles, its stages are `MainPipeline__<segment>__<stage>`.
+            let mut chain = self.chain;
+            chain.enter_scope(self.config.name());
+            chain.attach(pipeline)
         }
     }
 }
@@ -366,6 +389,11 @@ impl<C: Chain> Chain for Segment<C> {
 
     fn attach(self, pipeline: Pipeline<C::In>) -> Pipeline<C::Out> {
         Stage::attach(self, pipeline)
+    }
+
+    fn enter_scope(&mut self, segment: &str) {
+        self.config.enter_scope(segment);
+        self.chain.enter_scope(segment);
     }
 }
 

@@ -98,6 +98,13 @@ pub trait Stage: Configurable + Send + Sync + 'static {
         self.apply(input)
     }
 
+    /// Puts the stage inside the segment named `segment`, for its name in
+    /// profiles. A segment passes it on to its own stages.
+    #[doc(hidden)]
+    fn scope_into(&mut self, segment: &str) {
+        self.config_mut().enter_scope(segment);
+    }
+
     /// Appends the stage to a pipeline. The default gives it workers of its
     /// own; a parallel segment appends its stages one by one instead.
     #[doc(hidden)]
