@@ -79,6 +79,9 @@ struct Spec {
     /// with this many workers, ordered or not: `(start, len, workers, ordered)`.
     serial: Option<(usize, usize, usize, bool)>,
     consumer: Consumer,
+    /// Profiled (in memory) and debugged: the measuring threads must not
+    /// change what is delivered, and the profile must count it.
+    observed: bool,
 }
 
 impl Spec {
@@ -322,7 +325,22 @@ fn check(spec: &Spec) -> Result<(), String> {
     let run_spec = spec.clone();
     let (got, error, filtered) =
         watchdog(Duration::from_secs(60), &format!("{spec:?}"), move || {
-            let mut results = build(&run_spec).results();
+            let mut pipeline = build(&run_spec);
+            if run_spec.observed {
+                use parapipe::debug::{Debugger, Report, Reporter};
+                struct Quiet;
+                impl Reporter for Quiet {
+                    fn report(&mut self, _: &Report) {}
+                }
+                pipeline = pipeline
+                    .profile_with(parapipe::profile::Profiler::new().in_memory())
+                    .debug(
+                        Debugger::new()
+                            .every(Duration::from_millis(1))
+                            .reporter(Quiet),
+                    );
+            }
+            let mut results = pipeline.results();
             let mut got = Vec::new();
             let mut error = None;
             let limit = match run_spec.consumer {
@@ -343,6 +361,10 @@ fn check(spec: &Spec) -> Result<(), String> {
                 }
             }
             let filtered = results.filtered();
+            if let Some(profile) = results.profile() {
+                // Ended (not dropped): the profile counts what was delivered.
+                assert_eq!(profile.items(), got.len() as u64, "profiled item count");
+            }
             // Drops the results here: mid-stream for DropAfter.
             (got, error, filtered)
         });
@@ -443,10 +465,10 @@ fn spec_strategy() -> impl Strategy<Value = Spec> {
             1..=3usize,
             any::<bool>(),
         ),
-        0..3u8,
+        (0..3u8, proptest::bool::weighted(0.25)),
     )
         .prop_map(
-            |(n, mut stages, place, value, panic, consumer, k, serial, source)| {
+            |(n, mut stages, place, value, panic, consumer, k, serial, (source, observed))| {
                 let source =
                     [SourceKind::Iter, SourceKind::Feed, SourceKind::Channel][source as usize];
                 let serial = match serial {
@@ -488,6 +510,7 @@ fn spec_strategy() -> impl Strategy<Value = Spec> {
                     stages,
                     serial,
                     consumer,
+                    observed,
                 }
             },
         )

@@ -125,6 +125,44 @@ fn no_thread_outlives_its_pipeline() {
                     assert_eq!(got.len(), 1000);
                 }),
             ),
+            (
+                "profiled and debugged: success, error, early drop",
+                Box::new(|| {
+                    use parapipe::debug::{Debugger, Report, Reporter};
+                    use parapipe::profile::Profiler;
+                    struct Quiet;
+                    impl Reporter for Quiet {
+                        fn report(&mut self, _: &Report) {}
+                    }
+                    let dir = std::env::temp_dir()
+                        .join(format!("parapipe-no-leaks-{}", std::process::id()));
+                    let observe = |p: Pipeline<u64>| {
+                        p.profile_with(
+                            Profiler::new()
+                                .folder(&dir)
+                                .sample_every(Duration::from_millis(1)),
+                        )
+                        .debug(
+                            Debugger::new()
+                                .every(Duration::from_millis(1))
+                                .reporter(Quiet),
+                        )
+                    };
+                    observe(pipe!(0..10_000u64 | inc | inc)).run().unwrap();
+                    observe(pipe!(0..100_000u64 | inc | fail_at(5000)))
+                        .run()
+                        .unwrap_err();
+                    let mut r = observe(pipe!(0..u64::MAX | inc)).results();
+                    r.next().unwrap().unwrap();
+                    drop(r);
+                    // A store that fails (not a folder) must not leave its writer behind.
+                    let file = dir.join("profiles.sqlite");
+                    observe(pipe!(0..100u64 | inc))
+                        .profile_with(Profiler::new().folder(file.join("below-a-file")))
+                        .run()
+                        .unwrap();
+                }),
+            ),
         ];
         // Dropping the results joins the workers rather than leaving them to
         // finish on their own: right after the drop, even a worker busy with a
