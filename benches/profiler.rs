@@ -30,6 +30,9 @@ fn work_iter(xs: impl Iterator<Item = u64>) -> impl Iterator<Item = u64> {
     xs.map(|x| fib(black_box(K)) + x)
 }
 
+/// Switches profiling on (or not) for a pipeline, given the database folder.
+type Mode = fn(Pipeline<u64>, &std::path::Path) -> Pipeline<u64>;
+
 fn profiler(c: &mut Criterion) {
     let folder =
         std::env::temp_dir().join(format!("parapipe-bench-profiler-{}", std::process::id()));
@@ -42,7 +45,7 @@ fn profiler(c: &mut Criterion) {
     group.bench_function("sequential", |b| {
         b.iter(|| (0..N).map(|x| fib(black_box(K)) + x).sum::<u64>())
     });
-    let modes: [(&str, fn(Pipeline<u64>, &std::path::Path) -> Pipeline<u64>); 3] = [
+    let modes: [(&str, Mode); 3] = [
         ("off", |p, _| p),
         ("in_memory", |p, _| {
             p.profile_with(Profiler::new().in_memory())
