@@ -53,6 +53,9 @@ fn main() -> Result<(), PipelineError> {
         .every(Duration::from_millis(500))
         .reporter(TableReporter::stderr())
         .reporter(Gauges);
+    // With `--features progress`, live bars as well.
+    #[cfg(feature = "progress")]
+    let debugger = debugger.reporter(parapipe::debug::Progress::new());
     let mut results = pipe!(lines | parse | enrich | running_total)
         .profile_with(Profiler::new().folder(&folder).name("example"))
         .debug(debugger)

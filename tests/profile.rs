@@ -440,3 +440,22 @@ fn segments_and_repeated_stages_get_hierarchical_unique_names() {
         ["MainPipeline", "MainPipeline__Fused", "MainPipeline__inc"]
     );
 }
+
+/// The progress bars (with `--features progress`): they follow a run to
+/// its end without holding it up.
+#[cfg(feature = "progress")]
+#[test]
+fn progress_bars_follow_a_run() {
+    use parapipe::debug::Progress;
+    let got: Vec<u64> = watchdog(LIMIT, "progress", || {
+        pipe!(0..50u64 | nap_a | double)
+            .debug(
+                Debugger::new()
+                    .every(Duration::from_millis(20))
+                    .reporter(Progress::new()),
+            )
+            .collect()
+            .unwrap()
+    });
+    assert_eq!(got.len(), 50);
+}

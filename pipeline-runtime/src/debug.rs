@@ -274,6 +274,64 @@ impl Reporter for LogReporter {
     }
 }
 
+/// Live progress bars on stderr, one per stage, with its counts, rate and
+/// queue depth (needs the `progress` feature). Pair it with a short period:
+/// `Debugger::new().every(Duration::from_millis(200)).reporter(Progress::new())`.
+#[cfg(feature = "progress")]
+pub struct Progress {
+    multi: indicatif::MultiProgress,
+    bars: Vec<indicatif::ProgressBar>,
+}
+
+#[cfg(feature = "progress")]
+impl Default for Progress {
+    fn default() -> Self {
+        Progress::new()
+    }
+}
+
+#[cfg(feature = "progress")]
+impl Progress {
+    /// Progress bars drawn on stderr.
+    pub fn new() -> Self {
+        Progress {
+            multi: indicatif::MultiProgress::new(),
+            bars: Vec::new(),
+        }
+    }
+}
+
+#[cfg(feature = "progress")]
+impl Reporter for Progress {
+    fn report(&mut self, report: &Report) {
+        let width = report
+            .stages
+            .iter()
+            .map(|s| s.name.len())
+            .max()
+            .unwrap_or(0);
+        while self.bars.len() < report.stages.len() {
+            let bar = self.multi.add(indicatif::ProgressBar::new_spinner());
+            if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {prefix} {msg}") {
+                bar.set_style(style);
+            }
+            self.bars.push(bar);
+        }
+        for (bar, s) in self.bars.iter().zip(&report.stages) {
+            bar.set_prefix(format!("{:<width$}", s.name));
+            bar.set_message(format!(
+                "{:>10} in {:>10} out {:>10.1}/s  queue {:>5}",
+                s.items_in, s.items_out, s.rate, s.queue_depth
+            ));
+            if report.last {
+                bar.finish();
+            } else {
+                bar.tick();
+            }
+        }
+    }
+}
+
 /// Reads the counters of a run into a report.
 pub(crate) fn snapshot(run: &RunStats, last: bool) -> Report {
     let elapsed = run.epoch.elapsed();
