@@ -90,6 +90,18 @@
 //! queue sizes ahead of a slow consumer: memory stays flat whatever the input
 //! length.
 //!
+//! # Profiling and debugging
+//!
+//! [`Pipeline::profile`] measures a run: per-stage latency (mean, median,
+//! p99) and throughput, keyed `MainPipeline`, `MainPipeline__stage` and
+//! `MainPipeline__segment__stage` (PyStream's scheme), returned by
+//! [`Results::profile`] and stored, run after run, in a SQLite database
+//! ([`profile`] defines each measure and the schema, and [`profile::load`]
+//! reads a run back). [`Pipeline::debug`] reports on a run while it runs
+//! (paipa's runtime debugger): counts, rates, per-stage CPU time, queue
+//! depths and memory growth, to pluggable [`debug::Reporter`]s. Both are
+//! off by default and cost nothing then.
+//!
 //! # Sources
 //!
 //! The left end of `pipe!` is any [`IntoSource`]: an `IntoIterator` of
