@@ -18,9 +18,9 @@
 //!   to the file given with `-o`.
 //!
 //! The database is the one given with `--db` (a database file, or a folder
-//! holding `profiles.sqlite`), else the one a default
-//! [`Profiler`](parapipe::profile::Profiler) writes to: `$PARAPIPE_PROFILE_DIR`,
-//! else [`default_folder`](parapipe::profile::default_folder).
+//! holding `profiles.sqlite`), else the one a default [`Profiler`] writes
+//! to: `$PARAPIPE_PROFILE_DIR`, else
+//! [`default_folder`](parapipe::profile::default_folder).
 //!
 //! Exit codes: 0 on success, 2 for a usage error (unknown command or
 //! option, missing or malformed argument), 1 for a data error (no database,
