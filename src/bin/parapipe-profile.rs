@@ -159,7 +159,7 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Args, Failure>
         });
     }
     let Some((name, rest)) = positional.split_first() else {
-        return Err(usage("missing command (list, show, compare or svg)"));
+        return Err(usage("missing command: list, show, compare or svg"));
     };
     let run = |s: &String| -> Result<i64, Failure> {
         s.parse::<i64>()
@@ -288,6 +288,9 @@ fn open_run(db: &Path, id: Option<i64>) -> Result<(RunSummary, Profile), Failure
             .ok_or_else(|| data(format!("no runs in {}", db.display())))?,
         Some(id) => runs.iter().find(|r| r.id == id).ok_or_else(|| {
             let known = match (runs.first(), runs.last()) {
+                (Some(first), Some(last)) if first.id == last.id => {
+                    format!("its only run is {}", first.id)
+                }
                 (Some(first), Some(last)) => format!("its runs are {} to {}", first.id, last.id),
                 _ => "it has no runs".to_owned(),
             };
