@@ -162,6 +162,9 @@ fn two_runs_at_once_keep_all_their_rows() {
         })
         .collect();
     let profiles: Vec<_> = runs.into_iter().map(|t| t.join().unwrap()).collect();
+    for p in &profiles {
+        assert!(p.store_error().is_none(), "{:?}", p.store_error());
+    }
     let db = dir.join(profile::DATABASE_FILE);
     let stored = profile::runs(&db).unwrap();
     assert_eq!(stored.len(), 2);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 
 use super::{Histogram, Latency, Outcome, Profile, Profiler, StageProfile, StoreError};
 
@@ -217,9 +217,13 @@ fn open_for_writing(path: &Path, max_pages: Option<u32>) -> Result<Connection, S
             .map_err(|e| sql_error(path, "cannot configure", e))?;
     }
     // Readers (the viewer, another run) do not block the writer in WAL mode.
-    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
-        .map_err(|e| sql_error(path, "cannot use it as a database", e))?;
-    conn.execute_batch(SCHEMA)
+    // The mode is kept in the file: if another run's connection is busy
+    // switching it right now, it ends up set all the same, so a failure
+    // here is not one (a file that is not a database fails just below).
+    let _ = conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()));
+    // IMMEDIATE: take the write lock up front, waiting (busy timeout) for
+    // another run's writer, rather than fail on upgrading a read lock.
+    conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
         .map_err(|e| sql_error(path, "cannot create the tables", e))?;
     Ok(conn)
 }
@@ -266,7 +270,9 @@ fn write_run(
 }
 
 fn write_batch(conn: &mut Connection, id: i64, cmds: &[Cmd]) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
+    // IMMEDIATE, as above: a deferred transaction that must upgrade its
+    // read lock fails at once when another writer got in between.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
         let mut sample = tx.prepare(
             "INSERT INTO samples (run_id, t_s, stage, items_in, items_out, busy_s, queue_depth)
