@@ -435,12 +435,77 @@ fn segments_and_repeated_stages_get_hierarchical_unique_names() {
             "MainPipeline__inc_2",
         ]
     );
-    // A serial segment runs as one stage, named after the segment.
-    let serial = segment!(inc | double).name("Fused").serial();
+    // A serial segment is a stage, and so is each stage fused in it.
+    let serial = segment!(inc | segment!(double | inc).name("In") | double)
+        .name("Fused")
+        .serial()
+        .workers(2);
     let keys = keys_of(pipe!(0..100u64 | { serial } | inc));
     assert_eq!(
         keys,
-        ["MainPipeline", "MainPipeline__Fused", "MainPipeline__inc"]
+        [
+            "MainPipeline",
+            "MainPipeline__Fused",
+            "MainPipeline__Fused__inc",
+            "MainPipeline__Fused__In__double",
+            "MainPipeline__Fused__In__inc",
+            "MainPipeline__Fused__double",
+            "MainPipeline__inc",
+        ]
+    );
+}
+
+#[stage]
+fn evens(xs: impl Iterator<Item = u64>) -> impl Iterator<Item = u64> {
+    xs.filter(|x| x % 2 == 0)
+}
+
+#[test]
+fn stages_fused_in_a_serial_segment_are_measured_one_by_one() {
+    let child = segment!(nap_a | double | evens | nap_b)
+        .name("Child")
+        .serial()
+        .workers(2);
+    let profile = watchdog(LIMIT, "fused", move || {
+        let mut results = pipe!(0..40u64 | { child })
+            .profile_with(Profiler::new().in_memory())
+            .results();
+        let mut got: Vec<u64> = results.by_ref().map(Result::unwrap).collect();
+        got.sort_unstable();
+        assert_eq!(got, (0..40).map(|x| x * 2).collect::<Vec<_>>());
+        results.profile().cloned().unwrap()
+    });
+    let row = |k: &str| profile.stage(k).unwrap_or_else(|| panic!("no {k}")).clone();
+    let (a, d, e, b) = (
+        row("MainPipeline__Child__nap_a"),
+        row("MainPipeline__Child__double"),
+        row("MainPipeline__Child__evens"),
+        row("MainPipeline__Child__nap_b"),
+    );
+    for s in [&a, &d, &e, &b] {
+        assert_eq!((s.items_in, s.items_out), (40, 40), "{}", s.name);
+        assert_eq!(s.workers, 2, "{}", s.name);
+    }
+    // Each stage's own time only: the sleeps land where they are.
+    assert!(
+        (0.009..0.03).contains(&a.latency.mean),
+        "nap_a {:?}",
+        a.latency
+    );
+    assert!(
+        (0.009..0.03).contains(&b.latency.mean),
+        "nap_b {:?}",
+        b.latency
+    );
+    assert!(d.latency.mean < 0.001, "double {:?}", d.latency);
+    assert!(e.latency.mean < 0.001, "evens {:?}", e.latency);
+    // The segment as a whole: both sleeps per item.
+    let seg = row("MainPipeline__Child");
+    assert_eq!(seg.items_out, 40);
+    assert!(
+        (0.018..0.06).contains(&seg.latency.mean),
+        "Child {:?}",
+        seg.latency
     );
 }
 

@@ -31,6 +31,8 @@ mod worker;
 pub use config::{DEFAULT_QSIZE, QueueSize, StageConfig};
 pub use error::{BoxError, Failure, PipelineError, Skip, StageError};
 pub use pipeline::{IntoSource, Pipeline, Results};
+#[doc(hidden)]
+pub use segment::Clocks;
 pub use segment::{Chain, Leaf, Segment, SerialPipeline, Tagged, Then};
 pub use stage::{Configurable, Producer, Stage, StageExt};
 pub use stream::{Bucket, Latest, Stopped, Stream};

@@ -143,7 +143,7 @@ impl<T: Send + 'static> Pipeline<T> {
             plan: Box::new(move |launch: &mut Launch| {
                 let config = producer.config().clone();
                 let producer = Arc::new(producer);
-                launch.spawn_workers(&config, move |mut w| {
+                launch.spawn_workers(&config, Vec::new(), move |mut w| {
                     let probe = w.probe();
                     if let Some(probe) = &probe {
                         probe.started();
@@ -206,14 +206,16 @@ impl<T: Send + 'static> Pipeline<T> {
             plan: Box::new(move |launch: &mut Launch| {
                 let input = upstream(launch);
                 let config = stage.config().clone();
+                let fused = stage.fused_stages();
                 let stage = Arc::new(stage);
-                launch.spawn_workers(&config, move |w| {
+                launch.spawn_workers(&config, fused, move |w| {
                     let probe = w.probe();
+                    let fused = w.fused_probes();
                     let out = match w.order {
                         Some(order) => Out::ordered(order),
                         None => Out::Direct(w.tx),
                     };
-                    let io = WorkerIo::new(input.clone(), out, &w.ctl, probe);
+                    let io = WorkerIo::new(input.clone(), out, &w.ctl, probe, fused);
                     stage.run(Worker::new(&io, w.index, w.filter, &w.counters))
                 })
             }),
@@ -360,6 +362,8 @@ struct WorkerStart<O> {
     counters: Arc<Counters>,
     /// In a profiled or debugged run, the stage's counters.
     stats: Option<(Arc<StageStats>, std::time::Instant)>,
+    /// And those of the stages fused into it.
+    fused: Vec<Arc<StageStats>>,
 }
 
 impl<O> WorkerStart<O> {
@@ -369,12 +373,24 @@ impl<O> WorkerStart<O> {
         let (stats, epoch) = self.stats.as_ref()?;
         Some(Probe::new(stats.clone(), *epoch))
     }
+
+    fn fused_probes(&self) -> Vec<Probe> {
+        match &self.stats {
+            Some((_, epoch)) => self
+                .fused
+                .iter()
+                .map(|stats| Probe::fused(stats.clone(), *epoch))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
 }
 
 impl Launch {
     /// Starts the workers of a stage or producer, each running `body`, and
-    /// returns the stage's output queue.
-    fn spawn_workers<O, F>(&mut self, config: &StageConfig, body: F) -> Rx<O>
+    /// returns the stage's output queue. `fused` names the stages fused
+    /// into it, measured apart in a profiled run.
+    fn spawn_workers<O, F>(&mut self, config: &StageConfig, fused: Vec<String>, body: F) -> Rx<O>
     where
         O: Send + 'static,
         F: FnOnce(WorkerStart<O>) -> Result<(), StageError> + Clone + Send + 'static,
@@ -386,15 +402,21 @@ impl Launch {
         let counters = Arc::new(Counters::default());
         self.counters
             .push((config.name().to_owned(), counters.clone()));
+        let mut fused_stats = Vec::new();
         let stats = self.run.as_ref().map(|run| {
             let key = unique_key(&run.stages(), config.profile_key());
-            let stats = Arc::new(StageStats::new(
-                key,
-                config.workers(),
-                tx.gauge(),
-                counters.clone(),
-            ));
+            let stats =
+                StageStats::new(key.clone(), config.workers(), tx.gauge(), counters.clone());
+            let stats = Arc::new(stats);
             run.add_stage(stats.clone());
+            for name in fused {
+                let key = unique_key(&run.stages(), format!("{key}__{name}"));
+                // No queue of its own; what it drops, the segment counts.
+                let inner = StageStats::new(key, config.workers(), Arc::default(), Arc::default());
+                let inner = Arc::new(inner);
+                run.add_stage(inner.clone());
+                fused_stats.push(inner);
+            }
             (stats, run.epoch)
         });
         for index in 0..config.workers() {
@@ -406,6 +428,7 @@ impl Launch {
                 filter: config.filter_errors(),
                 counters: counters.clone(),
                 stats: stats.clone(),
+                fused: fused_stats.clone(),
             };
             let body = body.clone();
             self.spawn(config.name(), Some(index), false, move || body(start));

@@ -7,15 +7,18 @@
 //! of the chain for `workers = N`). A segment nested in a serial segment is
 //! fused into it.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::error::Error;
 use std::fmt;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
 
 use crate::config::StageConfig;
 use crate::error::{BoxError, Counters, Failure, PipelineError, StageError};
 use crate::pipeline::Pipeline;
+use crate::profile::{Probe, nanos};
 use crate::stage::{Configurable, Stage};
 use crate::worker::Worker;
 
@@ -45,6 +48,102 @@ pub trait Chain: Send + Sync + 'static {
     #[doc(hidden)]
     fn enter_scope(&mut self, segment: &str) {
         let _ = segment;
+    }
+
+    /// [`fuse`](Chain::fuse), with each stage timed by the next probe of
+    /// `clocks`: what a profiled serial segment runs.
+    #[doc(hidden)]
+    fn fuse_timed<'a>(
+        &'a self,
+        input: impl Iterator<Item = Self::In> + 'a,
+        fail: Rc<FailSlot>,
+        counters: &'a Counters,
+        clocks: Rc<Clocks>,
+    ) -> impl Iterator<Item = Self::Out> + 'a;
+
+    /// The profile names of the chain's stages, in order, below `prefix`.
+    #[doc(hidden)]
+    fn stage_names(&self, prefix: &str, out: &mut Vec<String>);
+}
+
+/// The probes of the stages fused in one worker's copy of a serial segment,
+/// handed out in chain order as the chain is built.
+#[doc(hidden)]
+pub struct Clocks {
+    probes: RefCell<VecDeque<Probe>>,
+    /// The counters of the link built last, which the next link reads: its
+    /// upstream's time and items.
+    last: RefCell<Link>,
+}
+
+/// How long a link of a fused chain has spent in its `next` in all (its
+/// upstream's time included), and how many items it has yielded.
+#[derive(Clone, Default)]
+struct Link {
+    spent_ns: Rc<Cell<u64>>,
+    yielded: Rc<Cell<u64>>,
+}
+
+impl Clocks {
+    pub(crate) fn new(probes: Vec<Probe>) -> Rc<Self> {
+        Rc::new(Clocks {
+            probes: RefCell::new(probes.into()),
+            last: RefCell::new(Link::default()),
+        })
+    }
+
+    /// The input of the chain, timed, so that the first stage's time
+    /// excludes waiting for input.
+    fn input<I: Iterator>(&self, input: I) -> Timed<I> {
+        let own = Link::default();
+        let upstream = self.last.replace(own.clone());
+        Timed {
+            inner: input,
+            probe: None,
+            own,
+            upstream,
+        }
+    }
+
+    /// The next link, timed by the next probe.
+    fn link<I: Iterator>(&self, inner: I) -> Timed<I> {
+        let mut timed = self.input(inner);
+        timed.probe = self.probes.borrow_mut().pop_front();
+        timed
+    }
+}
+
+/// A link of a profiled fused chain: times its own share of each `next`.
+struct Timed<I> {
+    inner: I,
+    probe: Option<Probe>,
+    own: Link,
+    upstream: Link,
+}
+
+impl<I: Iterator> Iterator for Timed<I> {
+    type Item = I::Item;
+
+    fn next(&mut self) -> Option<I::Item> {
+        let upstream_before = self.upstream.spent_ns.get();
+        let start = Instant::now();
+        let item = self.inner.next();
+        let now = Instant::now();
+        let spent = nanos(now.saturating_duration_since(start));
+        self.own.spent_ns.set(self.own.spent_ns.get() + spent);
+        if item.is_some() {
+            self.own.yielded.set(self.own.yielded.get() + 1);
+        }
+        if let Some(probe) = &mut self.probe {
+            let upstream = self.upstream.spent_ns.get() - upstream_before;
+            probe.step(
+                spent.saturating_sub(upstream),
+                item.is_some(),
+                self.upstream.yielded.get(),
+                now,
+            );
+        }
+        item
     }
 }
 
@@ -166,6 +265,20 @@ impl<S: Stage> Chain for Leaf<S> {
     fn enter_scope(&mut self, segment: &str) {
         self.0.scope_into(segment);
     }
+
+    fn fuse_timed<'a>(
+        &'a self,
+        input: impl Iterator<Item = S::In> + 'a,
+        fail: Rc<FailSlot>,
+        counters: &'a Counters,
+        clocks: Rc<Clocks>,
+    ) -> impl Iterator<Item = S::Out> + 'a {
+        clocks.link(self.fuse(input, fail, counters))
+    }
+
+    fn stage_names(&self, prefix: &str, out: &mut Vec<String>) {
+        out.push(format!("{prefix}{}", self.0.config().name()));
+    }
 }
 
 impl<A, B> Chain for Then<A, B>
@@ -193,6 +306,25 @@ where
     fn enter_scope(&mut self, segment: &str) {
         self.0.enter_scope(segment);
         self.1.enter_scope(segment);
+    }
+
+    fn fuse_timed<'a>(
+        &'a self,
+        input: impl Iterator<Item = A::In> + 'a,
+        fail: Rc<FailSlot>,
+        counters: &'a Counters,
+        clocks: Rc<Clocks>,
+    ) -> impl Iterator<Item = B::Out> + 'a {
+        // The upstream chain is built (and takes its probes) first.
+        let upstream = self
+            .0
+            .fuse_timed(input, fail.clone(), counters, clocks.clone());
+        self.1.fuse_timed(upstream, fail, counters, clocks)
+    }
+
+    fn stage_names(&self, prefix: &str, out: &mut Vec<String>) {
+        self.0.stage_names(prefix, out);
+        self.1.stage_names(prefix, out);
     }
 }
 
@@ -342,7 +474,25 @@ impl<C: Chain> Stage for Segment<C> {
 
     fn run(&self, worker: Worker<'_, C::In, C::Out>) -> Result<(), StageError> {
         let counters = worker.counters();
-        worker.try_transform(|input| self.fused(input, counters))
+        match worker.fused_clocks() {
+            None => worker.try_transform(|input| self.fused(input, counters)),
+            Some(clocks) => worker.try_transform(|input| {
+                let fail = Rc::new(FailSlot::default());
+                let input = clocks.input(input);
+                Fused {
+                    inner: self.chain.fuse_timed(input, fail.clone(), counters, clocks),
+                    fail,
+                }
+            }),
+        }
+    }
+
+    fn fused_stages(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        if self.serial {
+            self.chain.stage_names("", &mut names);
+        }
+        names
     }
 
     fn scope_into(&mut self, segment: &str) {
@@ -394,6 +544,22 @@ impl<C: Chain> Chain for Segment<C> {
     fn enter_scope(&mut self, segment: &str) {
         self.config.enter_scope(segment);
         self.chain.enter_scope(segment);
+    }
+
+    fn fuse_timed<'a>(
+        &'a self,
+        input: impl Iterator<Item = C::In> + 'a,
+        fail: Rc<FailSlot>,
+        counters: &'a Counters,
+        clocks: Rc<Clocks>,
+    ) -> impl Iterator<Item = C::Out> + 'a {
+        self.chain.fuse_timed(input, fail, counters, clocks)
+    }
+
+    fn stage_names(&self, prefix: &str, out: &mut Vec<String>) {
+        // A nested segment is a level of its own in profile names.
+        self.chain
+            .stage_names(&format!("{prefix}{}__", self.config.name()), out);
     }
 }
 

@@ -98,6 +98,13 @@ pub trait Stage: Configurable + Send + Sync + 'static {
         self.apply(input)
     }
 
+    /// The names (below the stage's own) of the stages fused into it, which
+    /// the profiler measures one by one: a serial segment's stages.
+    #[doc(hidden)]
+    fn fused_stages(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Puts the stage inside the segment named `segment`, for its name in
     /// profiles. A segment passes it on to its own stages.
     #[doc(hidden)]

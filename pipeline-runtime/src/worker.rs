@@ -2,6 +2,7 @@
 //! that connect them to the stage's function.
 
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::control::Control;
@@ -9,6 +10,7 @@ use crate::error::{BoxError, Counters, StageError, Stop};
 use crate::link::{Recv, Rx, Tx};
 use crate::ordered::Out;
 use crate::profile::Probe;
+use crate::segment::Clocks;
 
 /// The queues and state one worker thread owns.
 pub(crate) struct WorkerIo<'c, I, O> {
@@ -21,16 +23,25 @@ pub(crate) struct WorkerIo<'c, I, O> {
     cancelled: Cell<bool>,
     /// In a profiled or debugged pipeline, what this worker measures.
     probe: RefCell<Option<Probe>>,
+    /// And, for a serial segment, the probes of its fused stages.
+    clocks: RefCell<Option<Rc<Clocks>>>,
 }
 
 impl<'c, I, O> WorkerIo<'c, I, O> {
-    pub(crate) fn new(rx: Rx<I>, out: Out<O>, ctl: &'c Control, probe: Option<Probe>) -> Self {
+    pub(crate) fn new(
+        rx: Rx<I>,
+        out: Out<O>,
+        ctl: &'c Control,
+        probe: Option<Probe>,
+        fused: Vec<Probe>,
+    ) -> Self {
         WorkerIo {
             rx: RefCell::new(rx),
             out: RefCell::new(out),
             ctl,
             cancelled: Cell::new(false),
             probe: RefCell::new(probe),
+            clocks: RefCell::new((!fused.is_empty()).then(|| Clocks::new(fused))),
         }
     }
 }
@@ -117,6 +128,11 @@ impl<'a, I: 'a, O: 'a> Worker<'a, I, O> {
     /// This worker's index, from 0 to `workers - 1`.
     pub fn index(&self) -> usize {
         self.index
+    }
+
+    /// In a profiled run, the probes of the stages fused into this one.
+    pub(crate) fn fused_clocks(&self) -> Option<Rc<Clocks>> {
+        self.io.clocks.borrow_mut().take()
     }
 
     /// Where the stage counts the items it drops instead of failing.

@@ -48,7 +48,11 @@
 //! - **Latency of an iterator stage** (`#[stage]`, segments, hand-written
 //!   stages): its busy time per item emitted: the time between two items it
 //!   emits, less the time it waited for input or for room in its output
-//!   queue. A serial segment is measured as one such stage.
+//!   queue. A serial segment is measured as one such stage, and each stage
+//!   fused in it as well (`MainPipeline__segment__stage`): its own share of
+//!   each step of the fused chain, the stages before it excluded. Fused
+//!   stages share their segment's threads, whose CPU time is reported on
+//!   the segment's row (theirs show zero), and have no queue of their own.
 //! - **Latency of a producer**: the same, busy time per item emitted.
 //! - **Latency of `MainPipeline`**: from the pipeline taking an item from
 //!   its source (the first stage taking it from the source's queue; for a

@@ -228,7 +228,13 @@ pub(crate) struct Probe {
     waited_ns: u64,
     /// The output queue's blocked time at the last emission.
     blocked_seen: u64,
+    /// For a stage fused in a serial segment: its input count so far,
+    /// as last published.
+    taken_seen: u64,
     tid: Option<u32>,
+    /// Whether this probe owns its thread's CPU time (a stage fused in a
+    /// serial segment shares the segment's thread, which counts it).
+    owns_cpu: bool,
 }
 
 impl Probe {
@@ -247,7 +253,49 @@ impl Probe {
             since: Instant::now(),
             waited_ns: 0,
             blocked_seen: 0,
+            taken_seen: 0,
             tid,
+            owns_cpu: true,
+        }
+    }
+
+    /// A probe for a stage fused in a serial segment, on the segment's
+    /// worker thread.
+    pub(crate) fn fused(stats: Arc<StageStats>, epoch: Instant) -> Self {
+        Probe {
+            stats,
+            epoch,
+            taken: 0,
+            emitted: 0,
+            busy_ns: 0,
+            hist: Histogram::default(),
+            since: Instant::now(),
+            waited_ns: 0,
+            blocked_seen: 0,
+            taken_seen: 0,
+            tid: None,
+            owns_cpu: false,
+        }
+    }
+
+    /// A fused stage's `next` took `busy_ns` of its own time (its upstream's
+    /// excluded) and emitted an item if `emitted`; its upstream has yielded
+    /// `taken_total` items so far.
+    #[inline]
+    pub(crate) fn step(&mut self, busy_ns: u64, emitted: bool, taken_total: u64, now: Instant) {
+        if self.taken_seen == 0 && taken_total > 0 {
+            self.stats.first_ns.fetch_min(self.at(now), Relaxed);
+        }
+        self.taken += taken_total - self.taken_seen;
+        self.taken_seen = taken_total;
+        self.busy_ns += busy_ns;
+        if emitted {
+            self.hist.record(busy_ns);
+            self.emitted += 1;
+            self.since = now;
+            if self.emitted >= 1024 {
+                self.publish();
+            }
         }
     }
 
@@ -323,6 +371,9 @@ impl Drop for Probe {
     fn drop(&mut self) {
         self.publish();
         lock(&self.stats.hist).merge(&self.hist);
+        if !self.owns_cpu {
+            return;
+        }
         let ticks = read_ticks("/proc/thread-self/stat");
         let mut cpu = lock(&self.stats.cpu);
         if let Some(tid) = self.tid {
