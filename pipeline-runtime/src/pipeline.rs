@@ -10,7 +10,7 @@ use crate::config::{DEFAULT_QSIZE, QueueSize, StageConfig};
 use crate::control::Control;
 use crate::debug::{Debugger, Monitor};
 use crate::error::{Counters, Failure, PipelineError, StageError, Stop, panic_message};
-use crate::link::{Rx, Tx, link};
+use crate::link::{Rx, Tx, link, link_with};
 use crate::ordered::{Out, Reorder};
 use crate::profile::{Outcome, Probe, Profile, Profiler, RunStats, StageStats};
 use crate::segment::Tagged;
@@ -395,7 +395,8 @@ impl Launch {
         O: Send + 'static,
         F: FnOnce(WorkerStart<O>) -> Result<(), StageError> + Clone + Send + 'static,
     {
-        let (tx, rx) = link(config.queue());
+        let gauge = self.run.as_ref().map(|_| Arc::default());
+        let (tx, rx) = link_with(config.queue(), gauge.clone());
         let order = config
             .ordered()
             .then(|| Arc::new(Reorder::new(tx.clone(), config.workers())));
@@ -405,8 +406,12 @@ impl Launch {
         let mut fused_stats = Vec::new();
         let stats = self.run.as_ref().map(|run| {
             let key = unique_key(&run.stages(), config.profile_key());
-            let stats =
-                StageStats::new(key.clone(), config.workers(), tx.gauge(), counters.clone());
+            let stats = StageStats::new(
+                key.clone(),
+                config.workers(),
+                gauge.clone().unwrap_or_default(),
+                counters.clone(),
+            );
             let stats = Arc::new(stats);
             run.add_stage(stats.clone());
             for name in fused {
