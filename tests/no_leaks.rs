@@ -126,6 +126,14 @@ fn no_thread_outlives_its_pipeline() {
                 }),
             ),
             (
+                "a stage whose threads cannot start",
+                Box::new(|| {
+                    pipe!(0..u64::MAX | inc | inc.stack_size(1 << 62))
+                        .run()
+                        .unwrap_err();
+                }),
+            ),
+            (
                 "profiled and debugged: success, error, early drop",
                 Box::new(|| {
                     use parapipe::debug::{Debugger, Report, Reporter};

@@ -386,6 +386,36 @@ fn invalid_configuration_is_an_error_not_a_panic() {
     assert!(err.to_string().contains("contains `__`"), "{err}");
 }
 
+/// A stack no system can give: the thread cannot be created.
+const IMPOSSIBLE_STACK: usize = 1 << 62;
+
+#[test]
+fn a_thread_that_cannot_start_is_an_error_not_a_panic() {
+    watchdog(LIMIT, "spawn failure", || {
+        let err = pipe!(0..10u64 | inc.stack_size(IMPOSSIBLE_STACK))
+            .run()
+            .unwrap_err();
+        assert_eq!((err.stage(), err.worker()), ("inc", Some(0)));
+        assert!(matches!(err.failure(), Failure::Spawn(_)), "{err:?}");
+
+        // A later stage that cannot start stops the earlier ones, already
+        // running on an endless source, and nothing hangs.
+        let err = pipe!(0..u64::MAX | inc | inc.name("late").stack_size(IMPOSSIBLE_STACK))
+            .run()
+            .unwrap_err();
+        assert_eq!(err.stage(), "late");
+        assert!(matches!(err.failure(), Failure::Spawn(_)), "{err:?}");
+
+        // A stack the system can give works as usual.
+        let sum: u64 = pipe!(0..100u64 | inc.stack_size(8 << 20))
+            .collect::<Vec<_>>()
+            .unwrap()
+            .iter()
+            .sum();
+        assert_eq!(sum, 5050);
+    });
+}
+
 #[test]
 fn stress_every_shutdown_path() {
     // Many short runs of every ending, alternating worker counts and queue sizes.

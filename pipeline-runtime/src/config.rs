@@ -36,6 +36,7 @@ pub struct StageConfig {
     invalid: Option<Cow<'static, str>>,
     /// Names of the parallel segments the stage is in, outermost first.
     scope: Vec<String>,
+    stack_size: Option<usize>,
 }
 
 impl StageConfig {
@@ -50,6 +51,7 @@ impl StageConfig {
             ordered: false,
             invalid: None,
             scope: Vec::new(),
+            stack_size: None,
         }
     }
 
@@ -108,6 +110,17 @@ impl StageConfig {
     /// Sets whether failing items are dropped and counted.
     pub fn set_filter_errors(&mut self, filter: bool) -> &mut Self {
         self.filter_errors = filter;
+        self
+    }
+
+    /// The stack size of the stage's worker threads, if not the default.
+    pub fn stack_size(&self) -> Option<usize> {
+        self.stack_size
+    }
+
+    /// Sets the stack size of the stage's worker threads, in bytes.
+    pub fn set_stack_size(&mut self, bytes: usize) -> &mut Self {
+        self.stack_size = Some(bytes);
         self
     }
 

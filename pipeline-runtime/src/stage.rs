@@ -188,6 +188,15 @@ pub trait StageExt: Configurable + Sized {
         self
     }
 
+    /// Gives the stage's worker threads stacks of `bytes` (the standard
+    /// library's default is 2 MiB), for deep recursion in the stage. A size
+    /// the system cannot give fails the pipeline when it starts, with
+    /// [`Failure::Spawn`](crate::Failure::Spawn).
+    fn stack_size(mut self, bytes: usize) -> Self {
+        self.config_mut().set_stack_size(bytes);
+        self
+    }
+
     /// Renames the stage (in errors and thread names).
     fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
         self.config_mut().set_name(name);

@@ -820,6 +820,21 @@ fn svg(summary: &RunSummary, profile: &Profile, samples: &[Sample]) -> String {
 }
 
 /// Stage names right-aligned left of the plot, one per row.
+/// The left and bottom axis lines of a panel and the label under it;
+/// returns where the next panel may start.
+fn axes(c: &mut Canvas, frame: &Frame, top: f64, bottom: f64, label: &str) -> f64 {
+    c.line(frame.left, top, frame.left, bottom, "#333");
+    c.line(frame.left, bottom, frame.left + frame.plot, bottom, "#333");
+    c.text(
+        frame.left + frame.plot / 2.0,
+        bottom + 34.0,
+        LABEL,
+        r#"text-anchor="middle""#,
+        label,
+    );
+    bottom + 40.0
+}
+
 fn stage_label(c: &mut Canvas, frame: &Frame, y: f64, name: &str) {
     c.text(
         frame.left - 10.0,
@@ -875,16 +890,7 @@ fn throughput_panel(c: &mut Canvas, frame: &Frame, stages: &[StageProfile], top:
             &format!("{}/s", rate(v)),
         );
     }
-    c.line(frame.left, plot_top, frame.left, bottom, "#333");
-    c.line(frame.left, bottom, frame.left + frame.plot, bottom, "#333");
-    c.text(
-        frame.left + frame.plot / 2.0,
-        bottom + 34.0,
-        LABEL,
-        r#"text-anchor="middle""#,
-        "items per second",
-    );
-    bottom + 40.0
+    axes(c, frame, plot_top, bottom, "items per second")
 }
 
 /// Vertical grid lines and tick labels for `0..=axis_max` every `step`.
@@ -1000,16 +1006,13 @@ fn latency_panel(c: &mut Canvas, frame: &Frame, stages: &[StageProfile], top: f6
             );
         }
     }
-    c.line(frame.left, plot_top, frame.left, bottom, "#333");
-    c.line(frame.left, bottom, frame.left + frame.plot, bottom, "#333");
-    c.text(
-        frame.left + frame.plot / 2.0,
-        bottom + 34.0,
-        LABEL,
-        r#"text-anchor="middle""#,
+    axes(
+        c,
+        frame,
+        plot_top,
+        bottom,
         "seconds per item (log scale: each grid line is 10x the one before)",
-    );
-    bottom + 40.0
+    )
 }
 
 /// A queue depth line's colour and dash: solid for the first ten stages,

@@ -243,6 +243,16 @@ impl Probe {
         if let Some(tid) = tid {
             lock(&stats.cpu).live.push(tid);
         }
+        Probe::with(stats, epoch, tid, true)
+    }
+
+    /// A probe for a stage fused in a serial segment, on the segment's
+    /// worker thread.
+    pub(crate) fn fused(stats: Arc<StageStats>, epoch: Instant) -> Self {
+        Probe::with(stats, epoch, None, false)
+    }
+
+    fn with(stats: Arc<StageStats>, epoch: Instant, tid: Option<u32>, owns_cpu: bool) -> Self {
         Probe {
             stats,
             epoch,
@@ -255,26 +265,7 @@ impl Probe {
             blocked_seen: 0,
             taken_seen: 0,
             tid,
-            owns_cpu: true,
-        }
-    }
-
-    /// A probe for a stage fused in a serial segment, on the segment's
-    /// worker thread.
-    pub(crate) fn fused(stats: Arc<StageStats>, epoch: Instant) -> Self {
-        Probe {
-            stats,
-            epoch,
-            taken: 0,
-            emitted: 0,
-            busy_ns: 0,
-            hist: Histogram::default(),
-            since: Instant::now(),
-            waited_ns: 0,
-            blocked_seen: 0,
-            taken_seen: 0,
-            tid: None,
-            owns_cpu: false,
+            owns_cpu,
         }
     }
 
