@@ -23,6 +23,7 @@ import math
 import os
 import platform
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -77,6 +78,10 @@ def fmt_load(load):
     return " / ".join(f"{x:.2f}" for x in load)
 
 
+def fmt_share(share):
+    return "-" if share is None else f"{100 * share:.0f}%"
+
+
 def machine():
     cpu = "unknown"
     with open("/proc/cpuinfo") as f:
@@ -111,17 +116,44 @@ def target_dir():
     return Path(meta["target_directory"])
 
 
-def wait_idle(max_wait, threshold):
-    """Waits (at most max_wait seconds) for the 1-minute load average to drop
-    below threshold; returns how long it waited."""
+def busy_seconds():
+    """CPU time the whole machine has spent busy since boot, in seconds."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def own_seconds():
+    """CPU time used by this script's finished children (cargo, the benches)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def others_share(busy_before, own_before, wall):
+    """Share of the machine's cores that other processes kept busy over a
+    span of `wall` seconds: all busy time less this script's children."""
+    others = (busy_seconds() - busy_before) - (own_seconds() - own_before)
+    return max(0.0, others / (wall * os.cpu_count()))
+
+
+def wait_idle(max_wait, threshold=0.10, window=5.0):
+    """Waits, at most max_wait seconds, until other processes use less than
+    `threshold` of the cores over a `window`; returns the seconds waited and
+    the share last seen."""
     start = time.time()
-    while loadavg()[0] >= threshold and time.time() - start < max_wait:
-        time.sleep(10)
-    return time.time() - start
+    while True:
+        busy = busy_seconds()
+        time.sleep(window)
+        share = (busy_seconds() - busy) / (window * os.cpu_count())
+        if share < threshold or time.time() - start >= max_wait:
+            return time.time() - start, share
 
 
-def run_benches(names, criterion, logs):
-    """Builds, then runs each bench in turn; returns per-bench load and time."""
+def run_benches(names, criterion, logs, max_wait):
+    """Builds, then runs each bench in turn (first waiting up to max_wait
+    seconds for the machine to be idle); returns what each run saw of the
+    machine."""
     print("building the benches ...", file=sys.stderr)
     subprocess.run(["cargo", "bench", "--benches", "--no-run"], cwd=ROOT, check=True)
     runs = []
@@ -129,14 +161,17 @@ def run_benches(names, criterion, logs):
         for bench, group, *_ in GROUPS:
             if bench == name:
                 shutil.rmtree(criterion / group, ignore_errors=True)
-        before, start = loadavg(), time.time()
+        waited, idle_share = wait_idle(max_wait) if max_wait else (0.0, None)
+        before, start, busy, own = loadavg(), time.time(), busy_seconds(), own_seconds()
         print(f"running bench {name} (load {fmt_load(before)}) ...", file=sys.stderr)
         log = logs / f"{name}.log"
         with open(log, "w") as out:
             subprocess.run(["cargo", "bench", "--bench", name, "--", "--noplot"],
                            cwd=ROOT, check=True, stdout=out, stderr=subprocess.STDOUT)
+        wall = time.time() - start
         runs.append({"bench": name, "load_before": before, "load_after": loadavg(),
-                     "seconds": time.time() - start,
+                     "seconds": wall, "others": others_share(busy, own, wall),
+                     "waited": waited, "idle_share": idle_share,
                      "started": datetime.datetime.fromtimestamp(start, datetime.timezone.utc)
                      .strftime("%Y-%m-%d %H:%M")})
     return runs
@@ -470,15 +505,17 @@ def report(results, state, info):
           f"| last run | {state['started']} to {state['finished']} (UTC) |",
           f"| load average (1, 5, 15 min) at its start | {fmt_load(state['load_start'])} |",
           f"| load average at its end | {fmt_load(state['load_end'])} |", ""]
-    if state.get("waited") is not None:
-        md += [f"The run waited {state['waited']:.0f} s for the machine to go idle before starting.", ""]
     if runs:
-        md += ["The machine may have been shared with other work (builds) during the run; the load "
-               "average before and after each bench shows how much. Ratios within one bench were "
-               "measured in the same process, close in time, and suffer less from it than absolute times.", "",
-               "| bench | started (UTC) | load before | load after | wall time |",
-               "| --- | --- | --- | --- | ---: |"]
-        md += [f"| {r['bench']} | {r['started']} | {fmt_load(r['load_before'])} | "
+        md += ["The machine may have been shared with other work (another engineer's builds) during "
+               "the run. For each bench, the share of the cores that other processes kept busy while "
+               "it ran (all busy CPU time from `/proc/stat`, less the bench's own) shows how much; "
+               "the load average is given too, but it counts the benches' own threads (a 20-stage "
+               "chain runs over 20). Ratios within one bench were measured in the same process, "
+               "close in time, and suffer less from sharing than absolute times.", "",
+               "| bench | started (UTC) | waited for idle | others' CPU use | load before | load after | wall time |",
+               "| --- | --- | ---: | ---: | --- | --- | ---: |"]
+        md += [f"| {r['bench']} | {r['started']} | {r.get('waited', 0):.0f} s | "
+               f"{fmt_share(r.get('others'))} | {fmt_load(r['load_before'])} | "
                f"{fmt_load(r['load_after'])} | {r['seconds']:.0f} s |" for r in runs]
         md.append("")
 
@@ -520,7 +557,8 @@ def main():
     ap.add_argument("--bench", action="append", choices=BENCHES, help="run only this bench (repeatable)")
     ap.add_argument("--no-memory", action="store_true", help="skip the memory runs of workload 5")
     ap.add_argument("--wait-idle", type=float, metavar="SECONDS", default=0,
-                    help="first wait up to SECONDS for the 1-minute load average to drop below 0.5")
+                    help="before each bench, wait up to SECONDS for other processes to use "
+                         "less than 10%% of the cores")
     ap.add_argument("--out", type=Path, default=ROOT / "docs", help="where to write benchmarks.md and .svg")
     args = ap.parse_args()
 
@@ -536,14 +574,15 @@ def main():
     measures = not args.no_bench or not args.no_memory
     now = lambda: datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")  # noqa: E731
     if measures:
-        state["waited"] = wait_idle(args.wait_idle, 0.5) if args.wait_idle else None
         state["started"], state["load_start"] = now(), loadavg()
     if not args.no_bench:
         names = args.bench or BENCHES
         runs = {r["bench"]: r for r in state.get("runs", [])}
-        runs.update({r["bench"]: r for r in run_benches(names, criterion, logs)})
+        runs.update({r["bench"]: r for r in run_benches(names, criterion, logs, args.wait_idle)})
         state["runs"] = [runs[b] for b in BENCHES if b in runs]
     if not args.no_memory:
+        if args.wait_idle:
+            wait_idle(args.wait_idle)
         state["memory"] = run_memory(target)
     if measures:
         state["finished"], state["load_end"] = now(), loadavg()
