@@ -256,7 +256,7 @@ def fmt_ns(ns):
 
 
 def fmt_x(x):
-    return f"{x:.2f}x" if x >= 0.1 else f"{x:.3f}x"
+    return f"{x:.2f}x" if x >= 0.1 else f"{x:.2g}x"
 
 
 def baseline_of(rows):
@@ -403,11 +403,19 @@ def log_x(v, x0, width, log_min):
 
 
 def bar_panel(y, title, rows, log_min):
-    """Horizontal bars of the speed-up vs sequential on a log axis."""
+    """Horizontal bars of the speed-up vs sequential: on a log axis from
+    log_min when log_min is given, else on a linear axis from 0."""
     base = baseline_of(rows)
     items = sorted(rows.items(), key=lambda kv: kv[1]["median"])
     x0, width = LABEL_W, PANEL_W - LABEL_W - 70
-    parts = [svg_text(PAD, y + 14, title, 13, weight="bold")]
+    if log_min is None:
+        top_x = max(2.5, max(base["median"] / r["median"] for _, r in items))
+        scale = lambda v: x0 + width * min(v, top_x) / top_x  # noqa: E731
+        ticks = [t / 2 for t in range(0, int(2 * top_x) + 1)]
+    else:
+        scale = lambda v: log_x(v, x0, width, log_min)  # noqa: E731
+        ticks = [10.0 ** e for e in range(round(math.log10(log_min)), 1)] + [2]
+    parts = [svg_text(PAD, y + 14, title + (" (log scale)" if log_min else ""), 13, weight="bold")]
     y += 24
     top = y
     for name, r in items:
@@ -415,13 +423,12 @@ def bar_panel(y, title, rows, log_min):
         color = "#d95f02" if is_parapipe(name) else "#7570b3"
         parts.append(svg_text(x0 - 6, y + BAR_H - 4, name, 11, "end",
                               "bold" if is_parapipe(name) else "normal"))
-        parts.append(f'<rect x="{x0}" y="{y + 1}" width="{log_x(s, x0, width, log_min) - x0:.1f}" '
+        parts.append(f'<rect x="{x0}" y="{y + 1}" width="{scale(s) - x0:.1f}" '
                      f'height="{BAR_H - 2}" fill="{color}"/>')
-        parts.append(svg_text(log_x(s, x0, width, log_min) + 4, y + BAR_H - 4, fmt_x(s), 10))
+        parts.append(svg_text(scale(s) + 4, y + BAR_H - 4, fmt_x(s), 10))
         y += BAR_H
-    ticks = [10.0 ** e for e in range(round(math.log10(log_min)), 1)] + [2]
     for tick in ticks:
-        tx = log_x(tick, x0, width, log_min)
+        tx = scale(tick)
         dash = "" if tick == 1 else ' stroke-dasharray="2,3"'
         parts.append(f'<line x1="{tx:.1f}" y1="{top}" x2="{tx:.1f}" y2="{y}" stroke="#444"{dash}/>')
         parts.append(svg_text(tx, y + 12, f"{tick:g}x", 10, "middle"))
@@ -474,6 +481,8 @@ def chart(results, title):
                 panels.append((heading, flat, min(base["median"] / r["median"] for r in flat.values())))
         elif rows:
             panels.append((heading, rows, None))
+    # Panels whose slowest variant is within 4x of sequential get a linear
+    # axis; the others share one log axis, so their bars compare.
     slowest = min([p[2] for p in panels if p[2] is not None] or [0.1])
     log_min = 10.0 ** min(-1, math.floor(math.log10(slowest)))
     parts = [svg_text(PAD, 20, title, 14, weight="bold"),
@@ -484,7 +493,8 @@ def chart(results, title):
         if lowest is None:
             p, y = line_panel(y, heading + ": speed-up vs sequential", rows)
         else:
-            p, y = bar_panel(y, heading + ": speed-up vs sequential (log scale)", rows, log_min)
+            p, y = bar_panel(y, heading + ": speed-up vs sequential", rows,
+                             None if lowest >= 0.25 else log_min)
         parts += p
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{PANEL_W}" height="{y}" '
             f'viewBox="0 0 {PANEL_W} {y}" font-family="sans-serif">\n'
