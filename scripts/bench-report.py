@@ -95,12 +95,6 @@ def machine():
         for line in f:
             if line.startswith("MemTotal:"):
                 mem_kb = int(line.split()[1])
-    try:
-        commit = sh(["git", "rev-parse", "--short", "HEAD"]).strip()
-        dirty = sh(["git", "status", "--porcelain", "--untracked-files=no"]).strip()
-        commit += " (with uncommitted changes)" if dirty else ""
-    except (subprocess.CalledProcessError, FileNotFoundError):
-        commit = "unknown"
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -108,8 +102,19 @@ def machine():
         "memory": f"{mem_kb / 1024 / 1024:.1f} GiB",
         "rustc": sh(["rustc", "--version"]).strip(),
         "kernel": f"{platform.system()} {platform.release()}",
-        "commit": commit,
     }
+
+
+def measured_commit():
+    """The last commit that changed what the benches measure (anything but
+    docs/, scripts/ and README.md), and whether that is changed in the tree."""
+    outside = ["--", ".", ":!docs", ":!scripts", ":!README.md"]
+    try:
+        commit = sh(["git", "log", "-1", "--format=%h"] + outside).strip()
+        dirty = sh(["git", "status", "--porcelain", "--untracked-files=no"] + outside).strip()
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return "unknown"
+    return commit + (" (with uncommitted changes)" if dirty else "")
 
 
 def target_dir():
@@ -529,7 +534,8 @@ def report(results, state, info):
           f"| memory | {info['memory']} |",
           f"| rustc | {info['rustc']} |",
           f"| kernel | {info['kernel']} |",
-          f"| commit measured | {info['commit']} |",
+          f"| code measured | commit {state.get('commit') or measured_commit()} (the last one that "
+          "changed anything but docs/, scripts/ and README.md) |",
           f"| last run | {state['started']} to {state['finished']} (UTC) |",
           f"| load average (1, 5, 15 min) at its start | {fmt_load(state['load_start'])} |",
           f"| load average at its end | {fmt_load(state['load_end'])} |", ""]
@@ -611,6 +617,7 @@ def main():
     now = lambda: datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")  # noqa: E731
     if measures:
         state["started"], state["load_start"] = now(), loadavg()
+        state["commit"] = measured_commit()
     if not args.no_bench:
         names = args.bench or BENCHES
         runs = {r["bench"]: r for r in state.get("runs", [])}
