@@ -235,12 +235,14 @@ def read_criterion(criterion):
     for bench_json in criterion.glob("**/new/benchmark.json"):
         meta = json.loads(bench_json.read_text())
         est = json.loads((bench_json.parent / "estimates.json").read_text())
+        samples = len(json.loads((bench_json.parent / "sample.json").read_text())["iters"])
         elements = (meta.get("throughput") or {}).get("Elements")
         out.setdefault(meta["group_id"], {})[(meta["function_id"], meta["value_str"])] = {
             "median": est["median"]["point_estimate"],
             "mad": est["median_abs_dev"]["point_estimate"],
             "elements": elements,
             "mtime": bench_json.stat().st_mtime,
+            "samples": samples,
         }
     return out
 
@@ -508,6 +510,11 @@ def chart(results, title):
 
 # ---- the report ------------------------------------------------------------
 
+def sample_counts(results):
+    counts = sorted({r["samples"] for g in results.values() for r in g.values()})
+    return " or ".join(str(c) for c in counts) or "no"
+
+
 def report(results, state, info):
     memory, runs = state.get("memory", []), state.get("runs", [])
     md = ["# Benchmarks", "",
@@ -521,8 +528,9 @@ def report(results, state, info):
           "python3 scripts/bench-report.py --no-bench --no-memory  # rewrite both from the last results on disk",
           "```", "",
           "Each bench runs parapipe and its competitors in one process on the same input, and "
-          "checks every variant's result (a checksum, or the rows in order) on every iteration. "
-          "Times are criterion medians of 10 samples. Speed-up is the sequential variant's median "
+          "checks every variant's result (a checksum, or the rows in order): on every iteration, "
+          "except in `benches/serial.rs`, which checks each variant once before measuring. "
+          f"Times are criterion medians of {sample_counts(results)} samples per variant. Speed-up is the sequential variant's median "
           "divided by the variant's; \"time ÷ best competitor's\" compares with the fastest "
           "variant that is not parapipe (the sequential one included). Spread is the median "
           "absolute deviation of the samples, as a share of the median. The benches' own doc "
