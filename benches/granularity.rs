@@ -1,67 +1,86 @@
-//! Granularity: `fib(k)` per item for k = 10 to 15 over 100,000 items, one
-//! stage with 2 workers, beside a sequential loop and rayon's `par_iter`.
-//! Where does a pipeline break even with the sequential loop?
+//! Workload 2 of the suite: granularity, `fib(k)` per item for k = 10 to 15
+//! over 100,000 items, one stage with 2 workers. Where does a pipeline break
+//! even with the sequential loop, and what does it gain when items are
+//! heavier? Beside parapipe, in the same process on the same input: the
+//! sequential loop, rayon's `par_iter`, pariter (ordered, the only way it
+//! runs), pipeliner, and hand-written threads over flume and crossbeam
+//! channels (one item per message, and 64-item batches), all on 2 threads.
 //!
 //! Run with `cargo bench --bench granularity`.
 
-use std::hint::black_box;
+#[allow(dead_code, reason = "each bench uses part of the shared module")]
+mod common;
+
 use std::time::Duration;
 
+use common::{BATCH, CAP, Crossbeam, Flume, batched, fib, fib_work, pariter_stage, per_item};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use parapipe::prelude::*;
+use pariter::IteratorExt as _;
+use pipeliner::Pipeline as _;
 use rayon::prelude::*;
 
 const N: u64 = 100_000;
 
-fn fib(k: u64) -> u64 {
-    if k < 2 { k } else { fib(k - 1) + fib(k - 2) }
-}
-
-/// `fib(k)` plus the item, so every item does the same work but a
+/// `fib(k)` plus the item, so every item does the same work but gives a
 /// different result.
 #[map_stage(workers = 2)]
 fn work(x: u64, k: u64) -> u64 {
-    fib(black_box(k)) + x
+    fib_work(x, k)
 }
 
 fn granularity(c: &mut Criterion) {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .expect("rayon pool");
+    let pool = common::rayon_pool();
     let mut group = c.benchmark_group("granularity");
     group.throughput(Throughput::Elements(N));
-    group.sample_size(10);
-    group.measurement_time(Duration::from_secs(3));
+    common::configure(&mut group, Duration::from_secs(1));
     for k in 10..=15u64 {
         let want: u64 = (0..N).map(|x| fib(k) + x).sum();
-        assert_eq!(
-            pipe!(0..N | work(k))
-                .collect::<Vec<_>>()
-                .unwrap()
-                .iter()
-                .sum::<u64>(),
-            want
-        );
-        group.bench_with_input(BenchmarkId::new("sequential", k), &k, |b, &k| {
-            b.iter(|| (0..N).map(|x| fib(black_box(k)) + x).sum::<u64>())
+        let id = |name: &str| BenchmarkId::new(name, k);
+        group.bench_function(id("sequential"), |b| {
+            b.iter(|| assert_eq!((0..N).map(|x| fib_work(x, k)).sum::<u64>(), want))
         });
-        group.bench_with_input(BenchmarkId::new("rayon_par_iter", k), &k, |b, &k| {
+        group.bench_function(id("rayon_par_iter"), |b| {
             b.iter(|| {
-                pool.install(|| {
-                    (0..N)
-                        .into_par_iter()
-                        .map(|x| fib(black_box(k)) + x)
-                        .sum::<u64>()
-                })
+                let sum: u64 =
+                    pool.install(|| (0..N).into_par_iter().map(|x| fib_work(x, k)).sum());
+                assert_eq!(sum, want)
             })
         });
-        group.bench_with_input(BenchmarkId::new("parapipe", k), &k, |b, &k| {
+        group.bench_function(id("pariter"), |b| {
             b.iter(|| {
-                pipe!(0..N | work(k))
+                let out = (0..N).parallel_map_custom(pariter_stage(2), move |x| fib_work(x, k));
+                assert_eq!(out.sum::<u64>(), want)
+            })
+        });
+        group.bench_function(id("pipeliner"), |b| {
+            b.iter(|| {
+                let out = (0..N)
+                    .with_threads(2)
+                    .out_buffer(CAP)
+                    .map(move |x| fib_work(x, k));
+                assert_eq!(out.sum::<u64>(), want)
+            })
+        });
+        group.bench_function(id("flume_per_item"), |b| {
+            b.iter(|| assert_eq!(per_item::<Flume>(N, &[2], |_, x| fib_work(x, k)), want))
+        });
+        group.bench_function(id(&format!("flume_batched_{BATCH}")), |b| {
+            b.iter(|| assert_eq!(batched::<Flume>(N, &[2], |_, x| fib_work(x, k)), want))
+        });
+        group.bench_function(id("crossbeam_per_item"), |b| {
+            b.iter(|| assert_eq!(per_item::<Crossbeam>(N, &[2], |_, x| fib_work(x, k)), want))
+        });
+        group.bench_function(id(&format!("crossbeam_batched_{BATCH}")), |b| {
+            b.iter(|| assert_eq!(batched::<Crossbeam>(N, &[2], |_, x| fib_work(x, k)), want))
+        });
+        group.bench_function(id("parapipe"), |b| {
+            b.iter(|| {
+                let sum = pipe!(0..N | work(k))
                     .results()
                     .map(|r| r.unwrap())
-                    .sum::<u64>()
+                    .sum::<u64>();
+                assert_eq!(sum, want)
             })
         });
     }

@@ -1,23 +1,42 @@
-//! Per-item overhead of parapipe against a sequential loop, rayon's
-//! `par_bridge` and hand-written flume pipelines (one item per message, and
-//! 64-item `Vec<u64>` batches per message), on 1,000,000 `u64` items through
-//! `x + 1`.
+//! Workload 1 of the suite: per-item overhead, 1,000,000 `u64` through
+//! `x + 1`, in three shapes: one stage with 2 workers (unordered and
+//! ordered), a chain of 3 stages and a chain of 20 stages (one worker each).
+//! Beside parapipe, in the same process on the same input: a sequential
+//! loop, rayon (`par_iter`, and `par_bridge` as the issue measured it),
+//! pariter (which always keeps order), pipeliner (unordered and, for the
+//! single stage, ordered) and hand-written threads over flume and over
+//! crossbeam channels, one item per message and 64-item batches.
+//!
+//! The sequential loop and rayon see each item through `black_box`, which
+//! keeps LLVM from summing `0..N` in closed form (measuring nothing per
+//! item); the others move items between threads, which it cannot see
+//! through.
+//!
+//! pariter and pipeliner run with the same thread counts as parapipe, and
+//! with the hand-written pipelines' buffer of `CAP` items: their defaults
+//! (2 items per thread for pariter, a rendezvous for pipeliner) are slower,
+//! pipeliner's ordered map by more than an order of magnitude. rayon runs
+//! on a 2-thread pool. The serial 20-stage chain is in `benches/serial.rs`.
 //!
 //! Run with `cargo bench --bench overhead`.
 
+#[allow(dead_code, reason = "each bench uses part of the shared module")]
+mod common;
+
 use std::hint::black_box;
-use std::thread;
 use std::time::Duration;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use common::{
+    BATCH, CAP, Crossbeam, Flume, batched, pariter_stage, per_item, sum_if_consecutive, sum_plus,
+};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use parapipe::prelude::*;
+use pariter::IteratorExt as _;
+use pipeliner::Pipeline as _;
 use rayon::prelude::*;
 
 const N: u64 = 1_000_000;
-/// Capacity of each hand-written flume channel, in items.
-const CAP: usize = 1024;
-/// Items per message in the batched hand-written flume pipeline.
-const BATCH: usize = 64;
 
 #[map_stage(workers = 2)]
 fn add_one(x: u64) -> u64 {
@@ -25,224 +44,267 @@ fn add_one(x: u64) -> u64 {
 }
 
 #[map_stage]
-fn s1(x: u64) -> u64 {
+fn inc(x: u64) -> u64 {
     x + 1
 }
 
-#[map_stage]
-fn s2(x: u64) -> u64 {
-    x + 1
+/// `$it` wrapped by `$wrap!` once per token after the `;`: a chain of
+/// stages of any length without a box or a dynamic call between them.
+macro_rules! chain {
+    ($it:expr, $wrap:ident;) => { $it };
+    ($it:expr, $wrap:ident; $head:tt $($rest:tt)*) => { chain!($wrap!($it), $wrap; $($rest)*) };
 }
 
-#[map_stage]
-fn s3(x: u64) -> u64 {
-    x + 1
+macro_rules! pariter_inc {
+    ($it:expr) => {
+        $it.parallel_map_custom(pariter_stage(1), |x: u64| x + 1)
+    };
 }
 
-/// Expected sum of `(0..N).map(|x| x + k)`.
-const fn expected(k: u64) -> u64 {
-    N * (N - 1) / 2 + k * N
+macro_rules! pipeliner_inc {
+    ($it:expr) => {
+        $it.with_threads(1).out_buffer(CAP).map(|x: u64| x + 1)
+    };
 }
 
-/// A hand-written pipeline whose messages are of type `M`: a source thread
-/// runs `source` to fill the first channel; each stage has `workers[i]`
-/// threads that apply `step` to each message and send the result on; the
-/// calling thread folds every output message with `sum` and adds them up.
-/// Every channel is bounded to `cap` messages.
-fn flume_pipeline<M: Send>(
-    workers: &[usize],
-    cap: usize,
-    source: impl FnOnce(flume::Sender<M>) + Send,
-    step: impl Fn(M) -> M + Copy + Send,
-    sum: impl Fn(M) -> u64,
-) -> u64 {
-    thread::scope(|s| {
-        let (src_tx, mut rx) = flume::bounded::<M>(cap);
-        s.spawn(move || source(src_tx));
-        for &w in workers {
-            let (tx, next_rx) = flume::bounded::<M>(cap);
-            for _ in 0..w {
-                let rx = rx.clone();
-                let tx = tx.clone();
-                s.spawn(move || {
-                    for m in rx.iter() {
-                        if tx.send(step(m)).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-            rx = next_rx;
-        }
-        rx.iter().map(sum).sum()
-    })
+macro_rules! rayon_inc {
+    ($it:expr) => {
+        $it.map(|x: u64| x + 1)
+    };
 }
 
-/// `0..N` through `x + 1` per stage, one item per message.
-fn flume_per_item(workers: &[usize]) -> u64 {
-    flume_pipeline(
-        workers,
-        CAP,
-        |tx| {
-            for x in 0..N {
-                if tx.send(x).is_err() {
-                    return;
-                }
-            }
-        },
-        |x| x + 1,
-        |x| x,
-    )
+macro_rules! seq_inc {
+    ($it:expr) => {
+        $it.map(|x: u64| x + 1)
+    };
 }
 
-/// `0..N` through `x + 1` per stage, `BATCH` items per `Vec<u64>` message;
-/// channels hold `CAP / BATCH` batches, i.e. `CAP` items.
-fn flume_batched(workers: &[usize]) -> u64 {
-    flume_pipeline(
-        workers,
-        CAP / BATCH,
-        |tx| {
-            for start in (0..N).step_by(BATCH) {
-                let batch: Vec<u64> = (start..N.min(start + BATCH as u64)).collect();
-                if tx.send(batch).is_err() {
-                    return;
-                }
-            }
-        },
-        |mut batch| {
-            for x in &mut batch {
-                *x += 1;
-            }
-            batch
-        },
-        |batch| batch.iter().sum(),
-    )
+/// The hand-written competitors of a chain of `workers.len()` stages, each
+/// checked against `want` on every iteration.
+fn hand_written(group: &mut BenchmarkGroup<'_, WallTime>, workers: &[usize], want: u64) {
+    group.bench_function("flume_per_item", |b| {
+        b.iter(|| assert_eq!(per_item::<Flume>(N, workers, |_, x| x + 1), want))
+    });
+    group.bench_function(format!("flume_batched_{BATCH}"), |b| {
+        b.iter(|| assert_eq!(batched::<Flume>(N, workers, |_, x| x + 1), want))
+    });
+    group.bench_function("crossbeam_per_item", |b| {
+        b.iter(|| assert_eq!(per_item::<Crossbeam>(N, workers, |_, x| x + 1), want))
+    });
+    group.bench_function(format!("crossbeam_batched_{BATCH}"), |b| {
+        b.iter(|| assert_eq!(batched::<Crossbeam>(N, workers, |_, x| x + 1), want))
+    });
 }
 
 fn one_stage_2_workers(c: &mut Criterion) {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .expect("rayon pool");
-    let want = expected(1);
-    assert_eq!(flume_per_item(&[2]), want);
-    assert_eq!(flume_batched(&[2]), want);
-    assert_eq!(
-        pipe!(0..N | add_one)
-            .results()
-            .map(|r| r.unwrap())
-            .sum::<u64>(),
-        want
-    );
-    let ordered: Vec<u64> = pipe!(0..N | add_one.ordered(true)).collect().unwrap();
-    assert!(ordered.iter().copied().eq(1..=N));
-
+    let pool = common::rayon_pool();
+    let want = sum_plus(N, 1);
     let mut group = c.benchmark_group("one_stage_2_workers");
     group.throughput(Throughput::Elements(N));
-    group.sample_size(10);
-    group.measurement_time(Duration::from_secs(5));
+    common::configure(&mut group, Duration::from_secs(3));
 
     group.bench_function("sequential", |b| {
-        // `black_box` on each item keeps LLVM from summing `0..N` in
-        // closed form, which would measure nothing per item.
-        b.iter(|| black_box((0..N).map(|x| black_box(x) + 1).sum::<u64>()))
+        b.iter(|| assert_eq!((0..N).map(|x| black_box(x) + 1).sum::<u64>(), want))
+    });
+    group.bench_function("rayon_par_iter", |b| {
+        b.iter(|| {
+            let sum = pool.install(|| {
+                (0..N)
+                    .into_par_iter()
+                    .map(|x| black_box(x) + 1)
+                    .sum::<u64>()
+            });
+            assert_eq!(sum, want)
+        })
     });
     group.bench_function("rayon_par_bridge", |b| {
-        b.iter(|| pool.install(|| black_box((0..N).par_bridge().map(|x| x + 1).sum::<u64>())))
+        b.iter(|| {
+            let sum = pool.install(|| (0..N).par_bridge().map(|x| black_box(x) + 1).sum::<u64>());
+            assert_eq!(sum, want)
+        })
     });
-    group.bench_function("flume_per_item", |b| {
-        b.iter(|| black_box(flume_per_item(&[2])))
+    group.bench_function("pariter_ordered", |b| {
+        b.iter(|| {
+            let out = (0..N).parallel_map_custom(pariter_stage(2), |x| x + 1);
+            assert_eq!(sum_if_consecutive(out, 1), Some(want))
+        })
     });
-    group.bench_function("flume_batched_64", |b| {
-        b.iter(|| black_box(flume_batched(&[2])))
+    group.bench_function("pipeliner", |b| {
+        b.iter(|| {
+            assert_eq!(
+                (0..N)
+                    .with_threads(2)
+                    .out_buffer(CAP)
+                    .map(|x| x + 1)
+                    .sum::<u64>(),
+                want
+            )
+        })
     });
+    group.bench_function("pipeliner_ordered", |b| {
+        b.iter(|| {
+            let out = (0..N)
+                .with_threads(2)
+                .out_buffer(CAP)
+                .ordered_map(|x| x + 1);
+            assert_eq!(sum_if_consecutive(out, 1), Some(want))
+        })
+    });
+    hand_written(&mut group, &[2], want);
     group.bench_function("parapipe", |b| {
         b.iter(|| {
-            black_box(
-                pipe!(0..N | add_one)
-                    .results()
-                    .map(|r| r.unwrap())
-                    .sum::<u64>(),
-            )
+            let sum = pipe!(0..N | add_one)
+                .results()
+                .map(|r| r.unwrap())
+                .sum::<u64>();
+            assert_eq!(sum, want)
         })
     });
     group.bench_function("parapipe_ordered", |b| {
         b.iter(|| {
-            black_box(
-                pipe!(0..N | add_one.ordered(true))
-                    .results()
-                    .map(|r| r.unwrap())
-                    .sum::<u64>(),
-            )
+            let out = pipe!(0..N | add_one.ordered(true))
+                .results()
+                .map(|r| r.unwrap());
+            assert_eq!(sum_if_consecutive(out, 1), Some(want))
         })
     });
     group.finish();
 }
 
 fn three_stage_chain(c: &mut Criterion) {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .expect("rayon pool");
-    let want = expected(3);
-    assert_eq!(flume_per_item(&[1, 1, 1]), want);
-    assert_eq!(flume_batched(&[1, 1, 1]), want);
-    assert_eq!(
-        pipe!(0..N | s1 | s2 | s3)
-            .results()
-            .map(|r| r.unwrap())
-            .sum::<u64>(),
-        want
-    );
-
+    let pool = common::rayon_pool();
+    let want = sum_plus(N, 3);
     let mut group = c.benchmark_group("three_stage_chain");
     group.throughput(Throughput::Elements(N));
-    group.sample_size(10);
-    group.measurement_time(Duration::from_secs(5));
+    common::configure(&mut group, Duration::from_secs(3));
 
     group.bench_function("sequential", |b| {
         b.iter(|| {
-            black_box(
-                (0..N)
-                    .map(|x| black_box(x) + 1)
-                    .map(|x| x + 1)
-                    .map(|x| x + 1)
-                    .sum::<u64>(),
-            )
+            let out = chain!((0..N).map(black_box), seq_inc; 1 2 3);
+            assert_eq!(out.sum::<u64>(), want)
+        })
+    });
+    group.bench_function("rayon_par_iter", |b| {
+        b.iter(|| {
+            let sum = pool.install(|| {
+                chain!((0..N).into_par_iter().map(black_box), rayon_inc; 1 2 3).sum::<u64>()
+            });
+            assert_eq!(sum, want)
         })
     });
     group.bench_function("rayon_par_bridge", |b| {
         b.iter(|| {
-            pool.install(|| {
-                black_box(
-                    (0..N)
-                        .par_bridge()
-                        .map(|x| x + 1)
-                        .map(|x| x + 1)
-                        .map(|x| x + 1)
-                        .sum::<u64>(),
-                )
-            })
+            let sum = pool.install(|| {
+                chain!((0..N).par_bridge().map(black_box), rayon_inc; 1 2 3).sum::<u64>()
+            });
+            assert_eq!(sum, want)
         })
     });
-    group.bench_function("flume_per_item", |b| {
-        b.iter(|| black_box(flume_per_item(&[1, 1, 1])))
+    group.bench_function("pariter", |b| {
+        b.iter(|| assert_eq!(chain!(0..N, pariter_inc; 1 2 3).sum::<u64>(), want))
     });
-    group.bench_function("flume_batched_64", |b| {
-        b.iter(|| black_box(flume_batched(&[1, 1, 1])))
+    group.bench_function("pipeliner", |b| {
+        b.iter(|| assert_eq!(chain!(0..N, pipeliner_inc; 1 2 3).sum::<u64>(), want))
     });
+    hand_written(&mut group, &[1; 3], want);
     group.bench_function("parapipe", |b| {
         b.iter(|| {
-            black_box(
-                pipe!(0..N | s1 | s2 | s3)
-                    .results()
-                    .map(|r| r.unwrap())
-                    .sum::<u64>(),
-            )
+            let sum = pipe!(0..N | inc | inc | inc)
+                .results()
+                .map(|r| r.unwrap())
+                .sum::<u64>();
+            assert_eq!(sum, want)
         })
     });
     group.finish();
 }
 
-criterion_group!(benches, one_stage_2_workers, three_stage_chain);
+fn twenty_stage_chain(c: &mut Criterion) {
+    let pool = common::rayon_pool();
+    let want = sum_plus(N, 20);
+    let mut group = c.benchmark_group("twenty_stage_chain");
+    group.throughput(Throughput::Elements(N));
+    common::configure(&mut group, Duration::from_secs(3));
+
+    group.bench_function("sequential", |b| {
+        b.iter(|| {
+            let out = chain!((0..N).map(black_box), seq_inc;
+                1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20);
+            assert_eq!(out.sum::<u64>(), want)
+        })
+    });
+    group.bench_function("rayon_par_iter", |b| {
+        b.iter(|| {
+            let sum = pool.install(|| {
+                chain!((0..N).into_par_iter().map(black_box), rayon_inc;
+                    1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20)
+                .sum::<u64>()
+            });
+            assert_eq!(sum, want)
+        })
+    });
+    group.bench_function("rayon_par_bridge", |b| {
+        b.iter(|| {
+            let sum = pool.install(|| {
+                chain!((0..N).par_bridge().map(black_box), rayon_inc;
+                    1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20)
+                .sum::<u64>()
+            });
+            assert_eq!(sum, want)
+        })
+    });
+    group.bench_function("pariter", |b| {
+        b.iter(|| {
+            let out = chain!(0..N, pariter_inc;
+                1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20);
+            assert_eq!(out.sum::<u64>(), want)
+        })
+    });
+    group.bench_function("pipeliner", |b| {
+        b.iter(|| {
+            let out = chain!(0..N, pipeliner_inc;
+                1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20);
+            assert_eq!(out.sum::<u64>(), want)
+        })
+    });
+    hand_written(&mut group, &[1; 20], want);
+    group.bench_function("parapipe", |b| {
+        b.iter(|| {
+            let sum = pipe!(
+                0..N | inc
+                    | inc
+                    | inc
+                    | inc
+                    | inc
+                    | inc
+                    | inc
+                    | inc
+                    | inc
+                    | inc
+                    | inc
+                    | inc
+                    | inc
+                    | inc
+                    | inc
+                    | inc
+                    | inc
+                    | inc
+                    | inc
+                    | inc
+            )
+            .results()
+            .map(|r| r.unwrap())
+            .sum::<u64>();
+            assert_eq!(sum, want)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    one_stage_2_workers,
+    three_stage_chain,
+    twenty_stage_chain
+);
 criterion_main!(benches);

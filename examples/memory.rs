@@ -5,6 +5,9 @@
 //! `/usr/bin/time -v cargo run --release --example memory -- 10000000`.
 //! With a second argument `unbounded`, the stage's queue has no limit, and
 //! peak memory grows with N instead: the contrast shows the bound at work.
+//! With `sequential`, the same items reach the same consumer with no
+//! pipeline at all: the process's own footprint, for reference.
+//! `scripts/bench-report.py` runs all three and reports the peaks.
 
 use std::hint::black_box;
 
@@ -16,23 +19,36 @@ fn payload(x: u64) -> [u64; 8] {
     [x; 8]
 }
 
+/// The slow consumer: a little work per item, added up in a checksum that
+/// does not depend on the order the items arrive in, so every mode prints
+/// the same one.
+fn consume(checksum: u64, item: [u64; 8]) -> u64 {
+    let hash = (0..100).fold(item[0], |h, _| {
+        black_box(h.wrapping_mul(31).wrapping_add(item[7]))
+    });
+    checksum.wrapping_add(hash)
+}
+
 fn main() -> Result<(), PipelineError> {
     let n: u64 = std::env::args()
         .nth(1)
         .map(|a| a.parse().expect("the first argument is an item count"))
         .unwrap_or(1_000_000);
-    let stage = match std::env::args().nth(2).as_deref() {
-        Some("unbounded") => payload::new().unbounded(),
-        _ => payload::new(),
+    let mode = std::env::args().nth(2);
+    let checksum = match mode.as_deref() {
+        Some("sequential") => (0..n).map(payload).fold(0, consume),
+        Some("unbounded") => run(n, payload::new().unbounded())?,
+        None | Some("bounded") => run(n, payload::new())?,
+        Some(other) => panic!("unknown mode {other:?}: bounded, unbounded or sequential"),
     };
-    let mut checksum = 0u64;
-    for item in pipe!(0..n | { stage }).results() {
-        let item = item?;
-        // The slow consumer: a little work per item.
-        for _ in 0..20 {
-            checksum = black_box(checksum.wrapping_mul(31).wrapping_add(item[0]));
-        }
-    }
     println!("{n} items, checksum {checksum}");
     Ok(())
+}
+
+fn run(n: u64, stage: payload) -> Result<u64, PipelineError> {
+    let mut checksum = 0u64;
+    for item in pipe!(0..n | { stage }).results() {
+        checksum = consume(checksum, item?);
+    }
+    Ok(checksum)
 }

@@ -1,0 +1,656 @@
+#!/usr/bin/env python3
+"""Runs the benchmark suite of issue 5 and regenerates docs/benchmarks.md and
+docs/benchmarks.svg from what it measured.
+
+    python3 scripts/bench-report.py                # build, run every bench and the memory runs, write the docs
+    python3 scripts/bench-report.py --bench uneven # rerun one bench (repeatable), keep the others' results
+    python3 scripts/bench-report.py --wait-idle 600 --retries 2  # on a shared machine
+    python3 scripts/bench-report.py --no-bench --no-memory  # only rewrite the docs from the last results
+
+It honours CARGO_TARGET_DIR (criterion writes to <target dir>/criterion).
+Before a bench runs, its groups' old criterion results are deleted, so a
+report never mixes in a variant that no longer exists. What criterion does
+not keep (load averages, memory peaks) is kept in <target dir>/bench-report/
+run.json beside the benches' logs. Every number in the
+generated files comes from this run (or, with --no-bench, from the last
+one); the targets are issue 5's. Standard library only.
+"""
+
+import argparse
+import datetime
+import html
+import json
+import math
+import os
+import platform
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Workloads, in the order of issue 5: (bench file, criterion group, title,
+# item count label, what the group measures). The baseline is the variant
+# the speed-ups are relative to.
+GROUPS = [
+    ("overhead", "one_stage_2_workers", "1a. Overhead: one stage, 2 workers",
+     "1,000,000 `u64` through `x + 1`; `*_ordered` variants deliver in input order."),
+    ("overhead", "three_stage_chain", "1b. Overhead: 3-stage chain",
+     "1,000,000 `u64` through three `x + 1` stages, one worker (thread) each."),
+    ("overhead", "twenty_stage_chain", "1c. Overhead: 20-stage chain, parallel",
+     "1,000,000 `u64` through twenty `x + 1` stages, one worker (thread) each."),
+    ("serial", "serial_20_stages", "1d. Overhead: 20-stage chain, serial",
+     "1,000,000 `u64` through twenty `x + 1` stages fused in the calling thread, "
+     "against the same hand-written iterator chain."),
+    ("granularity", "granularity", "2. Granularity",
+     "100,000 items, `fib(k)` per item, one stage with 2 workers."),
+    ("mandelbrot", "mandelbrot", "3. Mandelbrot, rows in order",
+     "1000 x 1000 points, at most 2,000 iterations, one row per item, "
+     "rows delivered in order and compared with the sequential ones."),
+    ("uneven", "uneven_stages", "4a. Uneven stages",
+     "Five stages costing fib(12), fib(14), fib(13), fib(12), fib(12) per item."),
+    ("uneven", "uneven_stages_heavy", "4b. Uneven stages, heavy",
+     "Five stages costing fib(17), fib(19), fib(18), fib(17), fib(17) per item."),
+]
+BENCHES = ["overhead", "serial", "granularity", "mandelbrot", "uneven"]
+BASELINES = ("sequential", "hand_written_chain")
+
+# Workload 5: item counts and modes of examples/memory.rs.
+MEMORY_COUNTS = [1_000_000, 10_000_000]
+MEMORY_MODES = ["sequential", "bounded", "unbounded"]
+# "Flat (within a few MB)": read as at most this much growth.
+MEMORY_FLAT_KB = 5 * 1024
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, cwd=ROOT, check=True, text=True, capture_output=True, **kw).stdout
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return tuple(float(x) for x in f.read().split()[:3])
+
+
+def fmt_load(load):
+    return " / ".join(f"{x:.2f}" for x in load)
+
+
+def fmt_share(share):
+    return "-" if share is None else f"{100 * share:.0f}%"
+
+
+def machine():
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_kb = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)),
+        "memory": f"{mem_kb / 1024 / 1024:.1f} GiB",
+        "rustc": sh(["rustc", "--version"]).strip(),
+        "kernel": f"{platform.system()} {platform.release()}",
+    }
+
+
+def measured_commit():
+    """The last commit that changed what the benches measure (anything but
+    docs/, scripts/ and README.md), and whether that is changed in the tree."""
+    outside = ["--", ".", ":!docs", ":!scripts", ":!README.md"]
+    try:
+        commit = sh(["git", "log", "-1", "--format=%h"] + outside).strip()
+        dirty = sh(["git", "status", "--porcelain", "--untracked-files=no"] + outside).strip()
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return "unknown"
+    return commit + (" (with uncommitted changes)" if dirty else "")
+
+
+def target_dir():
+    meta = json.loads(sh(["cargo", "metadata", "--format-version", "1", "--no-deps"]))
+    return Path(meta["target_directory"])
+
+
+def busy_seconds():
+    """CPU time the whole machine has spent busy since boot, in seconds."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def own_seconds():
+    """CPU time used by this script's finished children (cargo, the benches)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def others_share(busy_before, own_before, wall):
+    """Share of the machine's cores that other processes kept busy over a
+    span of `wall` seconds: all busy time less this script's children."""
+    others = (busy_seconds() - busy_before) - (own_seconds() - own_before)
+    return max(0.0, others / (wall * os.cpu_count()))
+
+
+# Other processes' share of the cores above which a bench's run counts as
+# disturbed (and, with --retries, is run again).
+BUSY = 0.10
+
+
+def wait_idle(max_wait, threshold=BUSY, window=15.0):
+    """Waits, at most max_wait seconds, until other processes use less than
+    `threshold` of the cores over a `window`; returns the seconds waited and
+    the share last seen."""
+    start = time.time()
+    while True:
+        busy = busy_seconds()
+        time.sleep(window)
+        share = (busy_seconds() - busy) / (window * os.cpu_count())
+        if share < threshold or time.time() - start >= max_wait:
+            return time.time() - start, share
+
+
+def run_benches(names, criterion, logs, max_wait, retries):
+    """Builds, then runs each bench in turn (first waiting up to max_wait
+    seconds for the machine to be idle, and running it again, up to
+    `retries` times, while other processes took more than BUSY of the cores
+    during the run); returns what each bench's last run saw of the machine."""
+    print("building the benches ...", file=sys.stderr)
+    subprocess.run(["cargo", "bench", "--benches", "--no-run"], cwd=ROOT, check=True)
+    runs = []
+    for name in names:
+        for _ in range(retries + 1):
+            run = run_bench(name, criterion, logs, max_wait)
+            print(f"  others used {fmt_share(run['others'])} of the cores", file=sys.stderr)
+            if run["others"] <= BUSY:
+                break
+        runs.append(run)
+    return runs
+
+
+def run_bench(name, criterion, logs, max_wait):
+    """Runs one bench once, after deleting its groups' old results."""
+    for bench, group, *_ in GROUPS:
+        if bench == name:
+            shutil.rmtree(criterion / group, ignore_errors=True)
+    waited, idle_share = wait_idle(max_wait) if max_wait else (0.0, None)
+    before, start, busy, own = loadavg(), time.time(), busy_seconds(), own_seconds()
+    print(f"running bench {name} (load {fmt_load(before)}) ...", file=sys.stderr)
+    log = logs / f"{name}.log"
+    with open(log, "w") as out:
+        subprocess.run(["cargo", "bench", "--bench", name, "--", "--noplot"],
+                       cwd=ROOT, check=True, stdout=out, stderr=subprocess.STDOUT)
+    wall = time.time() - start
+    return {"bench": name, "load_before": before, "load_after": loadavg(),
+            "seconds": wall, "others": others_share(busy, own, wall),
+            "waited": waited, "idle_share": idle_share,
+            "started": datetime.datetime.fromtimestamp(start, datetime.timezone.utc)
+            .strftime("%Y-%m-%d %H:%M")}
+
+
+def parse_time_v(text):
+    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
+    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", text)
+    seconds = 0.0
+    for part in wall.group(1).split(":"):
+        seconds = seconds * 60 + float(part)
+    return int(rss.group(1)), seconds
+
+
+def run_memory(target):
+    print("building examples/memory.rs ...", file=sys.stderr)
+    subprocess.run(["cargo", "build", "--release", "--example", "memory"], cwd=ROOT, check=True)
+    exe = target / "release" / "examples" / "memory"
+    results = []
+    for mode in MEMORY_MODES:
+        for n in MEMORY_COUNTS:
+            proc = subprocess.run(["/usr/bin/time", "-v", str(exe), str(n), mode],
+                                  cwd=ROOT, check=True, text=True, capture_output=True)
+            rss, wall = parse_time_v(proc.stderr)
+            checksum = re.search(r"checksum (\d+)", proc.stdout).group(1)
+            results.append({"mode": mode, "n": n, "rss_kb": rss, "wall": wall,
+                            "checksum": checksum})
+    for n in MEMORY_COUNTS:
+        sums = {r["checksum"] for r in results if r["n"] == n}
+        if len(sums) != 1:
+            sys.exit(f"memory example: modes disagree on the checksum of {n} items: {sums}")
+    return results
+
+
+def read_criterion(criterion):
+    """{group: {(function, value): {median, mad, elements, mtime}}} from the
+    criterion results on disk."""
+    out = {}
+    for bench_json in criterion.glob("**/new/benchmark.json"):
+        meta = json.loads(bench_json.read_text())
+        est = json.loads((bench_json.parent / "estimates.json").read_text())
+        samples = len(json.loads((bench_json.parent / "sample.json").read_text())["iters"])
+        elements = (meta.get("throughput") or {}).get("Elements")
+        out.setdefault(meta["group_id"], {})[(meta["function_id"], meta["value_str"])] = {
+            "median": est["median"]["point_estimate"],
+            "mad": est["median_abs_dev"]["point_estimate"],
+            "elements": elements,
+            "mtime": bench_json.stat().st_mtime,
+            "samples": samples,
+        }
+    return out
+
+
+def is_parapipe(name):
+    return name.startswith("parapipe")
+
+
+def fmt_time(ns):
+    for unit, scale in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
+        if ns >= scale:
+            return f"{ns / scale:.3g} {unit}" if ns / scale < 100 else f"{ns / scale:.0f} {unit}"
+    return f"{ns:.3g} ns"
+
+
+def fmt_ns(ns):
+    return f"{ns:.3g}" if ns < 1000 else f"{ns:,.0f}"
+
+
+def fmt_x(x):
+    return f"{x:.2f}x" if x >= 0.1 else f"{x:.2g}x"
+
+
+def baseline_of(rows):
+    for name in BASELINES:
+        if name in rows:
+            return rows[name]
+    return None
+
+
+def group_table(rows):
+    """Markdown rows for one group: {variant: result}, fastest first."""
+    base = baseline_of(rows)
+    competitors = [r["median"] for n, r in rows.items() if not is_parapipe(n)]
+    best = min(competitors) if competitors else None
+    lines = ["| variant | median per run | ns per item | speed-up vs sequential "
+             "| time ÷ best competitor's | spread (MAD) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for name, r in sorted(rows.items(), key=lambda kv: kv[1]["median"]):
+        per_item = fmt_ns(r["median"] / r["elements"]) if r["elements"] else "-"
+        speedup = fmt_x(base["median"] / r["median"]) if base else "-"
+        vs_best = f"{r['median'] / best:.2f}" if best else "-"
+        label = f"**{name}**" if is_parapipe(name) else name
+        if best is not None and r["median"] == best and not is_parapipe(name):
+            label += " (best competitor)"
+        lines.append(f"| {label} | {fmt_time(r['median'])} | {per_item} | {speedup} "
+                     f"| {vs_best} | {100 * r['mad'] / r['median']:.1f}% |")
+    return lines
+
+
+def granularity_tables(results):
+    """Two matrices, variants by k: ns per item, and speed-up vs sequential."""
+    ks = sorted({int(v) for (_, v) in results}, key=int)
+    names = sorted({n for (n, _) in results},
+                   key=lambda n: (n != "sequential", is_parapipe(n), n))
+    head = "| variant | " + " | ".join(f"k = {k}" for k in ks) + " |"
+    sep = "| --- |" + " ---: |" * len(ks)
+    per_item, speedup = [head, sep], [head, sep]
+    for name in names:
+        label = f"**{name}**" if is_parapipe(name) else name
+        cells_t, cells_s = [], []
+        for k in ks:
+            r = results.get((name, str(k)))
+            seq = results.get(("sequential", str(k)))
+            cells_t.append(fmt_ns(r["median"] / r["elements"]) if r else "-")
+            cells_s.append(fmt_x(seq["median"] / r["median"]) if r and seq else "-")
+        per_item.append(f"| {label} | " + " | ".join(cells_t) + " |")
+        speedup.append(f"| {label} | " + " | ".join(cells_s) + " |")
+    best = ["| k | " + " | ".join(str(k) for k in ks) + " |", "| --- |" + " ---: |" * len(ks)]
+    best_names, ratios = [], []
+    for k in ks:
+        comp = {n: r for (n, v), r in results.items() if v == str(k) and not is_parapipe(n)}
+        pp = results.get(("parapipe", str(k)))
+        name, r = min(comp.items(), key=lambda kv: kv[1]["median"])
+        best_names.append(name)
+        ratios.append(f"{pp['median'] / r['median']:.2f}" if pp else "-")
+    best.append("| best competitor | " + " | ".join(best_names) + " |")
+    best.append("| parapipe time ÷ best competitor's | " + " | ".join(ratios) + " |")
+    return per_item, speedup, best
+
+
+def median(results, group, name, value=None):
+    r = results.get(group, {}).get((name, value))
+    return r["median"] if r else None
+
+
+def targets(results, memory):
+    """(bench, target, measured, met, margin) for each of issue 5's targets."""
+    out = []
+
+    def add(bench, target, measured, met, margin):
+        out.append((bench, target, measured, "met" if met else "**missed**", margin))
+
+    def over(value, limit, unit=""):
+        pct = 100 * (value / limit - 1)
+        return f"{abs(pct):.0f}% {'under' if pct <= 0 else 'over'} the limit of {limit:g}{unit}"
+
+    def short(value, need):
+        pct = 100 * (value / need - 1)
+        return f"{abs(pct):.0f}% {'above' if pct >= 0 else 'short of'} the {need:g}x needed"
+
+    t = median(results, "one_stage_2_workers", "parapipe")
+    if t:
+        ns = t / 1e6
+        add("overhead", "W1: one stage, 2 workers: at most 20 ns per item", f"{ns:.1f} ns per item",
+            ns <= 20, over(ns, 20, " ns"))
+    o = median(results, "one_stage_2_workers", "parapipe_ordered")
+    if t and o:
+        add("overhead", "W1: ordered at most 1.3x unordered", f"{o / t:.2f}x", o / t <= 1.3, over(o / t, 1.3, "x"))
+    hand = median(results, "serial_20_stages", "hand_written_chain")
+    for name in ("parapipe_serial_pipe", "parapipe_serial_segment"):
+        s = median(results, "serial_20_stages", name)
+        if hand and s:
+            add("serial", f"W1: serial 20-stage chain ({name}) within 5% of the hand-written chain",
+                f"{s / hand:.3f}x the hand-written chain", s / hand <= 1.05, over(s / hand, 1.05, "x"))
+    g = results.get("granularity", {})
+    seq10, pp10 = median(results, "granularity", "sequential", "10"), median(results, "granularity", "parapipe", "10")
+    if seq10 and pp10:
+        ks = sorted({int(v) for (_, v) in g})
+        even = [k for k in ks if g.get(("parapipe", str(k))) and g.get(("sequential", str(k)))
+                and g[("parapipe", str(k))]["median"] <= g[("sequential", str(k))]["median"]]
+        where = f"breaks even from k = {even[0]}" if even else "does not break even for any k measured"
+        add("granularity", "W2: break even with sequential by fib(10)",
+            f"{seq10 / pp10:.2f}x sequential at k = 10; {where}", pp10 <= seq10, short(seq10 / pp10, 1.0))
+    seq15, pp15 = median(results, "granularity", "sequential", "15"), median(results, "granularity", "parapipe", "15")
+    if seq15 and pp15:
+        add("granularity", "W2: at least 1.8x sequential at fib(15)", f"{seq15 / pp15:.2f}x",
+            seq15 / pp15 >= 1.8, short(seq15 / pp15, 1.8))
+    seq, pp = median(results, "mandelbrot", "sequential"), median(results, "mandelbrot", "parapipe_ordered")
+    if seq and pp:
+        add("mandelbrot", "W3: Mandelbrot at least 1.9x sequential, in order", f"{seq / pp:.2f}x",
+            seq / pp >= 1.9, short(seq / pp, 1.9))
+    for group in ("uneven_stages", "uneven_stages_heavy"):
+        seq = median(results, group, "sequential")
+        for name in sorted(n for (n, _) in results.get(group, {}) if is_parapipe(n)):
+            pp = median(results, group, name)
+            if seq and pp:
+                add("uneven", f"W4: {group}, {name}: at least 1.8x sequential", f"{seq / pp:.2f}x",
+                    seq / pp >= 1.8, short(seq / pp, 1.8))
+    bounded = {m["n"]: m["rss_kb"] for m in memory if m["mode"] == "bounded"}
+    if len(bounded) == len(MEMORY_COUNTS):
+        lo, hi = bounded[MEMORY_COUNTS[0]], bounded[MEMORY_COUNTS[-1]]
+        growth = hi - lo
+        add(None, f"W5: peak RSS flat from {MEMORY_COUNTS[0]:,} to {MEMORY_COUNTS[-1]:,} items "
+            f"(grows at most {MEMORY_FLAT_KB // 1024} MiB)",
+            f"{lo / 1024:.1f} MiB -> {hi / 1024:.1f} MiB ({growth / 1024:+.1f} MiB)",
+            growth <= MEMORY_FLAT_KB, f"{growth / 1024:+.1f} MiB of {MEMORY_FLAT_KB / 1024:.0f} MiB allowed")
+    return out
+
+
+# ---- the chart -------------------------------------------------------------
+
+PANEL_W, BAR_H, LABEL_W, PAD = 760, 15, 210, 10
+LOG_MAX = 4.0
+
+
+def svg_text(x, y, s, size=11, anchor="start", weight="normal", fill="#222"):
+    return (f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" text-anchor="{anchor}" '
+            f'font-weight="{weight}" fill="{fill}">{html.escape(s)}</text>')
+
+
+def log_x(v, x0, width, log_min):
+    v = min(max(v, log_min), LOG_MAX)
+    return x0 + width * (math.log10(v) - math.log10(log_min)) / (math.log10(LOG_MAX) - math.log10(log_min))
+
+
+def bar_panel(y, title, rows, log_min):
+    """Horizontal bars of the speed-up vs sequential: on a log axis from
+    log_min when log_min is given, else on a linear axis from 0."""
+    base = baseline_of(rows)
+    items = sorted(rows.items(), key=lambda kv: kv[1]["median"])
+    x0, width = LABEL_W, PANEL_W - LABEL_W - 70
+    if log_min is None:
+        top_x = max(2.5, max(base["median"] / r["median"] for _, r in items))
+        scale = lambda v: x0 + width * min(v, top_x) / top_x  # noqa: E731
+        ticks = [t / 2 for t in range(0, int(2 * top_x) + 1)]
+    else:
+        scale = lambda v: log_x(v, x0, width, log_min)  # noqa: E731
+        ticks = [10.0 ** e for e in range(round(math.log10(log_min)), 1)] + [2]
+    parts = [svg_text(PAD, y + 14, title + (" (log scale)" if log_min else ""), 13, weight="bold")]
+    y += 24
+    top = y
+    for name, r in items:
+        s = base["median"] / r["median"]
+        color = "#d95f02" if is_parapipe(name) else "#7570b3"
+        parts.append(svg_text(x0 - 6, y + BAR_H - 4, name, 11, "end",
+                              "bold" if is_parapipe(name) else "normal"))
+        parts.append(f'<rect x="{x0}" y="{y + 1}" width="{scale(s) - x0:.1f}" '
+                     f'height="{BAR_H - 2}" fill="{color}"/>')
+        parts.append(svg_text(scale(s) + 4, y + BAR_H - 4, fmt_x(s), 10))
+        y += BAR_H
+    for tick in ticks:
+        tx = scale(tick)
+        dash = "" if tick == 1 else ' stroke-dasharray="2,3"'
+        parts.append(f'<line x1="{tx:.1f}" y1="{top}" x2="{tx:.1f}" y2="{y}" stroke="#444"{dash}/>')
+        parts.append(svg_text(tx, y + 12, f"{tick:g}x", 10, "middle"))
+    return parts, y + 24
+
+
+def line_panel(y, title, results):
+    """Speed-up vs sequential against k, one line per variant."""
+    ks = sorted({int(v) for (_, v) in results})
+    names = sorted({n for (n, _) in results if n != "sequential"}, key=lambda n: (is_parapipe(n), n))
+    x0, width, height = LABEL_W, PANEL_W - LABEL_W - 70, 180
+    ymax = 2.5
+    parts = [svg_text(PAD, y + 14, title, 13, weight="bold")]
+    y += 24
+    px = lambda k: x0 + width * (k - ks[0]) / max(1, ks[-1] - ks[0])  # noqa: E731
+    py = lambda s: y + height * (1 - min(s, ymax) / ymax)  # noqa: E731
+    for tick in (0, 0.5, 1, 1.5, 2, 2.5):
+        dash = "" if tick == 1 else ' stroke-dasharray="2,3"'
+        parts.append(f'<line x1="{x0}" y1="{py(tick):.1f}" x2="{x0 + width}" y2="{py(tick):.1f}" '
+                     f'stroke="#999"{dash}/>')
+        parts.append(svg_text(x0 - 6, py(tick) + 4, f"{tick:g}x", 10, "end"))
+    for k in ks:
+        parts.append(svg_text(px(k), y + height + 14, f"fib({k})", 10, "middle"))
+    palette = ["#1b9e77", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666", "#1f78b4"]
+    for i, name in enumerate(names):
+        pts = []
+        for k in ks:
+            r, seq = results.get((name, str(k))), results.get(("sequential", str(k)))
+            if r and seq:
+                pts.append((px(k), py(seq["median"] / r["median"])))
+        color = "#d95f02" if is_parapipe(name) else palette[i % len(palette)]
+        stroke = 3 if is_parapipe(name) else 1.5
+        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="{stroke}" points="'
+                     + " ".join(f"{a:.1f},{b:.1f}" for a, b in pts) + '"/>')
+        ly = y + 12 + 13 * i
+        parts.append(f'<line x1="{PAD}" y1="{ly - 4}" x2="{PAD + 18}" y2="{ly - 4}" stroke="{color}" '
+                     f'stroke-width="{stroke}"/>')
+        parts.append(svg_text(PAD + 22, ly, name, 10, weight="bold" if is_parapipe(name) else "normal"))
+    return parts, y + height + 34
+
+
+def chart(results, title):
+    panels = []
+    for _, group, heading, _ in GROUPS:
+        rows = results.get(group)
+        if rows and group != "granularity":
+            flat = {n: r for (n, v), r in rows.items() if v is None}
+            base = baseline_of(flat)
+            if base:
+                panels.append((heading, flat, min(base["median"] / r["median"] for r in flat.values())))
+        elif rows:
+            panels.append((heading, rows, None))
+    # Panels whose slowest variant is within 4x of sequential get a linear
+    # axis; the others share one log axis, so their bars compare.
+    slowest = min([p[2] for p in panels if p[2] is not None] or [0.1])
+    log_min = 10.0 ** min(-1, math.floor(math.log10(slowest)))
+    parts = [svg_text(PAD, 20, title, 14, weight="bold"),
+             svg_text(PAD, 36, "orange: parapipe; other colours: the competitors; "
+                      "solid line: 1x, as fast as the sequential run", 11)]
+    y = 48
+    for heading, rows, lowest in panels:
+        if lowest is None:
+            p, y = line_panel(y, heading + ": speed-up vs sequential", rows)
+        else:
+            p, y = bar_panel(y, heading + ": speed-up vs sequential", rows,
+                             None if lowest >= 0.25 else log_min)
+        parts += p
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{PANEL_W}" height="{y}" '
+            f'viewBox="0 0 {PANEL_W} {y}" font-family="sans-serif">\n'
+            f'<rect width="100%" height="100%" fill="white"/>\n' + "\n".join(parts) + "\n</svg>\n")
+
+
+# ---- the report ------------------------------------------------------------
+
+def sample_counts(results):
+    counts = sorted({r["samples"] for g in results.values() for r in g.values()})
+    return " or ".join(str(c) for c in counts) or "no"
+
+
+def report(results, state, info):
+    memory, runs = state.get("memory", []), state.get("runs", [])
+    md = ["# Benchmarks", "",
+          "<!-- Generated by scripts/bench-report.py: do not edit by hand. -->", "",
+          "Generated by `scripts/bench-report.py` from one run of the suite: nothing here is "
+          "typed by hand. To regenerate it (about 20 minutes on 2 cores), from the repository root:",
+          "", "```sh",
+          "python3 scripts/bench-report.py                # run every bench and the memory runs, rewrite this file and the chart",
+          "python3 scripts/bench-report.py --wait-idle 600 --retries 2  # the same on a shared machine: wait for it to be idle, rerun disturbed benches",
+          "python3 scripts/bench-report.py --bench uneven # rerun one bench, keep the other results",
+          "python3 scripts/bench-report.py --no-bench --no-memory  # rewrite both from the last results on disk",
+          "```", "",
+          "Each bench runs parapipe and its competitors in one process on the same input, and "
+          "checks every variant's result (a checksum, or the rows in order): on every iteration, "
+          "except in `benches/serial.rs`, which checks each variant once before measuring. "
+          f"Times are criterion medians of {sample_counts(results)} samples per variant. Speed-up is the sequential variant's median "
+          "divided by the variant's; \"time ÷ best competitor's\" compares with the fastest "
+          "variant that is not parapipe (the sequential one included). Spread is the median "
+          "absolute deviation of the samples, as a share of the median. The benches' own doc "
+          "comments (`benches/*.rs`) say how each competitor is configured.", "",
+          "## Machine", "",
+          "| | |", "| --- | --- |",
+          f"| CPU | {info['cpu']} |",
+          f"| cores | {info['cores']} ({info['usable_cores']} usable by this process) |",
+          f"| memory | {info['memory']} |",
+          f"| rustc | {info['rustc']} |",
+          f"| kernel | {info['kernel']} |",
+          f"| code measured | commit {state.get('commit') or measured_commit()} (the last one that "
+          "changed anything but docs/, scripts/ and README.md) |",
+          f"| last run | {state['started']} to {state['finished']} (UTC) |",
+          f"| load average (1, 5, 15 min) at its start | {fmt_load(state['load_start'])} |",
+          f"| load average at its end | {fmt_load(state['load_end'])} |", ""]
+    if runs:
+        md += ["The machine may have been shared with other work (another engineer's builds) during "
+               "the run. For each bench, the share of the cores that other processes kept busy while "
+               "it ran (all busy CPU time from `/proc/stat`, less the bench's own) shows how much; "
+               "the load average is given too, but it counts the benches' own threads (a 20-stage "
+               "chain runs over 20). Ratios within one bench were measured in the same process, "
+               "close in time, and suffer less from sharing than absolute times.", "",
+               "| bench | started (UTC) | waited for idle | others' CPU use | load before | load after | wall time |",
+               "| --- | --- | ---: | ---: | --- | --- | ---: |"]
+        md += [f"| {r['bench']} | {r['started']} | {r.get('waited', 0):.0f} s | "
+               f"{fmt_share(r.get('others'))} | {fmt_load(r['load_before'])} | "
+               f"{fmt_load(r['load_after'])} | {r['seconds']:.0f} s |" for r in runs]
+        md.append("")
+
+    others = {r["bench"]: r.get("others") for r in runs}
+    md += ["## Targets of issue 5", "",
+           "The last column is the share of the cores other processes used while the target's bench "
+           "ran: where it is high, the ratios are less trustworthy.", "",
+           "| target | measured | | margin | others' CPU use |", "| --- | --- | --- | --- | ---: |"]
+    md += [f"| {t} | {m} | {ok} | {margin} | {fmt_share(others.get(bench))} |"
+           for bench, t, m, ok, margin in targets(results, memory)]
+    md += ["", "![speed-up of every variant against the sequential one](benchmarks.svg)", ""]
+
+    for bench, group, heading, what in GROUPS:
+        rows = results.get(group)
+        md += [f"## {heading}", "", f"{what} From `benches/{bench}.rs`.", ""]
+        if not rows:
+            md += ["No results: the bench has not been run.", ""]
+            continue
+        if group == "granularity":
+            per_item, speedup, best = granularity_tables(rows)
+            md += ["Median time per item (ns):", ""] + per_item + ["", "Speed-up vs sequential:", ""]
+            md += speedup + ["", "parapipe against the fastest competitor at each k:", ""] + best + [""]
+        else:
+            md += group_table({n: r for (n, v), r in rows.items() if v is None}) + [""]
+
+    md += ["## 5. Memory", "",
+           "`examples/memory.rs`: items of 64 bytes from a fast source through one stage "
+           "(2 workers, `qsize = 30`) to a consumer slower than both, run under `/usr/bin/time -v`. "
+           "`bounded` is the stage as written, `unbounded` the same stage with no queue limit, "
+           "`sequential` the same items and consumer with no pipeline (the process's own footprint). "
+           "All modes print the same checksum for the same count (checked).", ""]
+    if memory:
+        md += ["| mode | items | peak RSS | wall time |", "| --- | ---: | ---: | ---: |"]
+        md += [f"| {m['mode']} | {m['n']:,} | {m['rss_kb'] / 1024:.1f} MiB | {m['wall']:.2f} s |" for m in memory]
+    else:
+        md += ["Not measured in this run (`--no-memory`)."]
+    md.append("")
+    return "\n".join(md)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--no-bench", action="store_true", help="do not run the benches; use the results on disk")
+    ap.add_argument("--bench", action="append", choices=BENCHES, help="run only this bench (repeatable)")
+    ap.add_argument("--no-memory", action="store_true", help="skip the memory runs of workload 5")
+    ap.add_argument("--wait-idle", type=float, metavar="SECONDS", default=0,
+                    help="before each bench, wait up to SECONDS for other processes to use "
+                         "less than 10%% of the cores")
+    ap.add_argument("--retries", type=int, default=0, metavar="N",
+                    help="run a bench again, up to N times, while other processes used more "
+                         "than 10%% of the cores during its run")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs", help="where to write benchmarks.md and .svg")
+    args = ap.parse_args()
+
+    target = target_dir()
+    criterion = target / "criterion"
+    logs = target / "bench-report"
+    logs.mkdir(parents=True, exist_ok=True)
+    # What the last runs measured besides criterion's results (per-bench load,
+    # memory peaks), so that --no-bench or --bench X can rewrite the report
+    # without losing it.
+    state_file = logs / "run.json"
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    measures = not args.no_bench or not args.no_memory
+    now = lambda: datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")  # noqa: E731
+    if measures:
+        state["started"], state["load_start"] = now(), loadavg()
+        state["commit"] = measured_commit()
+    if not args.no_bench:
+        names = args.bench or BENCHES
+        runs = {r["bench"]: r for r in state.get("runs", [])}
+        runs.update({r["bench"]: r for r in run_benches(names, criterion, logs, args.wait_idle, args.retries)})
+        state["runs"] = [runs[b] for b in BENCHES if b in runs]
+    if not args.no_memory:
+        if args.wait_idle:
+            wait_idle(args.wait_idle)
+        state["memory"] = run_memory(target)
+    if measures:
+        state["finished"], state["load_end"] = now(), loadavg()
+        state_file.write_text(json.dumps(state, indent=1))
+    if "started" not in state:
+        sys.exit(f"nothing measured yet: run without --no-bench/--no-memory first ({state_file} is missing)")
+
+    results = read_criterion(criterion)
+    info = machine()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "benchmarks.md").write_text(report(results, state, info))
+    (args.out / "benchmarks.svg").write_text(
+        chart(results, f"parapipe and its competitors, speed-up vs sequential ({info['cpu']}, "
+                       f"{info['cores']} cores)"))
+    print(f"wrote {args.out / 'benchmarks.md'} and {args.out / 'benchmarks.svg'}; "
+          f"bench logs in {logs}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
