@@ -611,42 +611,43 @@ impl<T> Results<T> {
 impl<T> Iterator for Results<T> {
     type Item = Result<T, PipelineError>;
 
-    // The per-item path is one branch, inlined into the consumer's loop; the
-    // rest, per batch and at the end, stays out of line (inlined whole, it
-    // had grown too big to inline, which cost 1.5 ns an item).
+    // Inlined into the consumer's loop. The batch is read here and refilled
+    // by a call that is handed neither it nor `self`, so the compiler can
+    // keep the batch's cursor in a register: passing `&mut self` out of line
+    // instead cost 0.7 ns an item (+10%) on the one-stage overhead bench.
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        match self.batch.next() {
-            Some(item) => Some(Ok(item)),
-            None => self.next_batch(),
+        loop {
+            if let Some(item) = self.batch.next() {
+                return Some(Ok(item));
+            }
+            match receive(&mut self.rx, &self.observed) {
+                Some(batch) => self.batch = batch.into_iter(),
+                None => return self.end(),
+            }
+        }
+    }
+}
+
+/// The consumer's next batch; `None` once the results have ended.
+#[inline(never)]
+fn receive<T>(rx: &mut Option<Rx<T>>, observed: &Option<Observed>) -> Option<Vec<T>> {
+    let link = rx.as_mut()?;
+    match link.recv_to_end() {
+        Some(batch) => {
+            if let Some(observed) = observed {
+                observed.run.received(batch.len(), link.born());
+            }
+            Some(batch)
+        }
+        None => {
+            *rx = None;
+            None
         }
     }
 }
 
 impl<T> Results<T> {
-    /// Takes the next batch and returns its first item, or ends the results.
-    #[inline(never)]
-    fn next_batch(&mut self) -> Option<Result<T, PipelineError>> {
-        loop {
-            if let Some(item) = self.batch.next() {
-                return Some(Ok(item));
-            }
-            let rx = self.rx.as_mut()?;
-            match rx.recv_to_end() {
-                Some(batch) => {
-                    if let Some(observed) = &self.observed {
-                        observed.run.received(batch.len(), rx.born());
-                    }
-                    self.batch = batch.into_iter();
-                }
-                None => {
-                    self.rx = None;
-                    return self.end();
-                }
-            }
-        }
-    }
-
     #[cold]
     fn end(&mut self) -> Option<Result<T, PipelineError>> {
         // Every thread is joined before the failure is read, so a failure
