@@ -819,7 +819,6 @@ fn svg(summary: &RunSummary, profile: &Profile, samples: &[Sample]) -> String {
     )
 }
 
-/// Stage names right-aligned left of the plot, one per row.
 /// The left and bottom axis lines of a panel and the label under it;
 /// returns where the next panel may start.
 fn axes(c: &mut Canvas, frame: &Frame, top: f64, bottom: f64, label: &str) -> f64 {
@@ -835,6 +834,7 @@ fn axes(c: &mut Canvas, frame: &Frame, top: f64, bottom: f64, label: &str) -> f6
     bottom + 40.0
 }
 
+/// Stage names right-aligned left of the plot, one per row.
 fn stage_label(c: &mut Canvas, frame: &Frame, y: f64, name: &str) {
     c.text(
         frame.left - 10.0,
@@ -1121,15 +1121,8 @@ fn queue_panel(
             &tick(d, d_step),
         );
     }
-    c.line(frame.left, plot_top, frame.left, bottom, "#333");
-    c.line(frame.left, bottom, frame.left + frame.plot, bottom, "#333");
-    c.text(
-        frame.left + frame.plot / 2.0,
-        bottom + 34.0,
-        LABEL,
-        r#"text-anchor="middle""#,
-        "seconds since the run started",
-    );
+    // The legend goes under the axis label: the panel ends below it.
+    axes(c, frame, plot_top, bottom, "seconds since the run started");
     let axis_x = frame.left - 8.0 - text_width(&tick(d_axis, d_step), SMALL) - 12.0;
     let axis_y = plot_top + QUEUE_PLOT / 2.0;
     c.text(
