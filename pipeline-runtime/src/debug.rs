@@ -335,14 +335,13 @@ impl Reporter for Progress {
 /// Reads the counters of a run into a report.
 pub(crate) fn snapshot(run: &RunStats, last: bool) -> Report {
     let elapsed = run.epoch.elapsed();
-    let ticks = |t: u64| Duration::from_secs_f64(t as f64 / crate::profile::TICKS_PER_SEC);
     let on_linux = cfg!(target_os = "linux");
     let stages = run
         .stages()
         .iter()
         .map(|st| {
             let out = st.emitted.load(Relaxed);
-            let cpu = st.cpu_ticks();
+            let (user, system) = st.cpu_ticks().durations();
             StageReport {
                 name: st.key.clone(),
                 workers: st.workers,
@@ -350,8 +349,8 @@ pub(crate) fn snapshot(run: &RunStats, last: bool) -> Report {
                 items_out: out,
                 busy: Duration::from_nanos(st.busy_ns.load(Relaxed)),
                 rate: out as f64 / elapsed.as_secs_f64().max(1e-9),
-                cpu_user: on_linux.then(|| ticks(cpu.user)),
-                cpu_system: on_linux.then(|| ticks(cpu.system)),
+                cpu_user: on_linux.then_some(user),
+                cpu_system: on_linux.then_some(system),
                 queue_depth: st.queue.depth(),
                 queue_max: st.queue.max_depth(),
                 filtered: st.counters.filtered.load(Relaxed),

@@ -294,11 +294,7 @@ impl<T: Send + 'static> Pipeline<T> {
     /// Runs the pipeline to the end and returns its last item, as
     /// parallelpipe's `execute()` does.
     pub fn execute(self) -> Result<Option<T>, PipelineError> {
-        let mut last = None;
-        for item in self.results() {
-            last = Some(item?);
-        }
-        Ok(last)
+        last_item(self.results())
     }
 
     /// Runs the pipeline to the end, discarding its items.
@@ -312,6 +308,18 @@ impl<T: Send + 'static> Default for Pipeline<T> {
     fn default() -> Self {
         Pipeline::source(std::iter::empty())
     }
+}
+
+/// The last item of a pipeline's results, or its failure: what `execute`
+/// returns, for parallel and serial pipelines alike.
+pub(crate) fn last_item<T>(
+    results: impl Iterator<Item = Result<T, PipelineError>>,
+) -> Result<Option<T>, PipelineError> {
+    let mut last = None;
+    for item in results {
+        last = Some(item?);
+    }
+    Ok(last)
 }
 
 /// `key`, or, if a stage of the run already has that name (the same stage
@@ -361,7 +369,7 @@ struct WorkerStart<O> {
     filter: bool,
     counters: Arc<Counters>,
     /// In a profiled or debugged run, the stage's counters.
-    stats: Option<(Arc<StageStats>, std::time::Instant)>,
+    stats: Option<Arc<StageStats>>,
     /// And those of the stages fused into it.
     fused: Vec<Arc<StageStats>>,
 }
@@ -370,19 +378,12 @@ impl<O> WorkerStart<O> {
     /// What this worker measures, if anything: made on the worker's own
     /// thread, whose CPU time it reads.
     fn probe(&self) -> Option<Probe> {
-        let (stats, epoch) = self.stats.as_ref()?;
-        Some(Probe::new(stats.clone(), *epoch))
+        self.stats.clone().map(Probe::new)
     }
 
+    /// Those of the stages fused into it (none unless measured).
     fn fused_probes(&self) -> Vec<Probe> {
-        match &self.stats {
-            Some((_, epoch)) => self
-                .fused
-                .iter()
-                .map(|stats| Probe::fused(stats.clone(), *epoch))
-                .collect(),
-            None => Vec::new(),
-        }
+        self.fused.iter().cloned().map(Probe::fused).collect()
     }
 }
 
@@ -408,6 +409,7 @@ impl Launch {
             let key = unique_key(&run.stages(), config.profile_key());
             let stats = StageStats::new(
                 key.clone(),
+                run.epoch,
                 config.workers(),
                 gauge.clone().unwrap_or_default(),
                 counters.clone(),
@@ -417,12 +419,18 @@ impl Launch {
             for name in fused {
                 let key = unique_key(&run.stages(), format!("{key}__{name}"));
                 // No queue of its own; what it drops, the segment counts.
-                let inner = StageStats::new(key, config.workers(), Arc::default(), Arc::default());
+                let inner = StageStats::new(
+                    key,
+                    run.epoch,
+                    config.workers(),
+                    Arc::default(),
+                    Arc::default(),
+                );
                 let inner = Arc::new(inner);
                 run.add_stage(inner.clone());
                 fused_stats.push(inner);
             }
-            (stats, run.epoch)
+            stats
         });
         for index in 0..config.workers() {
             let start = WorkerStart {

@@ -631,11 +631,7 @@ where
 
     /// Runs the pipeline to the end and returns its last item.
     pub fn execute(self) -> Result<Option<C::Out>, PipelineError> {
-        let mut last = None;
-        for item in self.results() {
-            last = Some(item?);
-        }
-        Ok(last)
+        crate::pipeline::last_item(self.results())
     }
 
     /// Runs the pipeline to the end, discarding its items.

@@ -125,7 +125,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 pub(crate) use hist::Histogram;
-pub(crate) use stats::{Probe, RunStats, StageStats, TICKS_PER_SEC, nanos, rss_bytes};
+pub(crate) use stats::{Probe, RunStats, StageStats, nanos, rss_bytes};
 pub(crate) use store::Writer;
 pub use store::{RunSummary, Sample, load, runs, samples};
 
@@ -545,8 +545,7 @@ pub(crate) fn summarize(
         };
         let emitted = stage.emitted.load(Relaxed);
         let hist = crate::control::lock(&stage.hist).clone();
-        let cpu = stage.cpu_ticks();
-        let ticks = |t: u64| Duration::from_secs_f64(t as f64 / stats::TICKS_PER_SEC);
+        let (cpu_user, cpu_system) = stage.cpu_ticks().durations();
         rows.push(StageProfile {
             name: stage.key.clone(),
             kind: stage.kind().as_str().to_owned(),
@@ -557,8 +556,8 @@ pub(crate) fn summarize(
             active,
             latency: Latency::of(&hist),
             throughput: per_sec(emitted, active),
-            cpu_user: ticks(cpu.user),
-            cpu_system: ticks(cpu.system),
+            cpu_user,
+            cpu_system,
             queue_max: stage.queue.max_depth(),
             filtered: stage.counters.filtered.load(Relaxed),
             skipped: stage.counters.skipped.load(Relaxed),

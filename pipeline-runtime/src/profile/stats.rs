@@ -37,6 +37,8 @@ impl Kind {
 pub(crate) struct StageStats {
     /// Hierarchical profile name: `MainPipeline__child__stage`.
     pub(crate) key: String,
+    /// When the run started: the origin of `first_ns` and `last_ns`.
+    epoch: Instant,
     /// A [`Kind`], set by the loop the workers run.
     kind: AtomicU8,
     pub(crate) workers: usize,
@@ -71,6 +73,12 @@ pub(crate) struct CpuTicks {
 }
 
 impl CpuTicks {
+    /// User and system time.
+    pub(crate) fn durations(self) -> (Duration, Duration) {
+        let time = |ticks: u64| Duration::from_secs_f64(ticks as f64 / TICKS_PER_SEC);
+        (time(self.user), time(self.system))
+    }
+
     fn add(&mut self, other: CpuTicks) {
         self.user += other.user;
         self.system += other.system;
@@ -80,12 +88,14 @@ impl CpuTicks {
 impl StageStats {
     pub(crate) fn new(
         key: String,
+        epoch: Instant,
         workers: usize,
         queue: Arc<Gauge>,
         counters: Arc<Counters>,
     ) -> Self {
         StageStats {
             key,
+            epoch,
             kind: AtomicU8::new(Kind::Iter as u8),
             workers,
             taken: AtomicU64::new(0),
@@ -129,7 +139,7 @@ impl StageStats {
 
 /// Clock ticks per second of `/proc` CPU times: `USER_HZ`, 100 on every
 /// Linux architecture we know of (reading `sysconf` would need `unsafe`).
-pub(crate) const TICKS_PER_SEC: f64 = 100.0;
+const TICKS_PER_SEC: f64 = 100.0;
 
 /// User and system time from a `/proc/.../stat` file (fields 14 and 15).
 fn read_ticks(path: &str) -> Option<CpuTicks> {
@@ -217,7 +227,6 @@ pub(crate) fn nanos(d: Duration) -> u64 {
 /// One worker's measurements, kept locally and published per batch.
 pub(crate) struct Probe {
     stats: Arc<StageStats>,
-    epoch: Instant,
     taken: u64,
     emitted: u64,
     busy_ns: u64,
@@ -238,24 +247,23 @@ pub(crate) struct Probe {
 }
 
 impl Probe {
-    pub(crate) fn new(stats: Arc<StageStats>, epoch: Instant) -> Self {
+    pub(crate) fn new(stats: Arc<StageStats>) -> Self {
         let tid = current_tid();
         if let Some(tid) = tid {
             lock(&stats.cpu).live.push(tid);
         }
-        Probe::with(stats, epoch, tid, true)
+        Probe::with(stats, tid, true)
     }
 
     /// A probe for a stage fused in a serial segment, on the segment's
     /// worker thread.
-    pub(crate) fn fused(stats: Arc<StageStats>, epoch: Instant) -> Self {
-        Probe::with(stats, epoch, None, false)
+    pub(crate) fn fused(stats: Arc<StageStats>) -> Self {
+        Probe::with(stats, None, false)
     }
 
-    fn with(stats: Arc<StageStats>, epoch: Instant, tid: Option<u32>, owns_cpu: bool) -> Self {
+    fn with(stats: Arc<StageStats>, tid: Option<u32>, owns_cpu: bool) -> Self {
         Probe {
             stats,
-            epoch,
             taken: 0,
             emitted: 0,
             busy_ns: 0,
@@ -302,7 +310,7 @@ impl Probe {
     }
 
     fn at(&self, t: Instant) -> u64 {
-        nanos(t.saturating_duration_since(self.epoch))
+        nanos(t.saturating_duration_since(self.stats.epoch))
     }
 
     /// A batch of `n` items arrived at `now` after a wait of `waited`.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use super::{Histogram, Latency, Outcome, Profile, Profiler, StageProfile, StoreError};
 
@@ -370,24 +370,30 @@ fn open_for_reading(db: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// The columns of a `runs` row that [`run_row`] reads.
+const RUN_COLUMNS: &str =
+    "id, pipeline, started_at, duration_s, items, outcome, error, started_unix";
+
+/// A `runs` row selected with [`RUN_COLUMNS`], and its start in Unix seconds.
+fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(RunSummary, f64)> {
+    let summary = RunSummary {
+        id: r.get(0)?,
+        pipeline: r.get(1)?,
+        started_at: r.get(2)?,
+        duration: r.get::<_, Option<f64>>(3)?.map(Duration::from_secs_f64),
+        items: r.get::<_, Option<i64>>(4)?.unwrap_or(0) as u64,
+        outcome: Outcome::from_parts(&r.get::<_, String>(5)?, r.get(6)?),
+    };
+    Ok((summary, r.get(7)?))
+}
+
 /// Every run in the database `db`, oldest first.
 pub fn runs(db: impl AsRef<Path>) -> Result<Vec<RunSummary>, StoreError> {
     let db = db.as_ref();
     let conn = open_for_reading(db)?;
     let read = || -> rusqlite::Result<Vec<RunSummary>> {
-        let mut stmt = conn.prepare(
-            "SELECT id, pipeline, started_at, duration_s, items, outcome, error FROM runs ORDER BY id",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(RunSummary {
-                id: r.get(0)?,
-                pipeline: r.get(1)?,
-                started_at: r.get(2)?,
-                duration: r.get::<_, Option<f64>>(3)?.map(Duration::from_secs_f64),
-                items: r.get::<_, Option<i64>>(4)?.unwrap_or(0) as u64,
-                outcome: Outcome::from_parts(&r.get::<_, String>(5)?, r.get(6)?),
-            })
-        })?;
+        let mut stmt = conn.prepare(&format!("SELECT {RUN_COLUMNS} FROM runs ORDER BY id"))?;
+        let rows = stmt.query_map([], |r| run_row(r).map(|(summary, _)| summary))?;
         rows.collect()
     };
     read().map_err(|e| sql_error(db, "cannot read the runs", e))
@@ -397,15 +403,15 @@ pub fn runs(db: impl AsRef<Path>) -> Result<Vec<RunSummary>, StoreError> {
 pub fn load(db: impl AsRef<Path>, run: i64) -> Result<Profile, StoreError> {
     let db = db.as_ref();
     let conn = open_for_reading(db)?;
-    let summary = runs(db)?
-        .into_iter()
-        .find(|r| r.id == run)
+    let (summary, started_unix) = conn
+        .query_row(
+            &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
+            [run],
+            run_row,
+        )
+        .optional()
+        .map_err(|e| sql_error(db, "cannot read the run", e))?
         .ok_or_else(|| StoreError::new(db, format!("no run {run}"), None))?;
-    let started_unix: f64 = conn
-        .query_row("SELECT started_unix FROM runs WHERE id = ?1", [run], |r| {
-            r.get(0)
-        })
-        .map_err(|e| sql_error(db, "cannot read the run", e))?;
     let read = || -> rusqlite::Result<Vec<StageProfile>> {
         let mut buckets = conn.prepare(
             "SELECT bucket, count FROM latency_buckets WHERE run_id = ?1 AND stage = ?2",
