@@ -282,3 +282,38 @@ fn handles_can_move_between_threads() {
         (0..10).map(|x| x * 2).collect::<Vec<_>>()
     );
 }
+
+/// A hand-written producer that sends with `Emitter::emit` and returns:
+/// the items still buffered when it returns reach the consumer.
+struct Counter(StageConfig, u32);
+
+impl Configurable for Counter {
+    fn config(&self) -> &StageConfig {
+        &self.0
+    }
+    fn config_mut(&mut self) -> &mut StageConfig {
+        &mut self.0
+    }
+}
+
+impl Producer for Counter {
+    type Out = u32;
+    fn produce(&self, mut emitter: Emitter<'_, u32>) -> Result<(), StageError> {
+        for i in 0..self.1 {
+            emitter.emit(i)?;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn emit_loses_nothing_when_produce_returns() {
+    for n in [0, 1, 7, 1000, 100_000] {
+        let got: Vec<u32> = watchdog(LIMIT, "emit producer", move || {
+            Pipeline::from_producer(Counter(StageConfig::new("counter"), n)).collect()
+        })
+        .unwrap();
+        let want: Vec<u32> = (0..n).collect();
+        assert!(got == want, "{n} items emitted, {} received", got.len());
+    }
+}

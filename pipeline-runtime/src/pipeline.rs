@@ -151,12 +151,23 @@ impl<T: Send + 'static> Pipeline<T> {
                     }
                     let emitter =
                         Emitter::new(&mut w.tx, &w.ctl, w.index, w.filter, &w.counters, probe);
-                    producer.produce(emitter)
+                    producer.produce(emitter)?;
+                    // What `emit` buffered last: `produce` need not flush.
+                    w.tx.flush(&w.ctl)?;
+                    Ok(())
                 })
             }),
             invalid,
             observe: Observe::default(),
         }
+    }
+
+    /// This pipeline, failing with `error` when consumed, before any thread
+    /// starts.
+    #[cfg(feature = "nats")]
+    pub(crate) fn failing(mut self, error: PipelineError) -> Self {
+        self.invalid.get_or_insert(error);
+        self
     }
 
     /// Runs `start` (which starts threads of its own) when the pipeline
@@ -388,6 +399,12 @@ impl<O> WorkerStart<O> {
 }
 
 impl Launch {
+    /// The running pipeline's shared state.
+    #[cfg(feature = "nats")]
+    pub(crate) fn control(&self) -> Arc<Control> {
+        self.ctl.clone()
+    }
+
     /// Starts the workers of a stage or producer, each running `body`, and
     /// returns the stage's output queue. `fused` names the stages fused
     /// into it, measured apart in a profiled run.
