@@ -330,6 +330,29 @@ fn strip_serial(input: TokenStream) -> (bool, TokenStream) {
     }
 }
 
+/// `pipe!(distributed(job): ...)`: strips the prefix, if there is one, and
+/// returns the job expression.
+fn strip_distributed(input: TokenStream) -> syn::Result<(Option<Expr>, TokenStream)> {
+    let mut tokens = input.clone().into_iter();
+    match (tokens.next(), tokens.next(), tokens.next()) {
+        (Some(TokenTree::Ident(i)), Some(TokenTree::Group(g)), Some(TokenTree::Punct(p)))
+            if i == "distributed"
+                && g.delimiter() == proc_macro2::Delimiter::Parenthesis
+                && p.as_char() == ':'
+                && p.spacing() == Spacing::Alone =>
+        {
+            if g.stream().is_empty() {
+                return Err(Error::new(
+                    g.span(),
+                    "`distributed` needs the job: `pipe!(distributed(&job): source | stage | ...)`",
+                ));
+            }
+            Ok((Some(syn::parse2(g.stream())?), tokens.collect()))
+        }
+        _ => Ok((None, input)),
+    }
+}
+
 fn parse_and_generate(input: TokenStream) -> syn::Result<TokenStream> {
     if input.is_empty() {
         return Err(Error::new(
@@ -337,7 +360,14 @@ fn parse_and_generate(input: TokenStream) -> syn::Result<TokenStream> {
             "`pipe!` needs a source and stages: `pipe!(source | stage | ...)`",
         ));
     }
+    let (job, input) = strip_distributed(input)?;
     let (serial, input) = strip_serial(input);
+    if let (true, Some(job)) = (serial, &job) {
+        return Err(Error::new_spanned(
+            job,
+            "a pipeline is either `serial:` or `distributed(..):`, not both",
+        ));
+    }
     let segments = split(input)?;
     let mut errors = Errors::default();
     let mut segments = segments.into_iter();
@@ -361,10 +391,11 @@ fn parse_and_generate(input: TokenStream) -> syn::Result<TokenStream> {
         }
     };
     let stages = parse_stages(segments, &mut errors);
-    if serial && stages.is_empty() && source.is_some() {
+    if (serial || job.is_some()) && stages.is_empty() && source.is_some() {
+        let form = if serial { "serial" } else { "distributed(&job)" };
         errors.push(Error::new(
             Span::call_site(),
-            "`pipe!(serial: ...)` needs at least one stage: `pipe!(serial: source | stage | ...)`",
+            format!("`pipe!({form}: ...)` needs at least one stage: `pipe!({form}: source | stage | ...)`"),
         ));
     }
     errors.finish()?;
@@ -385,6 +416,9 @@ fn parse_and_generate(input: TokenStream) -> syn::Result<TokenStream> {
             let pipeline = #new;
             pipeline
         }});
+    }
+    if let Some(job) = job {
+        return Ok(distributed(&job, &source, &stages));
     }
     let var = Ident::new("__parapipe_pipeline", Span::mixed_site());
     let wiring = stages.iter().map(|stage| {
@@ -410,6 +444,45 @@ fn parse_and_generate(input: TokenStream) -> syn::Result<TokenStream> {
         #(#wiring)*
         #var
     }})
+}
+
+/// Input:  pipe!(distributed(job): src | a | b(7))
+/// Output: {
+///             let p = nats_source(&(job), src);      // spanned on `src`
+///             let p = nats_then(p, a::new());         // spanned on `a`
+///             let p = nats_then(p, b::new(7));        // spanned on `b`
+///             p
+///         }
+/// Each call requires the items to be serialisable, so a stage whose items
+/// are not is reported on that stage, and only in this form.
+fn distributed(job: &Expr, source: &Expr, stages: &[Element]) -> TokenStream {
+    let rt = quote!(::parapipe::__private);
+    let var = Ident::new("__parapipe_pipeline", Span::mixed_site());
+    let wiring = stages.iter().map(|stage| {
+        let expr = stage.to_stage_expr();
+        let span = stage.first_span();
+        let var = Ident::new("__parapipe_pipeline", Span::mixed_site().located_at(span));
+        let rt = quote_spanned!(span=> ::parapipe::__private);
+        quote_spanned! {span=>
+            #[allow(unused_braces, reason = "`{ stage }` is pipe! syntax for a stage value")]
+            let #var = #rt::nats_then(#var, #expr);
+        }
+    });
+    let source_span = source_first_span(source);
+    let job_span = job
+        .to_token_stream()
+        .into_iter()
+        .next()
+        .map_or_else(Span::call_site, |t| t.span());
+    let job = quote_spanned!(job_span=> &(#job));
+    let source_call = quote_spanned!(source_span=> #rt::nats_source(#job, #source));
+    quote! {{
+        #[allow(unused_imports, reason = "not every pipe! uses every trait")]
+        use #rt::StageExt as _;
+        let #var = #source_call;
+        #(#wiring)*
+        #var
+    }}
 }
 
 fn source_first_span(source: &Expr) -> Span {

@@ -99,3 +99,52 @@ impl<S> ViaIntoSource<S> for SourceArg<S> {
         self.take().into_pipeline()
     }
 }
+
+/// `pipe!(distributed(job): source | ...)`'s source: its items must cross
+/// the broker.
+#[cfg(feature = "nats")]
+pub fn nats_source<I>(job: &crate::nats::Job, items: I) -> crate::nats::DistPipeline<I::Item>
+where
+    I: IntoIterator + Send + 'static,
+    I::Item: crate::nats::Wire,
+{
+    crate::nats::DistPipeline::source(job, items)
+}
+
+/// `pipe!(distributed(job): a | b)`: as [`then`], and the stage's output
+/// must cross the broker; a mismatch or an item that cannot is reported on
+/// the stage.
+#[cfg(feature = "nats")]
+pub fn nats_then<T, S>(pipeline: crate::nats::DistPipeline<T>, stage: S) -> crate::nats::DistPipeline<S::Out>
+where
+    T: crate::nats::Wire,
+    S: Stage<In = T>,
+    S::Out: crate::nats::Wire,
+{
+    pipeline.then(stage)
+}
+
+/// Without the `nats` feature, `pipe!(distributed(..): ...)` fails here,
+/// saying so.
+#[cfg(not(feature = "nats"))]
+#[diagnostic::on_unimplemented(
+    message = "`pipe!(distributed(..): ...)` needs parapipe's `nats` feature",
+    label = "distributed pipelines are behind a cargo feature",
+    note = "enable it in Cargo.toml: parapipe = { version = \"..\", features = [\"nats\"] }"
+)]
+pub trait NatsFeature {}
+
+/// See [`NatsFeature`].
+#[cfg(not(feature = "nats"))]
+pub fn nats_source<J: NatsFeature + ?Sized, I: IntoSource>(_job: &J, items: I) -> Pipeline<I::Item> {
+    items.into_pipeline()
+}
+
+/// See [`NatsFeature`].
+#[cfg(not(feature = "nats"))]
+pub fn nats_then<T: Send + 'static, S: Stage<In = T>>(
+    pipeline: Pipeline<T>,
+    stage: S,
+) -> Pipeline<S::Out> {
+    pipeline.then(stage)
+}

@@ -1,7 +1,7 @@
 //! State shared by every thread of one running pipeline.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use crate::error::PipelineError;
 
@@ -10,6 +10,8 @@ pub(crate) struct Control {
     cancelled: AtomicBool,
     first: Mutex<Option<PipelineError>>,
     followers: AtomicUsize,
+    /// In a distributed run, this process's name, given to its failures.
+    process: OnceLock<String>,
 }
 
 impl Control {
@@ -24,7 +26,10 @@ impl Control {
 
     /// Records a failure (the first one wins; later ones are counted) and
     /// cancels the pipeline.
-    pub(crate) fn fail(&self, error: PipelineError) {
+    pub(crate) fn fail(&self, mut error: PipelineError) {
+        if let (None, Some(process)) = (error.process(), self.process.get()) {
+            error.set_process(process);
+        }
         {
             let mut first = lock(&self.first);
             if first.is_none() {
@@ -34,6 +39,18 @@ impl Control {
             }
         }
         self.cancel();
+    }
+
+    /// Names this process in its failures (a distributed run).
+    #[cfg(feature = "nats")]
+    pub(crate) fn set_process(&self, process: &str) {
+        let _ = self.process.set(process.to_owned());
+    }
+
+    /// Looks at the first failure so far, without taking it.
+    #[cfg(feature = "nats")]
+    pub(crate) fn peek_failure<R>(&self, f: impl FnOnce(Option<&PipelineError>) -> R) -> R {
+        f(lock(&self.first).as_ref())
     }
 
     /// The first failure, once every thread has been joined.

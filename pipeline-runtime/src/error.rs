@@ -70,6 +70,8 @@ pub struct PipelineError(Box<Inner>);
 struct Inner {
     stage: String,
     worker: Option<usize>,
+    /// In a distributed run, the process where the failure happened.
+    process: Option<String>,
     failure: Failure,
     followed_by: usize,
 }
@@ -79,9 +81,20 @@ impl PipelineError {
         PipelineError(Box::new(Inner {
             stage: stage.to_owned(),
             worker,
+            process: None,
             failure,
             followed_by: 0,
         }))
+    }
+
+    pub(crate) fn set_process(&mut self, process: &str) {
+        self.0.process = Some(process.to_owned());
+    }
+
+    /// In a distributed pipeline (feature `nats`), the name of the process
+    /// where the failure happened; `None` for a pipeline run in one process.
+    pub fn process(&self) -> Option<&str> {
+        self.0.process.as_deref()
     }
 
     pub(crate) fn set_followed_by(&mut self, n: usize) {
@@ -147,7 +160,10 @@ impl PipelineError {
 
 impl fmt::Display for PipelineError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let task = self.task();
+        let mut task = self.task();
+        if let Some(process) = &self.0.process {
+            task = format!("{task}\" in process \"{process}");
+        }
         match &self.0.failure {
             Failure::Error(e) => write!(f, "the task \"{task}\" failed: {e}")?,
             Failure::Panic(msg) => write!(f, "the task \"{task}\" panicked: {msg}")?,

@@ -18,6 +18,8 @@ mod control;
 pub mod debug;
 mod error;
 mod link;
+#[cfg(feature = "nats")]
+pub mod nats;
 mod ordered;
 mod pipeline;
 pub mod profile;

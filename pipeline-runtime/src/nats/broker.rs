@@ -1,0 +1,336 @@
+//! The connection to the broker, for threads that are not async: each call
+//! blocks its thread on the client's runtime, and retries what failed until
+//! the job's broker timeout (the client reconnects by itself meanwhile).
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::{self, AckPolicy, PullConsumer};
+use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy};
+use async_nats::jetstream::{self, AckKind, Context};
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use super::{BrokerError, Job};
+
+/// Why a broker call gave up.
+pub(crate) enum Halt {
+    /// The run is being cancelled: not an error of the call.
+    Cancelled,
+    /// The broker failed, for longer than the job's broker timeout.
+    Broker(BrokerError),
+}
+
+impl From<BrokerError> for Halt {
+    fn from(e: BrokerError) -> Self {
+        Halt::Broker(e)
+    }
+}
+
+/// One attempt of a call never waits longer than this, so a call notices
+/// cancellation and its own deadline in time.
+const ATTEMPT: Duration = Duration::from_secs(5);
+
+/// An edge of the job: a work-queue stream, and the durable consumer that
+/// pulls from it.
+pub(crate) struct EdgeSpec {
+    pub stream: String,
+    pub subject: String,
+    pub consumer: String,
+    /// The stream's limit, in messages.
+    pub max_messages: i64,
+}
+
+pub(crate) struct Broker {
+    rt: tokio::runtime::Runtime,
+    js: Context,
+    timeout: Duration,
+}
+
+impl Broker {
+    /// Connects, giving up after the job's broker timeout.
+    pub(crate) fn connect(job: &Job) -> Result<Broker, BrokerError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("parapipe-nats")
+            .enable_all()
+            .build()
+            .map_err(|e| BrokerError::new("could not start the client's runtime", e))?;
+        let options = async_nats::ConnectOptions::new()
+            .name(format!("parapipe {} {}", job.name, job.process))
+            .connection_timeout(job.broker_timeout.min(ATTEMPT))
+            .retry_on_initial_connect();
+        let url = job.url.clone();
+        let timeout = job.broker_timeout;
+        let client = rt.block_on(async {
+            match tokio::time::timeout(timeout, options.connect(url.as_str())).await {
+                Ok(Ok(client)) => Ok(client),
+                Ok(Err(e)) => Err(BrokerError::new(format!("could not connect to {url}"), e)),
+                Err(_) => Err(BrokerError::msg(format!(
+                    "could not connect to {url} within {timeout:?}: is nats-server running there, with JetStream (`-js`)?"
+                ))),
+            }
+        })?;
+        let mut js = jetstream::new(client);
+        js.set_timeout(ATTEMPT);
+        Ok(Broker { rt, js, timeout })
+    }
+
+    /// Runs `attempt` until it succeeds, `cancelled()` is true after a failed
+    /// attempt (`|| true`: one attempt), or the broker timeout has passed
+    /// since the first failure.
+    fn retry<T, E, F, Fut>(
+        &self,
+        what: &'static str,
+        cancelled: &dyn Fn() -> bool,
+        mut attempt: F,
+    ) -> Result<T, Halt>
+    where
+        E: Into<async_nats::Error>,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let mut failing_since: Option<Instant> = None;
+        loop {
+            let error = match self
+                .rt
+                .block_on(async { tokio::time::timeout(ATTEMPT, attempt()).await })
+            {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(e)) => BrokerError::new(what, e),
+                Err(_) => BrokerError::msg(format!("{what}: no answer within {ATTEMPT:?}")),
+            };
+            if cancelled() {
+                return Err(Halt::Cancelled);
+            }
+            let since = *failing_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= self.timeout {
+                return Err(Halt::Broker(error.after(self.timeout)));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Deletes what an earlier run of the job left, then creates the
+    /// control stream and every edge with its consumer.
+    pub(crate) fn create_job(
+        &self,
+        control: &EdgeSpec,
+        edges: &[EdgeSpec],
+        ack_wait: Duration,
+        duplicate_window: Duration,
+    ) -> Result<(), Halt> {
+        let never = &|| false;
+        for spec in std::iter::once(control).chain(edges) {
+            let name = spec.stream.clone();
+            self.retry("could not delete a stream", never, || {
+                let js = self.js.clone();
+                let name = name.clone();
+                async move {
+                    match js.delete_stream(&name).await {
+                        Ok(_) => Ok(()),
+                        Err(e) if e.to_string().contains("not found") => Ok(()),
+                        Err(e) => Err(e),
+                    }
+                }
+            })?;
+        }
+        let control_config = stream::Config {
+            name: control.stream.clone(),
+            subjects: vec![format!("{}.>", control.subject)],
+            max_messages_per_subject: 1,
+            ..Default::default()
+        };
+        self.retry("could not create the job's control stream", never, || {
+            self.js.create_stream(control_config.clone())
+        })?;
+        for spec in edges {
+            let config = stream::Config {
+                name: spec.stream.clone(),
+                subjects: vec![spec.subject.clone()],
+                retention: RetentionPolicy::WorkQueue,
+                discard: DiscardPolicy::New,
+                max_messages: spec.max_messages,
+                duplicate_window,
+                ..Default::default()
+            };
+            let stream = self.retry("could not create a stream", never, || {
+                self.js.create_stream(config.clone())
+            })?;
+            let consumer = consumer::pull::Config {
+                durable_name: Some(spec.consumer.clone()),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait,
+                max_deliver: -1,
+                max_ack_pending: 10_000,
+                ..Default::default()
+            };
+            self.retry("could not create a consumer", never, || {
+                stream.create_consumer(consumer.clone())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The durable consumer of an edge.
+    pub(crate) fn consumer(
+        &self,
+        spec: &EdgeSpec,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<PullConsumer, Halt> {
+        self.retry("could not find a consumer", cancelled, || async {
+            let stream = self.js.get_stream_no_info(&spec.stream).await?;
+            stream.get_consumer::<consumer::pull::Config>(&spec.consumer).await
+        })
+    }
+
+    /// Publishes a message and waits for the broker to store it. A full
+    /// stream is backpressure: the call waits, with no deadline, until
+    /// there is room or the run is cancelled.
+    pub(crate) fn publish(
+        &self,
+        subject: &str,
+        id: &str,
+        headers: &[(&str, String)],
+        payload: Bytes,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<(), Halt> {
+        let mut map = HeaderMap::new();
+        map.insert(async_nats::header::NATS_MESSAGE_ID, id);
+        for (name, value) in headers {
+            map.insert(*name, value.as_str());
+        }
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let full = std::cell::Cell::new(false);
+            let result = self.retry("could not publish", cancelled, || {
+                let js = self.js.clone();
+                let (map, payload, subject) = (map.clone(), payload.clone(), subject.to_owned());
+                let full = &full;
+                async move {
+                    let ack = js.publish_with_headers(subject, map, payload).await?.await;
+                    match ack {
+                        Err(e) if e.to_string().contains("maximum messages") => {
+                            full.set(true);
+                            Ok(())
+                        }
+                        other => other.map(drop),
+                    }
+                }
+            });
+            result?;
+            if !full.get() {
+                return Ok(());
+            }
+            if cancelled() {
+                return Err(Halt::Cancelled);
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    /// Up to `max` messages: those ready now, or else the first to arrive
+    /// within `wait` (none if none did).
+    pub(crate) fn fetch(
+        &self,
+        consumer: &PullConsumer,
+        max: usize,
+        wait: Duration,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Vec<jetstream::Message>, Halt> {
+        let ready = self.retry("could not fetch messages", cancelled, || async {
+            let mut batch = consumer.fetch().max_messages(max).messages().await?;
+            let mut got = Vec::new();
+            while let Some(message) = batch.next().await {
+                got.push(message?);
+            }
+            Ok::<_, async_nats::Error>(got)
+        });
+        let ready = ready?;
+        if !ready.is_empty() {
+            return Ok(ready);
+        }
+        self.retry("could not fetch messages", cancelled, || async {
+            let mut batch = consumer
+                .batch()
+                .max_messages(1)
+                .expires(wait)
+                .messages()
+                .await?;
+            let mut got = Vec::new();
+            while let Some(message) = batch.next().await {
+                got.push(message?);
+            }
+            Ok::<_, async_nats::Error>(got)
+        })
+    }
+
+    /// Acknowledges a message: done with it. Not confirmed: a lost
+    /// acknowledgement only redelivers a message whose outputs the broker
+    /// then drops as duplicates.
+    pub(crate) fn ack(&self, message: &jetstream::Message) -> Result<(), BrokerError> {
+        self.rt
+            .block_on(message.ack())
+            .map_err(|e| BrokerError::new("could not acknowledge a message", e))
+    }
+
+    /// Tells the broker a message is still being worked on, so it is not
+    /// redelivered yet.
+    pub(crate) fn in_progress(&self, message: &jetstream::Message) {
+        // Best effort: at worst the message is redelivered and its outputs
+        // dropped as duplicates.
+        let _ = self.rt.block_on(message.ack_with(AckKind::Progress));
+    }
+
+    /// The newest message of `subject` in the control stream, if any.
+    pub(crate) fn last(
+        &self,
+        stream: &str,
+        subject: &str,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Option<Bytes>, Halt> {
+        use async_nats::jetstream::stream::LastRawMessageErrorKind;
+        self.retry("could not read the job's state", cancelled, || async {
+            let stream = self.js.get_stream_no_info(stream).await?;
+            match stream.get_last_raw_message_by_subject(subject).await {
+                Ok(message) => Ok(Some(message.payload)),
+                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+                Err(e) => Err(Box::new(e) as async_nats::Error),
+            }
+        })
+    }
+
+    /// The subjects of the control stream below `filter`.
+    pub(crate) fn subjects(
+        &self,
+        stream: &str,
+        filter: &str,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Vec<String>, Halt> {
+        self.retry("could not read the job's state", cancelled, || async {
+            let stream = self.js.get_stream_no_info(stream).await?;
+            let mut subjects = stream.info_with_subjects(filter).await?;
+            let mut names = Vec::new();
+            while let Some(subject) = subjects.next().await {
+                names.push(subject?.0);
+            }
+            Ok::<_, async_nats::Error>(names)
+        })
+    }
+
+    /// An edge's stream state and its consumer's counts.
+    pub(crate) fn edge_state(
+        &self,
+        spec: &EdgeSpec,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<(stream::State, consumer::Info), Halt> {
+        self.retry("could not read a stream's state", cancelled, || async {
+            let stream = self.js.get_stream(&spec.stream).await?;
+            let state = stream.cached_info().state.clone();
+            let info = stream.consumer_info(&spec.consumer).await?;
+            Ok::<_, async_nats::Error>((state, info))
+        })
+    }
+}

@@ -1,0 +1,922 @@
+//! A distributed run in one process: the driver's source and results, the
+//! stage workers, and the control thread that keeps the process in step
+//! with the job.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::marker::PhantomData;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use serde_json::{Value, json};
+
+use super::broker::{Broker, EdgeSpec, Halt};
+use super::{BrokerError, Job, JobState, JobStatus, RemoteError, Role, StageStatus, Wire};
+use crate::config::{DEFAULT_QSIZE, QueueSize, StageConfig};
+use crate::control::Control;
+use crate::error::{Counters, Failure, PipelineError, StageError, Stop};
+use crate::pipeline::{Launch, Pipeline};
+use crate::stage::{Configurable, Producer, Stage};
+use crate::worker::Emitter;
+
+/// How long an idle pull waits for a message before checking the job.
+const POLL: Duration = Duration::from_millis(100);
+/// How often the control thread reads the job's state.
+const WATCH: Duration = Duration::from_millis(50);
+/// How often a process publishes its counts.
+const STATS: Duration = Duration::from_millis(500);
+/// Messages pulled at once.
+const FETCH: usize = 16;
+/// The header with a message's source sequence number.
+const SEQ: &str = "Parapipe-Seq";
+
+/// A pipeline run by several processes through NATS JetStream: what
+/// `pipe!(distributed(job): source | stages)` builds. Consume it like a
+/// [`Pipeline`]; see the [module docs](super).
+#[must_use = "a pipeline does nothing until it is consumed"]
+pub struct DistPipeline<T> {
+    job: Job,
+    feed: Feed,
+    stages: Vec<StageSpec>,
+    invalid: Option<PipelineError>,
+    items: PhantomData<fn() -> T>,
+}
+
+/// The driver's source: publishes every item, returns the message count.
+type Feed = Box<dyn FnOnce(&Shared) -> Result<u64, StageError> + Send>;
+
+/// A stage, its item types erased.
+struct StageSpec {
+    config: StageConfig,
+    /// Runs worker `index` of the stage, which is stage `k` (from 1).
+    work: Arc<dyn Fn(&Shared, usize, usize, &Counters) -> Result<(), StageError> + Send + Sync>,
+}
+
+impl<T: Wire> DistPipeline<T> {
+    /// A distributed pipeline whose driver reads `items`.
+    pub fn source<I>(job: &Job, items: I) -> Self
+    where
+        I: IntoIterator<Item = T> + Send + 'static,
+    {
+        let invalid = job
+            .validate()
+            .err()
+            .map(|why| PipelineError::new("job", None, Failure::Config(why)));
+        DistPipeline {
+            job: job.clone(),
+            feed: Box::new(move |shared: &Shared| feed(items.into_iter(), shared)),
+            stages: Vec::new(),
+            invalid,
+            items: PhantomData,
+        }
+    }
+
+    /// Appends a stage. Its input type must be this pipeline's item type,
+    /// and its output must cross the broker too.
+    pub fn then<S>(mut self, stage: S) -> DistPipeline<S::Out>
+    where
+        S: Stage<In = T>,
+        S::Out: Wire,
+    {
+        let config = stage.config().clone();
+        if self.invalid.is_none() {
+            self.invalid = config
+                .validate()
+                .err()
+                .map(|why| PipelineError::new(config.name(), None, Failure::Config(why)));
+        }
+        let stage = Arc::new(stage);
+        self.stages.push(StageSpec {
+            config,
+            work: Arc::new(move |shared, k, index, counters| {
+                stage_worker(&*stage, shared, k, index, counters)
+            }),
+        });
+        DistPipeline {
+            job: self.job,
+            feed: self.feed,
+            stages: self.stages,
+            invalid: self.invalid,
+            items: PhantomData,
+        }
+    }
+
+    /// Starts this process's part of the job; see [`Pipeline::results`].
+    /// The driver's results are the pipeline's items; a worker's end, with
+    /// no items, when the job ends.
+    pub fn results(self) -> crate::Results<T> {
+        self.into_pipeline().results()
+    }
+
+    /// Runs this process's part to the end and collects the items it
+    /// receives (none in a worker process).
+    pub fn collect<C: FromIterator<T>>(self) -> Result<C, PipelineError> {
+        self.results().collect()
+    }
+
+    /// Runs this process's part to the end and returns its last item.
+    pub fn execute(self) -> Result<Option<T>, PipelineError> {
+        crate::pipeline::last_item(self.results())
+    }
+
+    /// Runs this process's part to the end, discarding the items.
+    pub fn run(self) -> Result<(), PipelineError> {
+        self.results().try_for_each(|item| item.map(drop))
+    }
+
+    /// The local pipeline that runs this process's part: the results are
+    /// read by a producer named `results`, and every other thread starts
+    /// beside it.
+    fn into_pipeline(self) -> Pipeline<T> {
+        let shared: Arc<OnceLock<Arc<Shared>>> = Arc::default();
+        let results = Collector::<T> {
+            config: StageConfig::new("results"),
+            shared: shared.clone(),
+            items: PhantomData,
+        };
+        let pipeline = Pipeline::from_producer(results);
+        if let Some(error) = self.invalid {
+            return pipeline.failing(error);
+        }
+        let DistPipeline {
+            job, feed, stages, ..
+        } = self;
+        pipeline.with_thread(move |launch| {
+            let ctl = launch.control();
+            ctl.set_process(&job.process);
+            match start(job, &stages, ctl.clone()) {
+                Ok(started) => {
+                    let _ = shared.set(started.clone());
+                    spawn_all(launch, started, feed, stages);
+                }
+                Err(error) => ctl.fail(error),
+            }
+        })
+    }
+}
+
+/// What the threads of one process share during a run.
+pub(crate) struct Shared {
+    broker: Broker,
+    job: Job,
+    run: u64,
+    control: EdgeSpec,
+    edges: Vec<EdgeSpec>,
+    stage_names: Vec<String>,
+    /// Which stages this process runs.
+    runs_stage: Vec<bool>,
+    ordered: bool,
+    ctl: Arc<Control>,
+    /// The number of source messages, once the source has ended.
+    source_total: OnceLock<u64>,
+    /// The job ended without failing (done, or cancelled by the driver).
+    over: AtomicBool,
+    taken: Vec<AtomicU64>,
+    emitted: Vec<AtomicU64>,
+}
+
+impl Shared {
+    fn stopping(&self) -> bool {
+        self.ctl.is_cancelled() || self.over.load(Relaxed)
+    }
+
+    fn subject(&self, what: &str) -> String {
+        format!("{}.{what}", self.control.subject)
+    }
+
+    /// Publishes the message of `seq` (a source message's number) on edge `edge`.
+    fn publish<O: Wire>(&self, edge: usize, seq: u64, items: &[O]) -> Result<(), Halt> {
+        let payload = postcard::to_stdvec(items)
+            .map_err(|e| Halt::Broker(BrokerError::new("could not serialise items", e)))?;
+        let id = format!("{}.{edge}.{seq}", self.run);
+        let stopping = || self.ctl.is_cancelled();
+        self.broker.publish(
+            &self.edges[edge].subject,
+            &id,
+            &[(SEQ, seq.to_string())],
+            payload.into(),
+            &stopping,
+        )
+    }
+
+    /// Publishes a control record (JSON) of this run.
+    fn record(&self, what: &str, mut value: Value) -> Result<(), Halt> {
+        value["run"] = json!(self.run);
+        let id = format!("{}.{what}.{}", self.run, rand_u64());
+        let payload = serde_json::to_vec(&value).expect("JSON values serialise");
+        self.broker
+            .publish(&self.subject(what), &id, &[], payload.into(), &|| false)
+    }
+
+    /// A control record of this run, if there is one yet.
+    fn read(&self, what: &str) -> Result<Option<Value>, Halt> {
+        let stopping = || false;
+        let raw = self
+            .broker
+            .last(&self.control.stream, &self.subject(what), &stopping)?;
+        Ok(raw
+            .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+            .filter(|v| v["run"].as_u64() == Some(self.run)))
+    }
+
+    /// Whether edge `edge` has received every message it will get and
+    /// delivered them all: its consumer's input has ended.
+    fn input_complete(&self, edge: usize) -> Result<bool, Halt> {
+        let Some(&total) = self.source_total.get() else {
+            return Ok(false);
+        };
+        let stopping = || self.stopping();
+        let (state, consumer) = self.broker.edge_state(&self.edges[edge], &stopping)?;
+        Ok(state.last_sequence >= total && consumer.num_pending == 0)
+    }
+}
+
+fn halt_to_stage_error(halt: Halt) -> StageError {
+    match halt {
+        Halt::Cancelled => StageError(Stop::Cancelled),
+        Halt::Broker(e) => StageError::failed(e),
+    }
+}
+
+/// A fresh number for a run or a record id.
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish() >> 1
+}
+
+/// Connects, then creates the job (driver) or joins it (worker).
+fn start(job: Job, stages: &[StageSpec], ctl: Arc<Control>) -> Result<Arc<Shared>, PipelineError> {
+    let broker_error = |e: BrokerError| PipelineError::new("broker", None, Failure::Error(e.into()));
+    let halt_error = |h: Halt| match h {
+        Halt::Broker(e) => broker_error(e),
+        Halt::Cancelled => PipelineError::new("broker", None, Failure::Config("cancelled".into())),
+    };
+    let stage_names: Vec<String> = stages.iter().map(|s| s.config.name().to_owned()).collect();
+    let runs_stage = match &job.stages {
+        None => vec![true; stages.len()],
+        Some(chosen) => {
+            if let Some(unknown) = chosen.iter().find(|c| !stage_names.contains(c)) {
+                let why = format!(
+                    "this process is told to run stage {unknown:?}, which the pipeline does not have (its stages: {})",
+                    stage_names.join(", ")
+                );
+                return Err(PipelineError::new("job", None, Failure::Config(why)));
+            }
+            stage_names.iter().map(|n| chosen.contains(n)).collect()
+        }
+    };
+    let broker = Broker::connect(&job).map_err(broker_error)?;
+    let prefix = format!("PARAPIPE_{}", job.name);
+    let subject = format!("parapipe.{}", job.name);
+    let control = EdgeSpec {
+        stream: format!("{prefix}_CTL"),
+        subject: format!("{subject}.ctl"),
+        consumer: String::new(),
+        max_messages: -1,
+    };
+    let limit = |queue: QueueSize| match queue {
+        QueueSize::Bounded(items) => items.div_ceil(job.batch).max(2) as i64,
+        QueueSize::Unbounded => -1,
+    };
+    let edges: Vec<EdgeSpec> = (0..=stages.len())
+        .map(|k| EdgeSpec {
+            stream: format!("{prefix}_E{k}"),
+            subject: format!("{subject}.e{k}"),
+            consumer: if k == stages.len() {
+                "results".to_owned()
+            } else {
+                format!("stage{}", k + 1)
+            },
+            max_messages: match k {
+                0 => limit(QueueSize::Bounded(DEFAULT_QSIZE)),
+                k => limit(stages[k - 1].config.queue()),
+            },
+        })
+        .collect();
+    let ordered = stages.iter().any(|s| s.config.ordered());
+    let mut shared = Shared {
+        broker,
+        run: 0,
+        control,
+        edges,
+        stage_names: stage_names.clone(),
+        runs_stage,
+        ordered,
+        ctl,
+        source_total: OnceLock::new(),
+        over: AtomicBool::new(false),
+        taken: stages.iter().map(|_| AtomicU64::new(0)).collect(),
+        emitted: stages.iter().map(|_| AtomicU64::new(0)).collect(),
+        job,
+    };
+    match shared.job.role {
+        Role::Driver => {
+            shared.run = rand_u64();
+            shared
+                .broker
+                .create_job(
+                    &shared.control,
+                    &shared.edges,
+                    shared.job.ack_wait,
+                    shared.job.duplicate_window,
+                )
+                .map_err(halt_error)?;
+            let run = json!({ "stages": stage_names, "ordered": ordered });
+            shared.record("run", run).map_err(halt_error)?;
+        }
+        Role::Worker => join(&mut shared, &stage_names)?,
+    }
+    Ok(Arc::new(shared))
+}
+
+/// Waits for a running job of this name, and checks it runs this pipeline.
+fn join(shared: &mut Shared, stage_names: &[String]) -> Result<(), PipelineError> {
+    let deadline = Instant::now() + shared.job.join_timeout;
+    let config = |why: String| PipelineError::new("job", None, Failure::Config(why));
+    loop {
+        if shared.ctl.is_cancelled() {
+            return Err(config("cancelled while joining".into()));
+        }
+        // Any run will do while reading: `read` checks the run number.
+        let last = |what: &str| {
+            shared
+                .broker
+                .last(&shared.control.stream, &format!("{}.{what}", shared.control.subject), &|| true)
+                .ok()
+                .flatten()
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        };
+        // The stream may not exist yet: each read is one attempt (`|| true`
+        // stops the retries), and failures just mean "not yet".
+        if let Some(run) = last("run") {
+            let number = run["run"].as_u64();
+            let ended = last("end").is_some_and(|end| end["run"].as_u64() == number);
+            if let (Some(number), false) = (number, ended) {
+                let theirs: Vec<String> = serde_json::from_value(run["stages"].clone())
+                    .unwrap_or_default();
+                if theirs != stage_names {
+                    return Err(config(format!(
+                        "job {:?} runs the stages [{}], but this process's pipeline has [{}]: every process must run the same pipeline",
+                        shared.job.name,
+                        theirs.join(", "),
+                        stage_names.join(", ")
+                    )));
+                }
+                shared.run = number;
+                shared.ordered = run["ordered"].as_bool().unwrap_or(false);
+                return Ok(());
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(config(format!(
+                "no running job {:?} to join at {} within {:?}: start its driver",
+                shared.job.name, shared.job.url, shared.job.join_timeout
+            )));
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Starts the control thread, the source (driver) and this process's
+/// stage workers.
+fn spawn_all(launch: &mut Launch, shared: Arc<Shared>, feed: Feed, stages: Vec<StageSpec>) {
+    let sh = shared.clone();
+    launch.spawn("control", None, false, move || watch(&sh));
+    if shared.job.role == Role::Driver {
+        let sh = shared.clone();
+        launch.spawn("source", None, false, move || {
+            let total = feed(&sh)?;
+            let _ = sh.source_total.set(total);
+            sh.record("source", json!({ "messages": total }))
+                .map_err(halt_to_stage_error)
+        });
+    }
+    for (k0, spec) in stages.into_iter().enumerate() {
+        if !shared.runs_stage[k0] {
+            continue;
+        }
+        let counters = Arc::new(Counters::default());
+        for index in 0..spec.config.workers() {
+            let (sh, work, counters) = (shared.clone(), spec.work.clone(), counters.clone());
+            launch.spawn(spec.config.name(), Some(index), false, move || {
+                work(&sh, k0 + 1, index, &counters)
+            });
+        }
+    }
+}
+
+/// The driver's source: batches of items, one message each.
+fn feed<T: Wire>(mut items: impl Iterator<Item = T>, sh: &Shared) -> Result<u64, StageError> {
+    let size = sh.job.batch;
+    let mut batch = Vec::with_capacity(size);
+    let mut seq = 0;
+    loop {
+        batch.clear();
+        batch.extend(items.by_ref().take(size));
+        if batch.is_empty() {
+            return Ok(seq);
+        }
+        sh.publish(0, seq, &batch).map_err(halt_to_stage_error)?;
+        seq += 1;
+        if batch.len() < size {
+            return Ok(seq);
+        }
+    }
+}
+
+/// The control thread: ends this process's part when the job ends, passes
+/// a failure of this process on to the others (and theirs to this one),
+/// and publishes this process's counts.
+fn watch(sh: &Shared) -> Result<(), StageError> {
+    let mut last_stats = Instant::now();
+    let result = loop {
+        if sh.ctl.is_cancelled() {
+            break report_local_end(sh);
+        }
+        match sh.read("end") {
+            Ok(Some(end)) => {
+                if end["outcome"] == "failed" && end["process"].as_str() != Some(&sh.job.process) {
+                    sh.ctl.fail(remote_failure(&end));
+                }
+                sh.over.store(true, Relaxed);
+                break Ok(());
+            }
+            Ok(None) => {}
+            Err(halt) => break Err(halt),
+        }
+        if sh.source_total.get().is_none() {
+            match sh.read("source") {
+                Ok(Some(source)) => {
+                    if let Some(total) = source["messages"].as_u64() {
+                        let _ = sh.source_total.set(total);
+                    }
+                }
+                Ok(None) => {}
+                Err(halt) => break Err(halt),
+            }
+        }
+        if last_stats.elapsed() >= STATS {
+            last_stats = Instant::now();
+            if let Err(halt) = publish_stats(sh) {
+                break Err(halt);
+            }
+        }
+        std::thread::sleep(WATCH);
+    };
+    // The final counts, best effort: the job is over either way.
+    let _ = publish_stats(sh);
+    result.map_err(halt_to_stage_error)
+}
+
+/// Tells the other processes why this one stopped: its own failure, or,
+/// for the driver, that the results were dropped.
+fn report_local_end(sh: &Shared) -> Result<(), Halt> {
+    let end = sh.ctl.peek_failure(|failure| match failure {
+        Some(error) if error.process().is_none_or(|p| p == sh.job.process) => {
+            let message = match error.failure() {
+                Failure::Panic(msg) => msg.clone(),
+                Failure::Error(e) => e.to_string(),
+                Failure::Spawn(e) => format!("could not start a thread: {e}"),
+                Failure::Config(msg) => format!("misconfigured: {msg}"),
+            };
+            Some(json!({
+                "outcome": "failed",
+                "stage": error.stage(),
+                "worker": error.worker(),
+                "process": sh.job.process,
+                "panic": error.is_panic(),
+                "message": message,
+                "display": error.to_string(),
+            }))
+        }
+        // Another process's failure: it has reported it.
+        Some(_) => None,
+        None if sh.job.role == Role::Driver && !sh.over.load(Relaxed) => {
+            Some(json!({ "outcome": "cancelled" }))
+        }
+        None => None,
+    });
+    match end {
+        Some(end) => sh.record("end", end),
+        None => Ok(()),
+    }
+}
+
+fn remote_failure(end: &Value) -> PipelineError {
+    let message = end["message"].as_str().unwrap_or("unknown failure").to_owned();
+    let failure = if end["panic"].as_bool() == Some(true) {
+        Failure::Panic(message)
+    } else {
+        Failure::Error(Box::new(RemoteError { message }))
+    };
+    let stage = end["stage"].as_str().unwrap_or("unknown");
+    let worker = end["worker"].as_u64().map(|w| w as usize);
+    let mut error = PipelineError::new(stage, worker, failure);
+    error.set_process(end["process"].as_str().unwrap_or("unknown"));
+    error
+}
+
+fn publish_stats(sh: &Shared) -> Result<(), Halt> {
+    let stages: Vec<Value> = (0..sh.stage_names.len())
+        .map(|k| {
+            json!({
+                "name": sh.stage_names[k],
+                "runs": sh.runs_stage[k],
+                "taken": sh.taken[k].load(Relaxed),
+                "emitted": sh.emitted[k].load(Relaxed),
+            })
+        })
+        .collect();
+    let what = format!("stats.{}", sh.job.process);
+    sh.record(&what, json!({ "process": sh.job.process, "stages": stages }))
+}
+
+/// The `results` producer: the driver pulls the last edge; a worker
+/// process waits for the job to end.
+struct Collector<T> {
+    config: StageConfig,
+    shared: Arc<OnceLock<Arc<Shared>>>,
+    items: PhantomData<fn() -> T>,
+}
+
+impl<T> Configurable for Collector<T> {
+    fn config(&self) -> &StageConfig {
+        &self.config
+    }
+    fn config_mut(&mut self) -> &mut StageConfig {
+        &mut self.config
+    }
+}
+
+impl<T: Wire> Producer for Collector<T> {
+    type Out = T;
+
+    fn produce(&self, mut emitter: Emitter<'_, T>) -> Result<(), StageError> {
+        // Set before any thread starts, unless starting failed.
+        let Some(sh) = self.shared.get() else {
+            return Err(StageError(Stop::Cancelled));
+        };
+        if sh.job.role == Role::Worker {
+            while !sh.stopping() {
+                std::thread::sleep(WATCH);
+            }
+            return if sh.over.load(Relaxed) {
+                Ok(())
+            } else {
+                Err(StageError(Stop::Cancelled))
+            };
+        }
+        let edge = sh.edges.len() - 1;
+        let stopping = || sh.stopping();
+        let consumer = sh
+            .broker
+            .consumer(&sh.edges[edge], &stopping)
+            .map_err(halt_to_stage_error)?;
+        let mut seen = HashSet::new();
+        let mut waiting: BTreeMap<u64, Vec<T>> = BTreeMap::new();
+        let mut next_seq = 0;
+        loop {
+            if let Some(&total) = sh.source_total.get() {
+                if seen.len() as u64 == total {
+                    break;
+                }
+            }
+            let messages = sh
+                .broker
+                .fetch(&consumer, FETCH, POLL, &stopping)
+                .map_err(halt_to_stage_error)?;
+            for message in messages {
+                let seq = seq_of(&message)?;
+                if seen.insert(seq) {
+                    let items: Vec<T> = decode(&message)?;
+                    if sh.ordered {
+                        waiting.insert(seq, items);
+                        while let Some(items) = waiting.remove(&next_seq) {
+                            items.into_iter().try_for_each(|i| emitter.emit(i))?;
+                            next_seq += 1;
+                        }
+                    } else {
+                        items.into_iter().try_for_each(|i| emitter.emit(i))?;
+                    }
+                }
+                sh.broker.ack(&message)?;
+            }
+        }
+        sh.over.store(true, Relaxed);
+        sh.record("end", json!({ "outcome": "done" }))
+            .map_err(halt_to_stage_error)
+    }
+}
+
+fn seq_of(message: &jetstream::Message) -> Result<u64, StageError> {
+    message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(SEQ))
+        .and_then(|v| v.as_str().parse().ok())
+        .ok_or_else(|| {
+            StageError::failed(BrokerError::msg(format!(
+                "a message on {} has no {SEQ} header: is another program publishing there?",
+                message.subject
+            )))
+        })
+}
+
+fn decode<T: Wire>(message: &jetstream::Message) -> Result<Vec<T>, StageError> {
+    postcard::from_bytes(&message.payload).map_err(|e| {
+        StageError::failed(BrokerError::new(
+            format!(
+                "could not read the items of a message on {}: do all processes run the same build?",
+                message.subject
+            ),
+            e,
+        ))
+    })
+}
+
+/// One `apply` of a stage worker: the messages it has pulled and the
+/// outputs of the message it is on.
+struct Session<'s, O> {
+    sh: &'s Shared,
+    consumer: &'s jetstream::consumer::PullConsumer,
+    /// The stage's number, from 1: it reads edge `k - 1` and feeds edge `k`.
+    k: usize,
+    buffered: VecDeque<jetstream::Message>,
+    /// The message whose items the stage is taking, its source sequence
+    /// number, and when the broker last heard from us about it.
+    current: Option<(jetstream::Message, u64, Instant)>,
+    /// The outputs since the current message was opened.
+    outbox: Vec<O>,
+    /// Why the input ended early, for the worker to report.
+    halt: Option<StageError>,
+}
+
+impl<O: Wire> Session<'_, O> {
+    /// Passes the current message's outputs on, then acknowledges it.
+    fn finish_current(&mut self) -> Result<(), StageError> {
+        let Some((message, seq, _)) = self.current.take() else {
+            return Ok(());
+        };
+        self.sh
+            .publish(self.k, seq, &self.outbox)
+            .map_err(halt_to_stage_error)?;
+        self.sh.emitted[self.k - 1].fetch_add(self.outbox.len() as u64, Relaxed);
+        self.outbox.clear();
+        self.sh.broker.ack(&message)?;
+        Ok(())
+    }
+
+    /// Keeps the current message from being redelivered while we are on it.
+    fn keep_alive(&mut self) {
+        let every = self.sh.job.ack_wait / 3;
+        if let Some((message, _, touched)) = &mut self.current {
+            if touched.elapsed() >= every {
+                self.sh.broker.in_progress(message);
+                *touched = Instant::now();
+            }
+        }
+    }
+
+    /// The next message to take items from: a pulled one, or one pulled
+    /// now; `None` once the input has ended (or the job stops).
+    fn next_message(&mut self) -> Result<Option<jetstream::Message>, StageError> {
+        loop {
+            if let Some(message) = self.buffered.pop_front() {
+                return Ok(Some(message));
+            }
+            if self.sh.stopping() {
+                return Ok(None);
+            }
+            self.keep_alive();
+            let stopping = || self.sh.stopping();
+            let pulled = self
+                .sh
+                .broker
+                .fetch(self.consumer, FETCH, POLL, &stopping)
+                .map_err(halt_to_stage_error)?;
+            if pulled.is_empty() {
+                if self
+                    .sh
+                    .input_complete(self.k - 1)
+                    .map_err(halt_to_stage_error)?
+                {
+                    return Ok(None);
+                }
+            } else {
+                self.buffered.extend(pulled);
+            }
+        }
+    }
+}
+
+/// The input of one `apply`: items of the pulled messages, message after
+/// message. A message stays current until the stage takes an item of the
+/// next one (or the input ends), so its outputs include what the stage
+/// emits after taking its last item.
+struct SessionInput<'r, 's, I, O> {
+    session: &'r RefCell<Session<'s, O>>,
+    items: std::vec::IntoIter<I>,
+}
+
+impl<I: Wire, O: Wire> Iterator for SessionInput<'_, '_, I, O> {
+    type Item = I;
+
+    fn next(&mut self) -> Option<I> {
+        let mut s = self.session.borrow_mut();
+        if s.halt.is_some() {
+            return None;
+        }
+        loop {
+            if let Some(item) = self.items.next() {
+                s.sh.taken[s.k - 1].fetch_add(1, Relaxed);
+                s.keep_alive();
+                return Some(item);
+            }
+            let step = s.next_message().and_then(|message| {
+                let Some(message) = message else {
+                    return Ok(None);
+                };
+                s.finish_current()?;
+                let seq = seq_of(&message)?;
+                let items = decode::<I>(&message)?;
+                s.current = Some((message, seq, Instant::now()));
+                Ok(Some(items))
+            });
+            match step {
+                Ok(Some(items)) => self.items = items.into_iter(),
+                Ok(None) => return None,
+                Err(e) => {
+                    s.halt = Some(e);
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// One worker of stage `k` in this process: `apply` over the messages it
+/// pulls until the stage's input ends, then again for any message the
+/// broker redelivers (a process died), until the job ends.
+fn stage_worker<S>(
+    stage: &S,
+    sh: &Shared,
+    k: usize,
+    _index: usize,
+    counters: &Counters,
+) -> Result<(), StageError>
+where
+    S: Stage,
+    S::In: Wire,
+    S::Out: Wire,
+{
+    let stopping = || sh.stopping();
+    let consumer = sh
+        .broker
+        .consumer(&sh.edges[k - 1], &stopping)
+        .map_err(halt_to_stage_error)?;
+    let filter = stage.config().filter_errors();
+    let mut leftover = VecDeque::new();
+    loop {
+        // A session starts with a message in hand, so a stage's setup does
+        // not run for nothing while the job is idle.
+        while leftover.is_empty() {
+            if sh.stopping() {
+                return if sh.over.load(Relaxed) {
+                    Ok(())
+                } else {
+                    Err(StageError(Stop::Cancelled))
+                };
+            }
+            let pulled = sh
+                .broker
+                .fetch(&consumer, FETCH, POLL, &stopping)
+                .map_err(halt_to_stage_error)?;
+            leftover.extend(pulled);
+        }
+        let session = RefCell::new(Session {
+            sh,
+            consumer: &consumer,
+            k,
+            buffered: std::mem::take(&mut leftover),
+            current: None,
+            outbox: Vec::new(),
+            halt: None,
+        });
+        {
+            let input = SessionInput::<S::In, S::Out> {
+                session: &session,
+                items: Vec::new().into_iter(),
+            };
+            let mut outputs = stage.apply(input);
+            while let Some(output) = outputs.next() {
+                let mut s = session.borrow_mut();
+                match output {
+                    Ok(item) => s.outbox.push(item),
+                    Err(e) => counters
+                        .drop_or_fail(filter, e.into())
+                        .map_err(StageError::failed)?,
+                }
+                s.keep_alive();
+            }
+        }
+        let mut s = session.into_inner();
+        if let Some(error) = s.halt.take() {
+            return Err(error);
+        }
+        s.finish_current()?;
+        // Pulled but not taken (the stage stopped early): the next session's.
+        leftover = s.buffered;
+    }
+}
+
+/// Reads a job's status from the broker: see [`Job::status`].
+pub(crate) fn status(job: &Job) -> Result<JobStatus, BrokerError> {
+    job.validate().map_err(BrokerError::msg)?;
+    let broker = Broker::connect(job)?;
+    let stream = format!("PARAPIPE_{}_CTL", job.name);
+    let subject = format!("parapipe.{}.ctl", job.name);
+    let never = &|| false;
+    let halt = |h: Halt| match h {
+        Halt::Broker(e) => e,
+        Halt::Cancelled => BrokerError::msg("cancelled"),
+    };
+    let read = |what: &str| -> Result<Option<Value>, BrokerError> {
+        let raw = broker
+            .last(&stream, &format!("{subject}.{what}"), never)
+            .map_err(halt)?;
+        Ok(raw.and_then(|b| serde_json::from_slice(&b).ok()))
+    };
+    let run = read("run")?
+        .ok_or_else(|| BrokerError::msg(format!("job {:?} has no run", job.name)))?;
+    let number = run["run"].as_u64();
+    let names: Vec<String> = serde_json::from_value(run["stages"].clone()).unwrap_or_default();
+    let state = match read("end")?.filter(|e| e["run"].as_u64() == number) {
+        None => JobState::Running,
+        Some(end) => match end["outcome"].as_str() {
+            Some("done") => JobState::Done,
+            Some("failed") => JobState::Failed(
+                end["display"]
+                    .as_str()
+                    .unwrap_or("unknown failure")
+                    .to_owned(),
+            ),
+            _ => JobState::Cancelled,
+        },
+    };
+    let mut stages: Vec<StageStatus> = names
+        .iter()
+        .map(|name| StageStatus {
+            name: name.clone(),
+            taken: 0,
+            emitted: 0,
+            pending_messages: 0,
+        })
+        .collect();
+    let mut processes = Vec::new();
+    for stats_subject in broker
+        .subjects(&stream, &format!("{subject}.stats.>"), never)
+        .map_err(halt)?
+    {
+        let what = stats_subject.trim_start_matches(&format!("{subject}."));
+        let Some(stats) = read(what)?.filter(|s| s["run"].as_u64() == number) else {
+            continue;
+        };
+        if let Some(p) = stats["process"].as_str() {
+            processes.push(p.to_owned());
+        }
+        for (k, s) in stats["stages"].as_array().into_iter().flatten().enumerate() {
+            if let Some(stage) = stages.get_mut(k) {
+                stage.taken += s["taken"].as_u64().unwrap_or(0);
+                stage.emitted += s["emitted"].as_u64().unwrap_or(0);
+            }
+        }
+    }
+    processes.sort();
+    for (k, stage) in stages.iter_mut().enumerate() {
+        let spec = EdgeSpec {
+            stream: format!("PARAPIPE_{}_E{k}", job.name),
+            subject: String::new(),
+            consumer: format!("stage{}", k + 1),
+            max_messages: 0,
+        };
+        // A finished run's streams may be gone already.
+        if let Ok((state, _)) = broker.edge_state(&spec, &|| false) {
+            stage.pending_messages = state.messages;
+        }
+    }
+    Ok(JobStatus {
+        state,
+        processes,
+        stages,
+    })
+}
