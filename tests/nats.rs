@@ -1,6 +1,7 @@
 //! Distributed pipelines against a real `nats-server` (skipped, saying so,
 //! where none is installed): in one process, and across OS processes of
-//! this test binary, which re-runs itself as the job's other processes.
+//! this test binary, which runs itself again (the ignored test `child`) as
+//! the job's other processes.
 #![cfg(feature = "nats")]
 
 #[path = "common/mod.rs"]
@@ -8,21 +9,46 @@ mod common;
 #[path = "nats/server.rs"]
 mod server;
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use common::watchdog;
-use parapipe::nats::Job;
+use parapipe::nats::{Job, JobState};
 use parapipe::prelude::*;
 use server::Server;
 
+/// Sleeps `micros` (a slow item), then squares.
 #[map_stage(workers = 2)]
-fn square(x: u64) -> u64 {
+fn spin(x: u64, micros: u64) -> u64 {
+    if micros > 0 {
+        std::thread::sleep(Duration::from_micros(micros));
+    }
     x * x
 }
 
+#[derive(Debug)]
+struct Bad(u64);
+
+impl std::fmt::Display for Bad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "bad item {}", self.0)
+    }
+}
+
+impl std::error::Error for Bad {}
+
+/// Two outputs per input; fails at the square of `fail_at`.
 #[stage(workers = 2)]
-fn pairs(xs: impl Iterator<Item = u64>) -> impl Iterator<Item = (u64, u64)> {
-    xs.flat_map(|x| [(x, 0), (x, 1)])
+fn pairs(xs: impl Iterator<Item = u64>, fail_at: u64) -> impl Iterator<Item = Result<(u64, u64), Bad>> {
+    xs.flat_map(move |x| {
+        if Some(x) == fail_at.checked_mul(fail_at) {
+            vec![Err(Bad(x))]
+        } else {
+            vec![Ok((x, 0)), Ok((x, 1))]
+        }
+    })
 }
 
 #[map_stage]
@@ -30,23 +56,436 @@ fn show(p: (u64, u64)) -> String {
     format!("{}:{}", p.0, p.1)
 }
 
+/// No item fails.
+const NEVER: u64 = u64::MAX;
+
 fn job(server: &Server, name: &str) -> Job {
     Job::new(name)
         .url(server.url())
         .broker_timeout(Duration::from_secs(10))
 }
 
+/// The children's pipeline, run in one process without the broker. A
+/// distributed `ordered` stage gives its results in source order, which
+/// locally takes every stage ordered.
+fn local(n: u64, ordered: bool) -> Vec<String> {
+    pipe!(0..n | spin(0).ordered(ordered) | pairs(NEVER).ordered(ordered) | show.ordered(ordered))
+        .collect()
+        .unwrap()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
 #[test]
 fn one_process_matches_the_local_pipeline() {
     let Some(server) = Server::start() else { return };
     let job = job(&server, "one");
-    let mut got: Vec<String> = watchdog(Duration::from_secs(120), "distributed run", move || {
-        pipe!(distributed(&job): 0..10_000u64 | square | pairs | show).collect()
+    let got: Vec<String> = watchdog(Duration::from_secs(120), "distributed run", move || {
+        pipe!(distributed(&job): 0..10_000u64 | spin(0) | pairs(NEVER) | show).collect()
     })
     .unwrap();
-    let mut want: Vec<String> = pipe!(0..10_000u64 | square | pairs | show).collect().unwrap();
-    got.sort();
-    want.sort();
     assert_eq!(got.len(), 20_000);
-    assert_eq!(got, want);
+    assert_eq!(sorted(got), sorted(local(10_000, false)));
+}
+
+#[test]
+fn ordered_stage_keeps_source_order() {
+    let Some(server) = Server::start() else { return };
+    let job = job(&server, "ordered").batch(7);
+    let got: Vec<String> = watchdog(Duration::from_secs(120), "ordered run", move || {
+        pipe!(distributed(&job): 0..5_000u64 | spin(0) | pairs(NEVER) | show.ordered(true))
+            .collect()
+    })
+    .unwrap();
+    assert_eq!(got, local(5_000, true));
+}
+
+#[test]
+fn empty_source_ends_at_once() {
+    let Some(server) = Server::start() else { return };
+    let job = job(&server, "empty");
+    let got: Vec<String> = watchdog(Duration::from_secs(60), "empty run", move || {
+        pipe!(distributed(&job): Vec::<u64>::new() | spin(0) | pairs(NEVER) | show).collect()
+    })
+    .unwrap();
+    assert!(got.is_empty());
+}
+
+#[test]
+fn stage_error_in_one_process_names_stage_worker_and_process() {
+    let Some(server) = Server::start() else { return };
+    let job = job(&server, "fails").process_name("solo");
+    let error = watchdog(Duration::from_secs(60), "failing run", move || {
+        pipe!(distributed(&job): 0..10_000u64 | spin(0) | pairs(70) | show).run()
+    })
+    .unwrap_err();
+    assert_eq!(error.stage(), "pairs");
+    assert!(error.worker().is_some());
+    assert_eq!(error.process(), Some("solo"));
+    assert_eq!(error.downcast_ref::<Bad>().map(|b| b.0), Some(4900));
+    assert!(error.to_string().contains("in process \"solo\""), "{error}");
+}
+
+#[test]
+fn dropping_the_results_early_cancels_the_job() {
+    let Some(server) = Server::start() else { return };
+    let job = job(&server, "dropped");
+    let status_job = job.clone();
+    watchdog(Duration::from_secs(60), "early drop", move || {
+        let mut results = pipe!(distributed(&job): 0..1_000_000u64 | spin(0) | pairs(NEVER) | show)
+            .results();
+        let first: Vec<_> = results.by_ref().take(10).collect();
+        assert_eq!(first.len(), 10);
+        drop(results);
+    });
+    assert_eq!(status_job.status().unwrap().state, JobState::Cancelled);
+}
+
+#[test]
+fn status_counts_every_stage() {
+    let Some(server) = Server::start() else { return };
+    let job = job(&server, "counted").process_name("counter");
+    let status_job = job.clone();
+    let n = watchdog(Duration::from_secs(60), "counted run", move || {
+        pipe!(distributed(&job): 0..3_000u64 | spin(0) | pairs(NEVER) | show).results().count()
+    });
+    assert_eq!(n, 6_000);
+    let status = status_job.status().unwrap();
+    assert_eq!(status.state, JobState::Done);
+    assert_eq!(status.processes, ["counter"]);
+    let counts: Vec<(&str, u64, u64)> = status
+        .stages
+        .iter()
+        .map(|s| (s.name.as_str(), s.taken, s.emitted))
+        .collect();
+    assert_eq!(
+        counts,
+        [("spin", 3_000, 3_000), ("pairs", 3_000, 6_000), ("show", 6_000, 6_000)]
+    );
+    assert!(status.stages.iter().all(|s| s.pending_messages == 0));
+}
+
+#[test]
+fn no_server_fails_with_a_clear_error() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let job = Job::new("nowhere")
+        .url(format!("nats://127.0.0.1:{port}"))
+        .broker_timeout(Duration::from_secs(1));
+    let error = watchdog(Duration::from_secs(30), "no server", move || {
+        pipe!(distributed(&job): 0..10u64 | spin(0)).run()
+    })
+    .unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("NATS broker") && message.contains("could not connect"), "{message}");
+}
+
+#[test]
+fn bad_configuration_fails_before_connecting() {
+    let bad_name = Job::new("no spaces please");
+    let error = pipe!(distributed(&bad_name): 0..10u64 | spin(0)).run().unwrap_err();
+    assert!(error.to_string().contains("is not a job name"), "{error}");
+
+    let unknown = Job::new("stages").stages(["spin", "nope"]).broker_timeout(Duration::from_secs(1));
+    let error = pipe!(distributed(&unknown): 0..10u64 | spin(0)).run().unwrap_err();
+    assert!(error.to_string().contains("\"nope\""), "{error}");
+
+    let zero = Job::new("zero");
+    let workers = 0; // a constant would be refused at compile time
+    let error = pipe!(distributed(&zero): 0..10u64 | spin(0).workers(workers))
+        .run()
+        .unwrap_err();
+    assert_eq!(error.stage(), "spin");
+}
+
+#[test]
+fn worker_without_a_running_job_gives_up_after_the_join_timeout() {
+    let Some(server) = Server::start() else { return };
+    let job = job(&server, "absent")
+        .role(parapipe::nats::Role::Worker)
+        .join_timeout(Duration::from_millis(500));
+    let error = watchdog(Duration::from_secs(30), "lonely worker", move || {
+        pipe!(distributed(&job): 0..10u64 | spin(0)).run()
+    })
+    .unwrap_err();
+    assert!(error.to_string().contains("no running job \"absent\""), "{error}");
+}
+
+// ---- Several processes ----
+
+/// What a child process runs, from its environment.
+#[test]
+#[ignore = "run by the other tests as a process of a distributed job"]
+fn child() {
+    let Ok(name) = std::env::var("PARAPIPE_TEST_JOB") else {
+        return;
+    };
+    let var = |key: &str, default: u64| {
+        std::env::var(key)
+            .ok()
+            .map_or(default, |v| v.parse().expect("a number"))
+    };
+    let job = Job::from_env(name)
+        .process_name(std::env::var("PARAPIPE_TEST_PROCESS").unwrap())
+        .ack_wait(Duration::from_millis(var("PARAPIPE_TEST_ACK_WAIT_MS", 30_000)))
+        .broker_timeout(Duration::from_secs(20))
+        .join_timeout(Duration::from_secs(30));
+    let (n, micros, fail_at) = (
+        var("PARAPIPE_TEST_ITEMS", 1000),
+        var("PARAPIPE_TEST_MICROS", 0),
+        var("PARAPIPE_TEST_FAIL_AT", NEVER),
+    );
+    let ordered = var("PARAPIPE_TEST_ORDERED", 0) == 1;
+    let driver = job.is_driver();
+    let result: Result<Vec<String>, PipelineError> =
+        pipe!(distributed(&job): 0..n | spin(micros) | pairs(fail_at) | show.ordered(ordered))
+            .collect();
+    match result {
+        Ok(items) => {
+            if driver {
+                let out = std::env::var("PARAPIPE_TEST_OUT").unwrap();
+                std::fs::write(out, items.join("\n")).unwrap();
+            }
+        }
+        Err(e) => {
+            eprintln!("CHILD FAILED: {e}");
+            std::process::exit(3);
+        }
+    }
+}
+
+/// The processes of one job, each this test binary running `child`.
+struct Processes {
+    children: Vec<(String, Child, PathBuf)>,
+    dir: PathBuf,
+}
+
+impl Processes {
+    fn new(test: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("parapipe-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Processes {
+            children: Vec::new(),
+            dir,
+        }
+    }
+
+    fn out(&self) -> PathBuf {
+        self.dir.join("results.txt")
+    }
+
+    /// Starts process `name` of `job` with `env` (and the role of its name:
+    /// `driver`, or a worker).
+    fn start(&mut self, server: &Server, job: &str, name: &str, env: &[(&str, String)]) {
+        let log = self.dir.join(format!("{name}.stderr"));
+        let role = if name == "driver" { "driver" } else { "worker" };
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command
+            .args(["child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .env("PARAPIPE_NATS_URL", server.url())
+            .env("PARAPIPE_ROLE", role)
+            .env("PARAPIPE_TEST_JOB", job)
+            .env("PARAPIPE_TEST_PROCESS", name)
+            .env("PARAPIPE_TEST_OUT", self.out())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command.spawn().unwrap();
+        self.children.push((name.to_owned(), child, log));
+    }
+
+    fn kill(&mut self, name: &str) {
+        let (_, child, _) = self.children.iter_mut().find(|c| c.0 == name).unwrap();
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+
+    /// Waits for every process; a process still running after `limit` is a
+    /// hang: all are killed and the test fails.
+    fn wait(&mut self, limit: Duration) -> HashMap<String, (ExitStatus, String)> {
+        let deadline = Instant::now() + limit;
+        let mut done = HashMap::new();
+        while done.len() < self.children.len() {
+            for (name, child, log) in &mut self.children {
+                if done.contains_key(name) {
+                    continue;
+                }
+                if let Some(status) = child.try_wait().unwrap() {
+                    let stderr = std::fs::read_to_string(&*log).unwrap_or_default();
+                    done.insert(name.clone(), (status, stderr));
+                }
+            }
+            if Instant::now() > deadline {
+                let running: Vec<&String> = self
+                    .children
+                    .iter()
+                    .map(|c| &c.0)
+                    .filter(|n| !done.contains_key(*n))
+                    .collect();
+                panic!("hang: processes {running:?} still running after {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        done
+    }
+
+    fn results(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(self.out()).expect("the driver wrote its results");
+        if text.is_empty() {
+            Vec::new()
+        } else {
+            text.lines().map(str::to_owned).collect()
+        }
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for (_, child, _) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn assert_all_succeeded(done: &HashMap<String, (ExitStatus, String)>) {
+    for (name, (status, stderr)) in done {
+        assert!(status.success(), "process {name} failed ({status}): {stderr}");
+    }
+}
+
+#[test]
+fn four_processes_match_one_process() {
+    let Some(server) = Server::start() else { return };
+    let mut procs = Processes::new("four");
+    let env = [("PARAPIPE_TEST_ITEMS", "100000".to_owned())];
+    let started = Instant::now();
+    for name in ["driver", "w1", "w2", "w3"] {
+        procs.start(&server, "four", name, &env);
+    }
+    let done = procs.wait(Duration::from_secs(300));
+    let took = started.elapsed();
+    assert_all_succeeded(&done);
+    let got = procs.results();
+    eprintln!("4 processes, 100,000 items, 3 stages: {took:?}");
+    assert_eq!(got.len(), 200_000);
+    assert_eq!(sorted(got), sorted(local(100_000, false)));
+}
+
+#[test]
+fn ordered_across_processes() {
+    let Some(server) = Server::start() else { return };
+    let mut procs = Processes::new("ordered");
+    let env = [
+        ("PARAPIPE_TEST_ITEMS", "20000".to_owned()),
+        ("PARAPIPE_TEST_ORDERED", "1".to_owned()),
+    ];
+    for name in ["driver", "w1"] {
+        procs.start(&server, "ordered", name, &env);
+    }
+    assert_all_succeeded(&procs.wait(Duration::from_secs(300)));
+    assert_eq!(procs.results(), local(20_000, true));
+}
+
+#[test]
+fn sigkill_of_a_worker_process_loses_and_doubles_nothing() {
+    let Some(server) = Server::start() else { return };
+    let mut procs = Processes::new("sigkill");
+    // About 4 s of sleeping per process-worker pair: the kill lands mid-run.
+    let env = [
+        ("PARAPIPE_TEST_ITEMS", "20000".to_owned()),
+        ("PARAPIPE_TEST_MICROS", "500".to_owned()),
+        ("PARAPIPE_TEST_ACK_WAIT_MS", "2000".to_owned()),
+    ];
+    for name in ["driver", "w1", "w2", "w3"] {
+        procs.start(&server, "sigkill", name, &env);
+    }
+    let status_job = Job::new("sigkill").url(server.url());
+    // Kill once the victim has taken part: some items have gone through.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = status_job.status();
+        let emitted = status.as_ref().map_or(0, |s| s.stages[0].emitted);
+        let has_w2 = status.as_ref().is_ok_and(|s| s.processes.iter().any(|p| p == "w2"));
+        if emitted > 2_000 && has_w2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the job did not start: {status:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    procs.kill("w2");
+    let mut done = procs.wait(Duration::from_secs(300));
+    done.remove("w2");
+    assert_all_succeeded(&done);
+    let got = procs.results();
+    assert_eq!(got.len(), 40_000, "nothing lost, nothing doubled");
+    assert_eq!(sorted(got), sorted(local(20_000, false)));
+}
+
+#[test]
+fn stage_error_in_one_process_ends_every_process() {
+    let Some(server) = Server::start() else { return };
+    let mut procs = Processes::new("error");
+    let items = [("PARAPIPE_TEST_ITEMS", "100000".to_owned())];
+    // The driver runs no stage: the error can only come from a worker.
+    let driver_env = [
+        items[0].clone(),
+        ("PARAPIPE_STAGES", String::new()),
+        ("PARAPIPE_TEST_FAIL_AT", "300".to_owned()),
+    ];
+    let worker_env = [items[0].clone(), ("PARAPIPE_TEST_FAIL_AT", "300".to_owned())];
+    procs.start(&server, "error", "driver", &driver_env);
+    procs.start(&server, "error", "w1", &worker_env);
+    procs.start(&server, "error", "w2", &worker_env);
+    let started = Instant::now();
+    let done = procs.wait(Duration::from_secs(120));
+    eprintln!("every process ended {:?} after the start", started.elapsed());
+    for (name, (status, stderr)) in &done {
+        assert_eq!(status.code(), Some(3), "{name} must fail: {stderr}");
+        assert!(stderr.contains("\"pairs-"), "{name}: {stderr}");
+        assert!(stderr.contains("bad item 90000"), "{name}: {stderr}");
+    }
+    let (_, driver_err) = &done["driver"];
+    assert!(
+        driver_err.contains("in process \"w1\"") || driver_err.contains("in process \"w2\""),
+        "{driver_err}"
+    );
+}
+
+#[test]
+fn broker_restart_resumes_or_fails_clearly() {
+    let Some(mut server) = Server::start() else { return };
+    let mut procs = Processes::new("restart");
+    let env = [
+        ("PARAPIPE_TEST_ITEMS", "20000".to_owned()),
+        ("PARAPIPE_TEST_MICROS", "200".to_owned()),
+        ("PARAPIPE_TEST_ACK_WAIT_MS", "2000".to_owned()),
+    ];
+    for name in ["driver", "w1"] {
+        procs.start(&server, "restart", name, &env);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    server.restart(Duration::from_secs(1));
+    let done = procs.wait(Duration::from_secs(300));
+    let (status, stderr) = &done["driver"];
+    if status.success() {
+        let got = procs.results();
+        assert_eq!(got.len(), 40_000);
+        assert_eq!(sorted(got), sorted(local(20_000, false)));
+        eprintln!("the job resumed after the broker restarted");
+    } else {
+        assert_eq!(status.code(), Some(3), "{stderr}");
+        assert!(stderr.contains("NATS broker"), "a clear error: {stderr}");
+        eprintln!("the job failed clearly: {stderr}");
+    }
 }

@@ -46,6 +46,8 @@ pub(crate) struct Broker {
     rt: tokio::runtime::Runtime,
     js: Context,
     timeout: Duration,
+    /// How long one attempt of a call may take.
+    attempt: Duration,
 }
 
 impl Broker {
@@ -57,24 +59,39 @@ impl Broker {
             .enable_all()
             .build()
             .map_err(|e| BrokerError::new("could not start the client's runtime", e))?;
-        let options = async_nats::ConnectOptions::new()
-            .name(format!("parapipe {} {}", job.name, job.process))
-            .connection_timeout(job.broker_timeout.min(ATTEMPT))
-            .retry_on_initial_connect();
         let url = job.url.clone();
         let timeout = job.broker_timeout;
-        let client = rt.block_on(async {
-            match tokio::time::timeout(timeout, options.connect(url.as_str())).await {
-                Ok(Ok(client)) => Ok(client),
-                Ok(Err(e)) => Err(BrokerError::new(format!("could not connect to {url}"), e)),
-                Err(_) => Err(BrokerError::msg(format!(
-                    "could not connect to {url} within {timeout:?}: is nats-server running there, with JetStream (`-js`)?"
-                ))),
+        let attempt = timeout.min(ATTEMPT);
+        let deadline = Instant::now() + timeout;
+        // Connecting is retried here, not by the client, so that a wrong
+        // address fails after the broker timeout with what went wrong.
+        let client = loop {
+            let options = async_nats::ConnectOptions::new()
+                .name(format!("parapipe {} {}", job.name, job.process))
+                .connection_timeout(attempt)
+                .max_reconnects(None);
+            let error = match rt.block_on(options.connect(url.as_str())) {
+                Ok(client) => break client,
+                Err(e) => e,
+            };
+            if Instant::now() >= deadline {
+                return Err(BrokerError::new(
+                    format!(
+                        "could not connect to {url} within {timeout:?} (is nats-server running there, with JetStream, `-js`?)"
+                    ),
+                    error,
+                ));
             }
-        })?;
+            std::thread::sleep(Duration::from_millis(100));
+        };
         let mut js = jetstream::new(client);
-        js.set_timeout(ATTEMPT);
-        Ok(Broker { rt, js, timeout })
+        js.set_timeout(attempt);
+        Ok(Broker {
+            rt,
+            js,
+            timeout,
+            attempt,
+        })
     }
 
     /// Runs `attempt` until it succeeds, `cancelled()` is true after a failed
@@ -95,11 +112,11 @@ impl Broker {
         loop {
             let error = match self
                 .rt
-                .block_on(async { tokio::time::timeout(ATTEMPT, attempt()).await })
+                .block_on(async { tokio::time::timeout(self.attempt, attempt()).await })
             {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(e)) => BrokerError::new(what, e),
-                Err(_) => BrokerError::msg(format!("{what}: no answer within {ATTEMPT:?}")),
+                Err(_) => BrokerError::msg(format!("{what}: no answer within {:?}", self.attempt)),
             };
             if cancelled() {
                 return Err(Halt::Cancelled);
