@@ -489,3 +489,33 @@ fn broker_restart_resumes_or_fails_clearly() {
         eprintln!("the job failed clearly: {stderr}");
     }
 }
+
+/// Panics at item `at`, or at every item from `at` on if `all`.
+#[map_stage(workers = 2)]
+fn explode(x: u64, at: u64, all: bool) -> u64 {
+    assert!(x != at && !(all && x > at), "exploded at {x}");
+    x
+}
+
+#[test]
+fn stage_panic_fails_the_job_without_hanging() {
+    let Some(server) = Server::start() else { return };
+    for (i, at) in [0u64, 1, 500, 9_999].into_iter().enumerate() {
+        let job = job(&server, &format!("panics{i}"));
+        let error = watchdog(Duration::from_secs(60), "panicking run", move || {
+            pipe!(distributed(&job): 0..10_000u64 | explode(at, false) | spin(0)).run()
+        })
+        .unwrap_err();
+        assert_eq!(error.stage(), "explode");
+        assert_eq!(error.panic_message(), Some(format!("exploded at {at}").as_str()));
+    }
+    // Every worker panics, in a later stage.
+    for i in 0..5 {
+        let job = job(&server, &format!("allpanic{i}"));
+        let error = watchdog(Duration::from_secs(60), "all panicking", move || {
+            pipe!(distributed(&job): 0..10_000u64 | spin(0) | explode(0, true)).run()
+        })
+        .unwrap_err();
+        assert_eq!(error.stage(), "explode");
+    }
+}

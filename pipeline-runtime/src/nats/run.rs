@@ -591,6 +591,10 @@ impl<T: Wire> Producer for Collector<T> {
                     break;
                 }
             }
+            if sh.stopping() {
+                // Failed or cancelled: the end is someone else's to report.
+                return Err(StageError(Stop::Cancelled));
+            }
             let messages = sh
                 .broker
                 .fetch(&consumer, FETCH, POLL, &stopping)
