@@ -8,4 +8,10 @@ fn ui() {
     t.compile_fail("tests/ui/stage/*.rs");
     t.compile_fail("tests/ui/pipe/*.rs");
     t.compile_fail("tests/ui/segment/*.rs");
+    // Distributed pipelines: what the `nats` feature refuses, and the
+    // error without it.
+    #[cfg(feature = "nats")]
+    t.compile_fail("tests/ui/nats/*.rs");
+    #[cfg(not(feature = "nats"))]
+    t.compile_fail("tests/ui/nats_off/*.rs");
 }

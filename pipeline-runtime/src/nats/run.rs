@@ -28,8 +28,9 @@ const POLL: Duration = Duration::from_millis(100);
 const WATCH: Duration = Duration::from_millis(50);
 /// How often a process publishes its counts.
 const STATS: Duration = Duration::from_millis(500);
-/// Messages pulled at once.
-const FETCH: usize = 16;
+/// Messages pulled at once: few, so that slow items spread over every
+/// process instead of piling up in the first worker's hands.
+const FETCH: usize = 4;
 /// The header with a message's source sequence number.
 const SEQ: &str = "Parapipe-Seq";
 
@@ -849,14 +850,16 @@ pub(crate) fn status(job: &Job) -> Result<JobStatus, BrokerError> {
     let broker = Broker::connect(job)?;
     let stream = format!("PARAPIPE_{}_CTL", job.name);
     let subject = format!("parapipe.{}.ctl", job.name);
-    let never = &|| false;
+    // One attempt per read: a status is a snapshot, and a job that does not
+    // exist (yet) is an answer, not something to wait for.
+    let once = &|| true;
     let halt = |h: Halt| match h {
         Halt::Broker(e) => e,
         Halt::Cancelled => BrokerError::msg("cancelled"),
     };
     let read = |what: &str| -> Result<Option<Value>, BrokerError> {
         let raw = broker
-            .last(&stream, &format!("{subject}.{what}"), never)
+            .last(&stream, &format!("{subject}.{what}"), once)
             .map_err(halt)?;
         Ok(raw.and_then(|b| serde_json::from_slice(&b).ok()))
     };
@@ -888,7 +891,7 @@ pub(crate) fn status(job: &Job) -> Result<JobStatus, BrokerError> {
         .collect();
     let mut processes = Vec::new();
     for stats_subject in broker
-        .subjects(&stream, &format!("{subject}.stats.>"), never)
+        .subjects(&stream, &format!("{subject}.stats.>"), once)
         .map_err(halt)?
     {
         let what = stats_subject.trim_start_matches(&format!("{subject}."));
@@ -914,7 +917,7 @@ pub(crate) fn status(job: &Job) -> Result<JobStatus, BrokerError> {
             max_messages: 0,
         };
         // A finished run's streams may be gone already.
-        if let Ok((state, _)) = broker.edge_state(&spec, &|| false) {
+        if let Ok((state, _)) = broker.edge_state(&spec, once) {
             stage.pending_messages = state.messages;
         }
     }
