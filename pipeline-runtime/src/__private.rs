@@ -117,7 +117,7 @@ where
 #[cfg(feature = "nats")]
 pub fn nats_then<T, S>(pipeline: crate::nats::DistPipeline<T>, stage: S) -> crate::nats::DistPipeline<S::Out>
 where
-    T: crate::nats::Wire,
+    T: Send + 'static,
     S: Stage<In = T>,
     S::Out: crate::nats::Wire,
 {

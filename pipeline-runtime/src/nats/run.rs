@@ -40,11 +40,17 @@ const SEQ: &str = "Parapipe-Seq";
 #[must_use = "a pipeline does nothing until it is consumed"]
 pub struct DistPipeline<T> {
     job: Job,
+    /// Reads the items of a message: made where `T` was known to be
+    /// [`Wire`], so that later stages need not require it again (one error
+    /// per stage whose items cannot cross, not two).
+    decode: Decode<T>,
     feed: Feed,
     stages: Vec<StageSpec>,
     invalid: Option<PipelineError>,
     items: PhantomData<fn() -> T>,
 }
+
+type Decode<T> = fn(&jetstream::Message) -> Result<Vec<T>, StageError>;
 
 /// The driver's source: publishes every item, returns the message count.
 type Feed = Box<dyn FnOnce(&Shared) -> Result<u64, StageError> + Send>;
@@ -68,13 +74,16 @@ impl<T: Wire> DistPipeline<T> {
             .map(|why| PipelineError::new("job", None, Failure::Config(why)));
         DistPipeline {
             job: job.clone(),
+            decode: decode::<T>,
             feed: Box::new(move |shared: &Shared| feed(items.into_iter(), shared)),
             stages: Vec::new(),
             invalid,
             items: PhantomData,
         }
     }
+}
 
+impl<T: Send + 'static> DistPipeline<T> {
     /// Appends a stage. Its input type must be this pipeline's item type,
     /// and its output must cross the broker too.
     pub fn then<S>(mut self, stage: S) -> DistPipeline<S::Out>
@@ -90,14 +99,16 @@ impl<T: Wire> DistPipeline<T> {
                 .map(|why| PipelineError::new(config.name(), None, Failure::Config(why)));
         }
         let stage = Arc::new(stage);
+        let decode_input = self.decode;
         self.stages.push(StageSpec {
             config,
             work: Arc::new(move |shared, k, index, counters| {
-                stage_worker(&*stage, shared, k, index, counters)
+                stage_worker(&*stage, decode_input, shared, k, index, counters)
             }),
         });
         DistPipeline {
             job: self.job,
+            decode: decode::<S::Out>,
             feed: self.feed,
             stages: self.stages,
             invalid: self.invalid,
@@ -136,7 +147,7 @@ impl<T: Wire> DistPipeline<T> {
         let results = Collector::<T> {
             config: StageConfig::new("results"),
             shared: shared.clone(),
-            items: PhantomData,
+            decode: self.decode,
         };
         let pipeline = Pipeline::from_producer(results);
         if let Some(error) = self.invalid {
@@ -547,7 +558,7 @@ fn publish_stats(sh: &Shared) -> Result<(), Halt> {
 struct Collector<T> {
     config: StageConfig,
     shared: Arc<OnceLock<Arc<Shared>>>,
-    items: PhantomData<fn() -> T>,
+    decode: Decode<T>,
 }
 
 impl<T> Configurable for Collector<T> {
@@ -559,7 +570,7 @@ impl<T> Configurable for Collector<T> {
     }
 }
 
-impl<T: Wire> Producer for Collector<T> {
+impl<T: Send + 'static> Producer for Collector<T> {
     type Out = T;
 
     fn produce(&self, mut emitter: Emitter<'_, T>) -> Result<(), StageError> {
@@ -603,7 +614,7 @@ impl<T: Wire> Producer for Collector<T> {
             for message in messages {
                 let seq = seq_of(&message)?;
                 if seen.insert(seq) {
-                    let items: Vec<T> = decode(&message)?;
+                    let items = (self.decode)(&message)?;
                     if sh.ordered {
                         waiting.insert(seq, items);
                         while let Some(items) = waiting.remove(&next_seq) {
@@ -730,10 +741,11 @@ impl<O: Wire> Session<'_, O> {
 /// emits after taking its last item.
 struct SessionInput<'r, 's, I, O> {
     session: &'r RefCell<Session<'s, O>>,
+    decode: Decode<I>,
     items: std::vec::IntoIter<I>,
 }
 
-impl<I: Wire, O: Wire> Iterator for SessionInput<'_, '_, I, O> {
+impl<I, O: Wire> Iterator for SessionInput<'_, '_, I, O> {
     type Item = I;
 
     fn next(&mut self) -> Option<I> {
@@ -753,7 +765,7 @@ impl<I: Wire, O: Wire> Iterator for SessionInput<'_, '_, I, O> {
                 };
                 s.finish_current()?;
                 let seq = seq_of(&message)?;
-                let items = decode::<I>(&message)?;
+                let items = (self.decode)(&message)?;
                 s.current = Some((message, seq, Instant::now()));
                 Ok(Some(items))
             });
@@ -774,6 +786,7 @@ impl<I: Wire, O: Wire> Iterator for SessionInput<'_, '_, I, O> {
 /// broker redelivers (a process died), until the job ends.
 fn stage_worker<S>(
     stage: &S,
+    decode: Decode<S::In>,
     sh: &Shared,
     k: usize,
     _index: usize,
@@ -781,7 +794,6 @@ fn stage_worker<S>(
 ) -> Result<(), StageError>
 where
     S: Stage,
-    S::In: Wire,
     S::Out: Wire,
 {
     let stopping = || sh.stopping();
@@ -820,6 +832,7 @@ where
         {
             let input = SessionInput::<S::In, S::Out> {
                 session: &session,
+                decode,
                 items: Vec::new().into_iter(),
             };
             let mut outputs = stage.apply(input);
