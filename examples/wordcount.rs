@@ -61,7 +61,10 @@ pub fn generated_text() -> Vec<String> {
 
 /// Runs this process's part of the job; the driver gets the counts, most
 /// frequent first, a worker an empty list.
-pub fn count_words(job: &Job, file: Option<&str>) -> Result<Vec<(String, u64)>, Box<dyn std::error::Error>> {
+pub fn count_words(
+    job: &Job,
+    file: Option<&str>,
+) -> Result<Vec<(String, u64)>, Box<dyn std::error::Error>> {
     // Only the driver reads the text: a worker's source is never read.
     let lines = match (job.is_driver(), file) {
         (false, _) => Vec::new(),
@@ -91,7 +94,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let counts = count_words(&job, file.as_deref())?;
     if job.is_driver() {
         let total: u64 = counts.iter().map(|(_, n)| n).sum();
-        println!("{total} words, {} distinct, in {:.2?}:", counts.len(), started.elapsed());
+        println!(
+            "{total} words, {} distinct, in {:.2?}:",
+            counts.len(),
+            started.elapsed()
+        );
         for (word, n) in counts.iter().take(10) {
             println!("{n:>8}  {word}");
         }

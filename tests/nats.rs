@@ -43,7 +43,10 @@ impl std::error::Error for Bad {}
 
 /// Two outputs per input; fails at the square of `fail_at`.
 #[stage(workers = 2)]
-fn pairs(xs: impl Iterator<Item = u64>, fail_at: u64) -> impl Iterator<Item = Result<(u64, u64), Bad>> {
+fn pairs(
+    xs: impl Iterator<Item = u64>,
+    fail_at: u64,
+) -> impl Iterator<Item = Result<(u64, u64), Bad>> {
     xs.flat_map(move |x| {
         if Some(x) == fail_at.checked_mul(fail_at) {
             vec![Err(Bad(x))]
@@ -83,7 +86,9 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 
 #[test]
 fn one_process_matches_the_local_pipeline() {
-    let Some(server) = Server::start() else { return };
+    let Some(server) = Server::start() else {
+        return;
+    };
     let job = job(&server, "one");
     let got: Vec<String> = watchdog(Duration::from_secs(120), "distributed run", move || {
         pipe!(distributed(&job): 0..10_000u64 | spin(0) | pairs(NEVER) | show).collect()
@@ -95,7 +100,9 @@ fn one_process_matches_the_local_pipeline() {
 
 #[test]
 fn ordered_stage_keeps_source_order() {
-    let Some(server) = Server::start() else { return };
+    let Some(server) = Server::start() else {
+        return;
+    };
     let job = job(&server, "ordered").batch(7);
     let got: Vec<String> = watchdog(Duration::from_secs(120), "ordered run", move || {
         pipe!(distributed(&job): 0..5_000u64 | spin(0) | pairs(NEVER) | show.ordered(true))
@@ -107,7 +114,9 @@ fn ordered_stage_keeps_source_order() {
 
 #[test]
 fn empty_source_ends_at_once() {
-    let Some(server) = Server::start() else { return };
+    let Some(server) = Server::start() else {
+        return;
+    };
     let job = job(&server, "empty");
     let got: Vec<String> = watchdog(Duration::from_secs(60), "empty run", move || {
         pipe!(distributed(&job): Vec::<u64>::new() | spin(0) | pairs(NEVER) | show).collect()
@@ -118,7 +127,9 @@ fn empty_source_ends_at_once() {
 
 #[test]
 fn stage_error_in_one_process_names_stage_worker_and_process() {
-    let Some(server) = Server::start() else { return };
+    let Some(server) = Server::start() else {
+        return;
+    };
     let job = job(&server, "fails").process_name("solo");
     let error = watchdog(Duration::from_secs(60), "failing run", move || {
         pipe!(distributed(&job): 0..10_000u64 | spin(0) | pairs(70) | show).run()
@@ -133,12 +144,14 @@ fn stage_error_in_one_process_names_stage_worker_and_process() {
 
 #[test]
 fn dropping_the_results_early_cancels_the_job() {
-    let Some(server) = Server::start() else { return };
+    let Some(server) = Server::start() else {
+        return;
+    };
     let job = job(&server, "dropped");
     let status_job = job.clone();
     watchdog(Duration::from_secs(60), "early drop", move || {
-        let mut results = pipe!(distributed(&job): 0..1_000_000u64 | spin(0) | pairs(NEVER) | show)
-            .results();
+        let mut results =
+            pipe!(distributed(&job): 0..1_000_000u64 | spin(0) | pairs(NEVER) | show).results();
         let first: Vec<_> = results.by_ref().take(10).collect();
         assert_eq!(first.len(), 10);
         drop(results);
@@ -148,11 +161,15 @@ fn dropping_the_results_early_cancels_the_job() {
 
 #[test]
 fn status_counts_every_stage() {
-    let Some(server) = Server::start() else { return };
+    let Some(server) = Server::start() else {
+        return;
+    };
     let job = job(&server, "counted").process_name("counter");
     let status_job = job.clone();
     let n = watchdog(Duration::from_secs(60), "counted run", move || {
-        pipe!(distributed(&job): 0..3_000u64 | spin(0) | pairs(NEVER) | show).results().count()
+        pipe!(distributed(&job): 0..3_000u64 | spin(0) | pairs(NEVER) | show)
+            .results()
+            .count()
     });
     assert_eq!(n, 6_000);
     let status = status_job.status().unwrap();
@@ -165,7 +182,11 @@ fn status_counts_every_stage() {
         .collect();
     assert_eq!(
         counts,
-        [("spin", 3_000, 3_000), ("pairs", 3_000, 6_000), ("show", 6_000, 6_000)]
+        [
+            ("spin", 3_000, 3_000),
+            ("pairs", 3_000, 6_000),
+            ("show", 6_000, 6_000)
+        ]
     );
     assert!(status.stages.iter().all(|s| s.pending_messages == 0));
 }
@@ -186,17 +207,26 @@ fn no_server_fails_with_a_clear_error() {
     })
     .unwrap_err();
     let message = error.to_string();
-    assert!(message.contains("NATS broker") && message.contains("could not connect"), "{message}");
+    assert!(
+        message.contains("NATS broker") && message.contains("could not connect"),
+        "{message}"
+    );
 }
 
 #[test]
 fn bad_configuration_fails_before_connecting() {
     let bad_name = Job::new("no spaces please");
-    let error = pipe!(distributed(&bad_name): 0..10u64 | spin(0)).run().unwrap_err();
+    let error = pipe!(distributed(&bad_name): 0..10u64 | spin(0))
+        .run()
+        .unwrap_err();
     assert!(error.to_string().contains("is not a job name"), "{error}");
 
-    let unknown = Job::new("stages").stages(["spin", "nope"]).broker_timeout(Duration::from_secs(1));
-    let error = pipe!(distributed(&unknown): 0..10u64 | spin(0)).run().unwrap_err();
+    let unknown = Job::new("stages")
+        .stages(["spin", "nope"])
+        .broker_timeout(Duration::from_secs(1));
+    let error = pipe!(distributed(&unknown): 0..10u64 | spin(0))
+        .run()
+        .unwrap_err();
     assert!(error.to_string().contains("\"nope\""), "{error}");
 
     let zero = Job::new("zero");
@@ -209,7 +239,9 @@ fn bad_configuration_fails_before_connecting() {
 
 #[test]
 fn worker_without_a_running_job_gives_up_after_the_join_timeout() {
-    let Some(server) = Server::start() else { return };
+    let Some(server) = Server::start() else {
+        return;
+    };
     let job = job(&server, "absent")
         .role(parapipe::nats::Role::Worker)
         .join_timeout(Duration::from_millis(500));
@@ -217,7 +249,10 @@ fn worker_without_a_running_job_gives_up_after_the_join_timeout() {
         pipe!(distributed(&job): 0..10u64 | spin(0)).run()
     })
     .unwrap_err();
-    assert!(error.to_string().contains("no running job \"absent\""), "{error}");
+    assert!(
+        error.to_string().contains("no running job \"absent\""),
+        "{error}"
+    );
 }
 
 // ---- Several processes ----
@@ -239,7 +274,11 @@ fn child() {
         match wordcount::count_words(&job, None) {
             Ok(counts) if job.is_driver() => {
                 let lines: Vec<String> = counts.iter().map(|(w, n)| format!("{w} {n}")).collect();
-                std::fs::write(std::env::var("PARAPIPE_TEST_OUT").unwrap(), lines.join("\n")).unwrap();
+                std::fs::write(
+                    std::env::var("PARAPIPE_TEST_OUT").unwrap(),
+                    lines.join("\n"),
+                )
+                .unwrap();
             }
             Ok(_) => {}
             Err(e) => {
@@ -251,7 +290,10 @@ fn child() {
     }
     let job = Job::from_env(name)
         .process_name(std::env::var("PARAPIPE_TEST_PROCESS").unwrap())
-        .ack_wait(Duration::from_millis(var("PARAPIPE_TEST_ACK_WAIT_MS", 30_000)))
+        .ack_wait(Duration::from_millis(var(
+            "PARAPIPE_TEST_ACK_WAIT_MS",
+            30_000,
+        )))
         .broker_timeout(Duration::from_secs(20))
         .join_timeout(Duration::from_secs(30));
     let (n, micros, fail_at) = (
@@ -305,7 +347,13 @@ impl Processes {
         let role = if name == "driver" { "driver" } else { "worker" };
         let mut command = Command::new(std::env::current_exe().unwrap());
         command
-            .args(["child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("PARAPIPE_NATS_URL", server.url())
             .env("PARAPIPE_ROLE", role)
             .env("PARAPIPE_TEST_JOB", job)
@@ -377,13 +425,18 @@ impl Drop for Processes {
 
 fn assert_all_succeeded(done: &HashMap<String, (ExitStatus, String)>) {
     for (name, (status, stderr)) in done {
-        assert!(status.success(), "process {name} failed ({status}): {stderr}");
+        assert!(
+            status.success(),
+            "process {name} failed ({status}): {stderr}"
+        );
     }
 }
 
 #[test]
 fn four_processes_match_one_process() {
-    let Some(server) = Server::start() else { return };
+    let Some(server) = Server::start() else {
+        return;
+    };
     let mut procs = Processes::new("four");
     let env = [("PARAPIPE_TEST_ITEMS", "100000".to_owned())];
     let started = Instant::now();
@@ -401,7 +454,9 @@ fn four_processes_match_one_process() {
 
 #[test]
 fn ordered_across_processes() {
-    let Some(server) = Server::start() else { return };
+    let Some(server) = Server::start() else {
+        return;
+    };
     let mut procs = Processes::new("ordered");
     let env = [
         ("PARAPIPE_TEST_ITEMS", "20000".to_owned()),
@@ -416,7 +471,9 @@ fn ordered_across_processes() {
 
 #[test]
 fn sigkill_of_a_worker_process_loses_and_doubles_nothing() {
-    let Some(server) = Server::start() else { return };
+    let Some(server) = Server::start() else {
+        return;
+    };
     let mut procs = Processes::new("sigkill");
     // About 5 s of sleeping for 8 workers of the first stage: the kill
     // lands mid-run.
@@ -434,12 +491,19 @@ fn sigkill_of_a_worker_process_loses_and_doubles_nothing() {
     loop {
         let status = status_job.status();
         if let Ok(status) = &status {
-            assert_eq!(status.state, JobState::Running, "the job ended before the kill");
+            assert_eq!(
+                status.state,
+                JobState::Running,
+                "the job ended before the kill"
+            );
             if status.stages[0].emitted > 2_000 && status.processes.iter().any(|p| p == "w2") {
                 break;
             }
         }
-        assert!(Instant::now() < deadline, "the job did not start: {status:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the job did not start: {status:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     procs.kill("w2");
@@ -458,7 +522,9 @@ fn sigkill_of_a_worker_process_loses_and_doubles_nothing() {
 
 #[test]
 fn stage_error_in_one_process_ends_every_process() {
-    let Some(server) = Server::start() else { return };
+    let Some(server) = Server::start() else {
+        return;
+    };
     let mut procs = Processes::new("error");
     let items = [("PARAPIPE_TEST_ITEMS", "100000".to_owned())];
     // The driver runs no stage: the error can only come from a worker.
@@ -467,13 +533,19 @@ fn stage_error_in_one_process_ends_every_process() {
         ("PARAPIPE_STAGES", String::new()),
         ("PARAPIPE_TEST_FAIL_AT", "300".to_owned()),
     ];
-    let worker_env = [items[0].clone(), ("PARAPIPE_TEST_FAIL_AT", "300".to_owned())];
+    let worker_env = [
+        items[0].clone(),
+        ("PARAPIPE_TEST_FAIL_AT", "300".to_owned()),
+    ];
     procs.start(&server, "error", "driver", &driver_env);
     procs.start(&server, "error", "w1", &worker_env);
     procs.start(&server, "error", "w2", &worker_env);
     let started = Instant::now();
     let done = procs.wait(Duration::from_secs(120));
-    eprintln!("every process ended {:?} after the start", started.elapsed());
+    eprintln!(
+        "every process ended {:?} after the start",
+        started.elapsed()
+    );
     for (name, (status, stderr)) in &done {
         assert_eq!(status.code(), Some(3), "{name} must fail: {stderr}");
         assert!(stderr.contains("\"pairs-"), "{name}: {stderr}");
@@ -488,7 +560,9 @@ fn stage_error_in_one_process_ends_every_process() {
 
 #[test]
 fn broker_restart_resumes_or_fails_clearly() {
-    let Some(mut server) = Server::start() else { return };
+    let Some(mut server) = Server::start() else {
+        return;
+    };
     let mut procs = Processes::new("restart");
     let env = [
         ("PARAPIPE_TEST_ITEMS", "20000".to_owned()),
@@ -523,7 +597,9 @@ fn explode(x: u64, at: u64, all: bool) -> u64 {
 
 #[test]
 fn stage_panic_fails_the_job_without_hanging() {
-    let Some(server) = Server::start() else { return };
+    let Some(server) = Server::start() else {
+        return;
+    };
     for (i, at) in [0u64, 1, 500, 9_999].into_iter().enumerate() {
         let job = job(&server, &format!("panics{i}"));
         let error = watchdog(Duration::from_secs(60), "panicking run", move || {
@@ -531,7 +607,10 @@ fn stage_panic_fails_the_job_without_hanging() {
         })
         .unwrap_err();
         assert_eq!(error.stage(), "explode");
-        assert_eq!(error.panic_message(), Some(format!("exploded at {at}").as_str()));
+        assert_eq!(
+            error.panic_message(),
+            Some(format!("exploded at {at}").as_str())
+        );
     }
     // Every worker panics, in a later stage.
     for i in 0..5 {
@@ -546,7 +625,9 @@ fn stage_panic_fails_the_job_without_hanging() {
 
 #[test]
 fn wordcount_example_on_three_processes() {
-    let Some(server) = Server::start() else { return };
+    let Some(server) = Server::start() else {
+        return;
+    };
     let mut procs = Processes::new("wordcount");
     let env = [("PARAPIPE_TEST_WORDCOUNT", "1".to_owned())];
     for name in ["driver", "w1", "w2"] {

@@ -392,7 +392,11 @@ fn parse_and_generate(input: TokenStream) -> syn::Result<TokenStream> {
     };
     let stages = parse_stages(segments, &mut errors);
     if (serial || job.is_some()) && stages.is_empty() && source.is_some() {
-        let form = if serial { "serial" } else { "distributed(&job)" };
+        let form = if serial {
+            "serial"
+        } else {
+            "distributed(&job)"
+        };
         errors.push(Error::new(
             Span::call_site(),
             format!("`pipe!({form}: ...)` needs at least one stage: `pipe!({form}: source | stage | ...)`"),

@@ -115,7 +115,10 @@ where
 /// must cross the broker; a mismatch or an item that cannot is reported on
 /// the stage.
 #[cfg(feature = "nats")]
-pub fn nats_then<T, S>(pipeline: crate::nats::DistPipeline<T>, stage: S) -> crate::nats::DistPipeline<S::Out>
+pub fn nats_then<T, S>(
+    pipeline: crate::nats::DistPipeline<T>,
+    stage: S,
+) -> crate::nats::DistPipeline<S::Out>
 where
     T: Send + 'static,
     S: Stage<In = T>,
@@ -130,13 +133,16 @@ where
 #[diagnostic::on_unimplemented(
     message = "`pipe!(distributed(..): ...)` needs parapipe's `nats` feature",
     label = "distributed pipelines are behind a cargo feature",
-    note = "enable it in Cargo.toml: parapipe = { version = \"..\", features = [\"nats\"] }"
+    note = "enable it in Cargo.toml: `features = [\"nats\"]` on the parapipe dependency"
 )]
 pub trait NatsFeature {}
 
 /// See [`NatsFeature`].
 #[cfg(not(feature = "nats"))]
-pub fn nats_source<J: NatsFeature + ?Sized, I: IntoSource>(_job: &J, items: I) -> Pipeline<I::Item> {
+pub fn nats_source<J: NatsFeature + ?Sized, I: IntoSource>(
+    _job: &J,
+    items: I,
+) -> Pipeline<I::Item> {
     items.into_pipeline()
 }
 

@@ -25,7 +25,9 @@ impl Server {
             if std::env::var_os("PARAPIPE_REQUIRE_NATS").is_some() {
                 panic!("nats-server is not installed, and PARAPIPE_REQUIRE_NATS is set");
             }
-            eprintln!("SKIPPED: nats-server is not installed (Debian: apt-get install nats-server)");
+            eprintln!(
+                "SKIPPED: nats-server is not installed (Debian: apt-get install nats-server)"
+            );
             return None;
         }
         let port = TcpListener::bind("127.0.0.1:0")
@@ -40,10 +42,7 @@ impl Server {
         } else {
             std::env::temp_dir()
         };
-        let store = base.join(format!(
-            "parapipe-nats-{}-{port}",
-            std::process::id()
-        ));
+        let store = base.join(format!("parapipe-nats-{}-{port}", std::process::id()));
         let mut server = Server {
             child: None,
             port,
@@ -59,7 +58,14 @@ impl Server {
 
     fn launch(&mut self) {
         let child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(&self.store)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -68,7 +74,10 @@ impl Server {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not start listening within 20 s");
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not start listening within 20 s"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

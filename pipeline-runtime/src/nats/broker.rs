@@ -198,7 +198,9 @@ impl Broker {
     ) -> Result<PullConsumer, Halt> {
         self.retry("could not find a consumer", cancelled, || async {
             let stream = self.js.get_stream_no_info(&spec.stream).await?;
-            stream.get_consumer::<consumer::pull::Config>(&spec.consumer).await
+            stream
+                .get_consumer::<consumer::pull::Config>(&spec.consumer)
+                .await
         })
     }
 

@@ -58,9 +58,12 @@ type Feed = Box<dyn FnOnce(&Shared) -> Result<u64, StageError> + Send>;
 /// A stage, its item types erased.
 struct StageSpec {
     config: StageConfig,
-    /// Runs worker `index` of the stage, which is stage `k` (from 1).
-    work: Arc<dyn Fn(&Shared, usize, usize, &Counters) -> Result<(), StageError> + Send + Sync>,
+    work: Work,
 }
+
+/// Runs worker `index` of the stage, which is stage `k` (from 1):
+/// `work(shared, k, index, counters)`.
+type Work = Arc<dyn Fn(&Shared, usize, usize, &Counters) -> Result<(), StageError> + Send + Sync>;
 
 impl<T: Wire> DistPipeline<T> {
     /// A distributed pipeline whose driver reads `items`.
@@ -268,7 +271,8 @@ fn rand_u64() -> u64 {
 
 /// Connects, then creates the job (driver) or joins it (worker).
 fn start(job: Job, stages: &[StageSpec], ctl: Arc<Control>) -> Result<Arc<Shared>, PipelineError> {
-    let broker_error = |e: BrokerError| PipelineError::new("broker", None, Failure::Error(e.into()));
+    let broker_error =
+        |e: BrokerError| PipelineError::new("broker", None, Failure::Error(e.into()));
     let halt_error = |h: Halt| match h {
         Halt::Broker(e) => broker_error(e),
         Halt::Cancelled => PipelineError::new("broker", None, Failure::Config("cancelled".into())),
@@ -363,7 +367,11 @@ fn join(shared: &mut Shared, stage_names: &[String]) -> Result<(), PipelineError
         let last = |what: &str| {
             shared
                 .broker
-                .last(&shared.control.stream, &format!("{}.{what}", shared.control.subject), &|| true)
+                .last(
+                    &shared.control.stream,
+                    &format!("{}.{what}", shared.control.subject),
+                    &|| true,
+                )
                 .ok()
                 .flatten()
                 .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
@@ -374,8 +382,8 @@ fn join(shared: &mut Shared, stage_names: &[String]) -> Result<(), PipelineError
             let number = run["run"].as_u64();
             let ended = last("end").is_some_and(|end| end["run"].as_u64() == number);
             if let (Some(number), false) = (number, ended) {
-                let theirs: Vec<String> = serde_json::from_value(run["stages"].clone())
-                    .unwrap_or_default();
+                let theirs: Vec<String> =
+                    serde_json::from_value(run["stages"].clone()).unwrap_or_default();
                 if theirs != stage_names {
                     return Err(config(format!(
                         "job {:?} runs the stages [{}], but this process's pipeline has [{}]: every process must run the same pipeline",
@@ -525,7 +533,10 @@ fn report_local_end(sh: &Shared) -> Result<(), Halt> {
 }
 
 fn remote_failure(end: &Value) -> PipelineError {
-    let message = end["message"].as_str().unwrap_or("unknown failure").to_owned();
+    let message = end["message"]
+        .as_str()
+        .unwrap_or("unknown failure")
+        .to_owned();
     let failure = if end["panic"].as_bool() == Some(true) {
         Failure::Panic(message)
     } else {
@@ -550,7 +561,10 @@ fn publish_stats(sh: &Shared) -> Result<(), Halt> {
         })
         .collect();
     let what = format!("stats.{}", sh.job.process);
-    sh.record(&what, json!({ "process": sh.job.process, "stages": stages }))
+    sh.record(
+        &what,
+        json!({ "process": sh.job.process, "stages": stages }),
+    )
 }
 
 /// The `results` producer: the driver pulls the last edge; a worker
@@ -835,8 +849,7 @@ where
                 decode,
                 items: Vec::new().into_iter(),
             };
-            let mut outputs = stage.apply(input);
-            while let Some(output) = outputs.next() {
+            for output in stage.apply(input) {
                 let mut s = session.borrow_mut();
                 match output {
                     Ok(item) => s.outbox.push(item),
@@ -876,8 +889,8 @@ pub(crate) fn status(job: &Job) -> Result<JobStatus, BrokerError> {
             .map_err(halt)?;
         Ok(raw.and_then(|b| serde_json::from_slice(&b).ok()))
     };
-    let run = read("run")?
-        .ok_or_else(|| BrokerError::msg(format!("job {:?} has no run", job.name)))?;
+    let run =
+        read("run")?.ok_or_else(|| BrokerError::msg(format!("job {:?} has no run", job.name)))?;
     let number = run["run"].as_u64();
     let names: Vec<String> = serde_json::from_value(run["stages"].clone()).unwrap_or_default();
     let state = match read("end")?.filter(|e| e["run"].as_u64() == number) {
