@@ -102,6 +102,13 @@
 //! depths and memory growth, to pluggable [`debug::Reporter`]s. Both are
 //! off by default and cost nothing then.
 //!
+//! # Distributed runs
+//!
+//! With the `nats` feature, `pipe!(distributed(&job): source | a | b)` runs
+//! the same stages across processes and machines, with NATS JetStream
+//! carrying the (serde-serialised) items between them: see the `nats`
+//! module (built with the feature).
+//!
 //! # Sources
 //!
 //! The left end of `pipe!` is any [`IntoSource`]: an `IntoIterator` of

@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct Server {
+    program: PathBuf,
     child: Option<Child>,
     port: u16,
     store: PathBuf,
@@ -17,11 +18,14 @@ impl Server {
     /// `nats-server` is not installed. With `PARAPIPE_REQUIRE_NATS=1` (as in
     /// CI) a missing server is a failure instead.
     pub fn start() -> Option<Server> {
-        if Command::new("nats-server")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
+        // `$PARAPIPE_NATS_SERVER`, else the PATH, else where Debian puts it
+        // (`/usr/sbin`, not on every user's PATH).
+        let program = std::env::var_os("PARAPIPE_NATS_SERVER")
+            .map(PathBuf::from)
+            .into_iter()
+            .chain([PathBuf::from("nats-server"), PathBuf::from("/usr/sbin/nats-server")])
+            .find(|p| Command::new(p).arg("--version").output().is_ok());
+        let Some(program) = program else {
             if std::env::var_os("PARAPIPE_REQUIRE_NATS").is_some() {
                 panic!("nats-server is not installed, and PARAPIPE_REQUIRE_NATS is set");
             }
@@ -44,6 +48,7 @@ impl Server {
         };
         let store = base.join(format!("parapipe-nats-{}-{port}", std::process::id()));
         let mut server = Server {
+            program,
             child: None,
             port,
             store,
@@ -57,7 +62,7 @@ impl Server {
     }
 
     fn launch(&mut self) {
-        let child = Command::new("nats-server")
+        let child = Command::new(&self.program)
             .args([
                 "-a",
                 "127.0.0.1",
