@@ -23,7 +23,10 @@ impl Server {
         let program = std::env::var_os("PARAPIPE_NATS_SERVER")
             .map(PathBuf::from)
             .into_iter()
-            .chain([PathBuf::from("nats-server"), PathBuf::from("/usr/sbin/nats-server")])
+            .chain([
+                PathBuf::from("nats-server"),
+                PathBuf::from("/usr/sbin/nats-server"),
+            ])
             .find(|p| Command::new(p).arg("--version").output().is_ok());
         let Some(program) = program else {
             if std::env::var_os("PARAPIPE_REQUIRE_NATS").is_some() {
@@ -33,7 +36,7 @@ impl Server {
                 "SKIPPED: nats-server is not installed (Debian: apt-get install nats-server)"
             );
             return None;
-        }
+        };
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
