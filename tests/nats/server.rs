@@ -13,6 +13,7 @@ pub struct Server {
     store: PathBuf,
 }
 
+#[allow(dead_code, reason = "the benches use part of it")]
 impl Server {
     /// A running server, or `None` (with a note on stderr) where
     /// `nats-server` is not installed. With `PARAPIPE_REQUIRE_NATS=1` (as in

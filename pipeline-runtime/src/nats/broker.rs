@@ -30,7 +30,7 @@ impl From<BrokerError> for Halt {
 
 /// One attempt of a call never waits longer than this, so a call notices
 /// cancellation and its own deadline in time.
-const ATTEMPT: Duration = Duration::from_secs(5);
+const ATTEMPT: Duration = Duration::from_secs(10);
 
 /// An edge of the job: a work-queue stream, and the durable consumer that
 /// pulls from it.
