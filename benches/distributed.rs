@@ -118,8 +118,10 @@ fn processes(c: &mut Criterion, server: &Server) {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     let name = job_name();
-                    // Started first: they wait for the driver's job.
+                    // Started first, and given time to start: they wait for
+                    // the driver's job, and join within a poll (0.1 s).
                     let mut children = workers(server, &name, procs - 1);
+                    std::thread::sleep(Duration::from_millis(300));
                     let job = Job::new(&name).url(server.url()).process_name("driver");
                     let started = Instant::now();
                     let out: Vec<u64> =
@@ -129,6 +131,9 @@ fn processes(c: &mut Criterion, server: &Server) {
                     for child in &mut children {
                         assert!(child.wait().unwrap().success());
                     }
+                    // Every process took part, or the measure is not of `procs`.
+                    let status = job.status().unwrap();
+                    assert_eq!(status.processes.len(), procs, "{status:?}");
                 }
                 total
             })

@@ -654,3 +654,53 @@ fn wordcount_example_on_three_processes() {
     assert_eq!(got, want);
     assert_eq!(got["the"], 30_000);
 }
+
+#[test]
+fn worker_started_before_the_driver_joins() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let worker_job = job(&server, "early")
+        .role(parapipe::nats::Role::Worker)
+        .process_name("early");
+    let worker = std::thread::spawn(move || {
+        pipe!(distributed(&worker_job): 0..2_000u64 | spin(0) | pairs(NEVER) | show).run()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let job = job(&server, "early").process_name("driver");
+    let status_job = job.clone();
+    let got: Vec<String> = watchdog(Duration::from_secs(60), "driver after worker", move || {
+        pipe!(distributed(&job): 0..2_000u64 | spin(0) | pairs(NEVER) | show).collect()
+    })
+    .unwrap();
+    worker.join().unwrap().unwrap();
+    assert_eq!(sorted(got), sorted(local(2_000, false)));
+    assert_eq!(status_job.status().unwrap().processes, ["driver", "early"]);
+}
+
+/// Regression: a worker polling for a job that does not exist yet made
+/// nats-server stop answering the driver's request to create it (it failed
+/// within 1 to 5 jobs in a row).
+#[test]
+fn workers_waiting_for_each_job_do_not_stall_its_creation() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    for i in 0..8 {
+        let name = format!("waiting{i}");
+        let worker_job = job(&server, &name).role(parapipe::nats::Role::Worker);
+        let worker = std::thread::spawn(move || {
+            pipe!(distributed(&worker_job): 0..2_000u64 | spin(0)).run()
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let job = job(&server, &name);
+        let got: Vec<u64> = watchdog(
+            Duration::from_secs(60),
+            "job after a waiting worker",
+            move || pipe!(distributed(&job): 0..2_000u64 | spin(0)).collect(),
+        )
+        .unwrap();
+        worker.join().unwrap().unwrap();
+        assert_eq!(got.len(), 2_000, "job {i}");
+    }
+}

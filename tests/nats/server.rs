@@ -66,7 +66,8 @@ impl Server {
     }
 
     fn launch(&mut self) {
-        let child = Command::new(&self.program)
+        let mut command = Command::new(&self.program);
+        command
             .args([
                 "-a",
                 "127.0.0.1",
@@ -77,9 +78,12 @@ impl Server {
             ])
             .arg(&self.store)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server starts");
+            .stderr(Stdio::null());
+        // The server's log, to read after a failure.
+        if let Some(log) = std::env::var_os("PARAPIPE_NATS_LOG") {
+            command.arg("-D").arg("-l").arg(log);
+        }
+        let child = command.spawn().expect("nats-server starts");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {

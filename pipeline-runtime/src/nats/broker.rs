@@ -321,6 +321,20 @@ impl Broker {
         })
     }
 
+    /// Whether a stream named `stream` exists (one attempt). Asks for the
+    /// list of stream names rather than for the stream itself.
+    pub(crate) fn exists(&self, stream: &str) -> bool {
+        let names = self.retry("could not list streams", &|| true, || async {
+            let mut names = self.js.stream_names();
+            let mut all = Vec::new();
+            while let Some(name) = names.next().await {
+                all.push(name?);
+            }
+            Ok::<_, async_nats::Error>(all)
+        });
+        names.is_ok_and(|names| names.iter().any(|n| n == stream))
+    }
+
     /// The subjects of the control stream below `filter`.
     pub(crate) fn subjects(
         &self,

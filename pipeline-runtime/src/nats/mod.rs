@@ -67,7 +67,10 @@
 //! timeout), runs workers of its [stages](Job::stages) (all by default),
 //! and its `results()` yield no items: they end when the job ends, with the
 //! job's failure if it failed. The driver runs stage workers too unless
-//! told otherwise.
+//! told otherwise. A worker that arrives less than 10 seconds after the
+//! newest run ended (by the wall clocks of the two machines) was late for
+//! that run: its results end at once, without error. One that arrives later
+//! waits for the next run.
 //!
 //! # Failures
 //!

@@ -220,6 +220,7 @@ impl Shared {
     /// Publishes a control record (JSON) of this run.
     fn record(&self, what: &str, mut value: Value) -> Result<(), Halt> {
         value["run"] = json!(self.run);
+        value["at"] = json!(unix_ms());
         let id = format!("{}.{what}.{}", self.run, rand_u64());
         let payload = serde_json::to_vec(&value).expect("JSON values serialise");
         self.broker
@@ -255,6 +256,18 @@ fn halt_to_stage_error(halt: Halt) -> StageError {
         Halt::Broker(e) => StageError::failed(e),
     }
 }
+
+/// The wall-clock time, in milliseconds since 1970.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A worker that arrives this long after the newest run ended was started
+/// for that run and came too late: it ends at once. After longer, it waits
+/// for the next run.
+const LATE: Duration = Duration::from_secs(10);
 
 /// A fresh number for a run or a record id.
 fn rand_u64() -> u64 {
@@ -358,6 +371,7 @@ fn start(job: Job, stages: &[StageSpec], ctl: Arc<Control>) -> Result<Arc<Shared
 /// Waits for a running job of this name, and checks it runs this pipeline.
 fn join(shared: &mut Shared, stage_names: &[String]) -> Result<(), PipelineError> {
     let deadline = Instant::now() + shared.job.join_timeout;
+    let arrived = unix_ms();
     let config = |why: String| PipelineError::new("job", None, Failure::Config(why));
     loop {
         if shared.ctl.is_cancelled() {
@@ -378,10 +392,24 @@ fn join(shared: &mut Shared, stage_names: &[String]) -> Result<(), PipelineError
         };
         // The stream may not exist yet: each read is one attempt (`|| true`
         // stops the retries), and failures just mean "not yet".
-        if let Some(run) = last("run") {
+        // Asking a stream that does not exist yet for its messages, over and
+        // over, made nats-server 2.9 stop answering the driver's request to
+        // create it (10 s and more); the list of names is safe to poll.
+        let exists = shared.broker.exists(&shared.control.stream);
+        if let Some(run) = exists.then(|| last("run")).flatten() {
             let number = run["run"].as_u64();
-            let ended = last("end").is_some_and(|end| end["run"].as_u64() == number);
-            if let (Some(number), false) = (number, ended) {
+            let end = last("end").filter(|end| end["run"].as_u64() == number);
+            let ended_at = end.as_ref().map(|end| end["at"].as_u64().unwrap_or(0));
+            if let (Some(number), Some(at)) = (number, ended_at) {
+                if at + LATE.as_millis() as u64 >= arrived {
+                    // Too late for the run this process was started for: it
+                    // is over, and this process's part ends with it.
+                    shared.run = number;
+                    shared.over.store(true, Relaxed);
+                    return Ok(());
+                }
+            }
+            if let (Some(number), None) = (number, ended_at) {
                 let theirs: Vec<String> =
                     serde_json::from_value(run["stages"].clone()).unwrap_or_default();
                 if theirs != stage_names {
