@@ -101,6 +101,22 @@ impl Broker {
         &self,
         what: &'static str,
         cancelled: &dyn Fn() -> bool,
+        attempt: F,
+    ) -> Result<T, Halt>
+    where
+        E: Into<async_nats::Error>,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.retry_within(what, self.attempt, cancelled, attempt)
+    }
+
+    /// [`retry`](Broker::retry), each attempt given at most `limit`.
+    fn retry_within<T, E, F, Fut>(
+        &self,
+        what: &'static str,
+        limit: Duration,
+        cancelled: &dyn Fn() -> bool,
         mut attempt: F,
     ) -> Result<T, Halt>
     where
@@ -112,11 +128,11 @@ impl Broker {
         loop {
             let error = match self
                 .rt
-                .block_on(async { tokio::time::timeout(self.attempt, attempt()).await })
+                .block_on(async { tokio::time::timeout(limit, attempt()).await })
             {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(e)) => BrokerError::new(what, e),
-                Err(_) => BrokerError::msg(format!("{what}: no answer within {:?}", self.attempt)),
+                Err(_) => BrokerError::msg(format!("{what}: no answer within {limit:?}")),
             };
             if cancelled() {
                 return Err(Halt::Cancelled);
@@ -190,6 +206,16 @@ impl Broker {
         Ok(())
     }
 
+    /// Deletes the edges' streams, best effort (one attempt each): what a
+    /// finished run leaves behind.
+    pub(crate) fn delete_edges(&self, edges: &[EdgeSpec]) {
+        for spec in edges {
+            let _ = self.retry("could not delete a stream", &|| true, || {
+                self.js.delete_stream(&spec.stream)
+            });
+        }
+    }
+
     /// The durable consumer of an edge.
     pub(crate) fn consumer(
         &self,
@@ -259,7 +285,11 @@ impl Broker {
         wait: Duration,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Vec<jetstream::Message>, Halt> {
-        let ready = self.retry("could not fetch messages", cancelled, || async {
+        // A pull is answered within its wait; one that is not (its consumer
+        // was deleted as the run ended) is retried soon, not after the
+        // general attempt limit.
+        let limit = (wait + Duration::from_secs(1)).min(self.attempt);
+        let ready = self.retry_within("could not fetch messages", limit, cancelled, || async {
             let mut batch = consumer.fetch().max_messages(max).messages().await?;
             let mut got = Vec::new();
             while let Some(message) = batch.next().await {
@@ -271,7 +301,7 @@ impl Broker {
         if !ready.is_empty() {
             return Ok(ready);
         }
-        self.retry("could not fetch messages", cancelled, || async {
+        self.retry_within("could not fetch messages", limit, cancelled, || async {
             let mut batch = consumer
                 .batch()
                 .max_messages(1)

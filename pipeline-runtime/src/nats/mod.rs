@@ -55,7 +55,8 @@
 //!   run (its stages), the number of source messages once the source ends,
 //!   the outcome (done, failed with the failing task, or cancelled) and
 //!   each process's counts. Every process polls it; a run starts by
-//!   deleting what an earlier run of the same job left.
+//!   deleting what an earlier run of the same job left, and the driver
+//!   deletes the edge streams (empty by then) when every result is in.
 //!
 //! # Processes
 //!

@@ -672,7 +672,11 @@ impl<T: Send + 'static> Producer for Collector<T> {
         }
         sh.over.store(true, Relaxed);
         sh.record("end", json!({ "outcome": "done" }))
-            .map_err(halt_to_stage_error)
+            .map_err(halt_to_stage_error)?;
+        // Every edge is empty now. The control stream stays, for
+        // `Job::status` and for workers that come late.
+        sh.broker.delete_edges(&sh.edges);
+        Ok(())
     }
 }
 
