@@ -206,11 +206,12 @@ impl Broker {
         Ok(())
     }
 
-    /// Deletes the edges' streams, best effort (one attempt each): what a
-    /// finished run leaves behind.
+    /// Deletes the edges' streams, best effort (one short attempt each):
+    /// what a finished run leaves behind.
     pub(crate) fn delete_edges(&self, edges: &[EdgeSpec]) {
+        let limit = self.attempt.min(Duration::from_secs(2));
         for spec in edges {
-            let _ = self.retry("could not delete a stream", &|| true, || {
+            let _ = self.retry_within("could not delete a stream", limit, &|| true, || {
                 self.js.delete_stream(&spec.stream)
             });
         }

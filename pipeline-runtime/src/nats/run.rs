@@ -189,6 +189,8 @@ pub(crate) struct Shared {
     source_total: OnceLock<u64>,
     /// The job ended without failing (done, or cancelled by the driver).
     over: AtomicBool,
+    /// (Driver) every result is in.
+    completed: AtomicBool,
     taken: Vec<AtomicU64>,
     emitted: Vec<AtomicU64>,
 }
@@ -247,6 +249,18 @@ impl Shared {
         let stopping = || self.stopping();
         let (state, consumer) = self.broker.edge_state(&self.edges[edge], &stopping)?;
         Ok(state.last_sequence >= total && consumer.num_pending == 0)
+    }
+}
+
+impl Drop for Shared {
+    /// Once every thread of a completed run is done with them, the driver
+    /// deletes the edge streams (empty by then); the control stream stays,
+    /// for `Job::status` and for workers that come late. Earlier, the
+    /// process's own workers could still be waiting on them.
+    fn drop(&mut self) {
+        if self.completed.load(Relaxed) {
+            self.broker.delete_edges(&self.edges);
+        }
     }
 }
 
@@ -344,6 +358,7 @@ fn start(job: Job, stages: &[StageSpec], ctl: Arc<Control>) -> Result<Arc<Shared
         ctl,
         source_total: OnceLock::new(),
         over: AtomicBool::new(false),
+        completed: AtomicBool::new(false),
         taken: stages.iter().map(|_| AtomicU64::new(0)).collect(),
         emitted: stages.iter().map(|_| AtomicU64::new(0)).collect(),
         job,
@@ -671,12 +686,9 @@ impl<T: Send + 'static> Producer for Collector<T> {
             }
         }
         sh.over.store(true, Relaxed);
+        sh.completed.store(true, Relaxed);
         sh.record("end", json!({ "outcome": "done" }))
-            .map_err(halt_to_stage_error)?;
-        // Every edge is empty now. The control stream stays, for
-        // `Job::status` and for workers that come late.
-        sh.broker.delete_edges(&sh.edges);
-        Ok(())
+            .map_err(halt_to_stage_error)
     }
 }
 
