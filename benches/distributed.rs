@@ -2,9 +2,11 @@
 //! pipeline in one process. Needs `nats-server` (Debian's package); without
 //! it the bench says so and measures nothing.
 //!
-//! - `crossing`: 20,000 `u64` through one trivial stage, locally and
-//!   through the broker (one process): the per-item cost of crossing it.
-//! - `processes`: 2,000 items of `fib(25)` through one stage with one worker
+//! - `crossing`: 20,000 and 100,000 `u64` through one trivial stage,
+//!   locally and through the broker (one process): the per-item cost of
+//!   crossing it (the slope between the two sizes), and the fixed cost of a
+//!   run (creating the job, noticing its end).
+//! - `processes`: 8,000 items of `fib(25)` through one stage with one worker
 //!   per process, on 1, 2 and 4 processes (this binary, run again as
 //!   workers), beside the sequential loop and the local pipeline.
 //!
@@ -25,8 +27,7 @@ use parapipe::nats::Job;
 use parapipe::prelude::*;
 use server::Server;
 
-const CROSSING_N: u64 = 20_000;
-const CPU_N: u64 = 2_000;
+const CPU_N: u64 = 8_000;
 const K: u64 = 25;
 
 #[map_stage(workers = 2)]
@@ -51,24 +52,24 @@ fn job_name() -> String {
 
 fn crossing(c: &mut Criterion, server: &Server) {
     let mut group = c.benchmark_group("crossing");
-    group.throughput(Throughput::Elements(CROSSING_N));
     common::configure(&mut group, Duration::from_secs(3));
-    let want: u64 = common::sum_plus(CROSSING_N, 1);
-    group.bench_function("local", |b| {
-        b.iter(|| {
-            let out: Vec<u64> = pipe!(0..CROSSING_N | inc).collect().unwrap();
-            assert_eq!(out.iter().sum::<u64>(), want);
-        })
-    });
-    group.bench_function("broker_1_process", |b| {
-        b.iter(|| {
-            let job = Job::new(job_name()).url(server.url());
-            let out: Vec<u64> = pipe!(distributed(&job): 0..CROSSING_N | inc)
-                .collect()
-                .unwrap();
-            assert_eq!(out.iter().sum::<u64>(), want);
-        })
-    });
+    for n in [20_000u64, 100_000] {
+        group.throughput(Throughput::Elements(n));
+        let want: u64 = common::sum_plus(n, 1);
+        group.bench_function(BenchmarkId::new("local", n), |b| {
+            b.iter(|| {
+                let out: Vec<u64> = pipe!(0..n | inc).collect().unwrap();
+                assert_eq!(out.iter().sum::<u64>(), want);
+            })
+        });
+        group.bench_function(BenchmarkId::new("broker_1_process", n), |b| {
+            b.iter(|| {
+                let job = Job::new(job_name()).url(server.url());
+                let out: Vec<u64> = pipe!(distributed(&job): 0..n | inc).collect().unwrap();
+                assert_eq!(out.iter().sum::<u64>(), want);
+            })
+        });
+    }
     group.finish();
 }
 
