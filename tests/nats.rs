@@ -704,35 +704,3 @@ fn workers_waiting_for_each_job_do_not_stall_its_creation() {
         assert_eq!(got.len(), 2_000, "job {i}");
     }
 }
-
-#[test]
-#[ignore = "investigation"]
-fn many_jobs_three_waiting_workers() {
-    let Some(server) = Server::start() else {
-        return;
-    };
-    for i in 0..60 {
-        let name = format!("many{i}");
-        let workers: Vec<_> = (0..3)
-            .map(|w| {
-                let worker_job = job(&server, &name)
-                    .role(parapipe::nats::Role::Worker)
-                    .process_name(format!("w{w}"));
-                std::thread::spawn(move || {
-                    pipe!(distributed(&worker_job): 0..2_000u64 | spin(0)).run()
-                })
-            })
-            .collect();
-        std::thread::sleep(Duration::from_millis(300));
-        let job = job(&server, &name);
-        let t = Instant::now();
-        let got: Vec<u64> = pipe!(distributed(&job): 0..2_000u64 | spin(0))
-            .collect()
-            .unwrap();
-        for w in workers {
-            w.join().unwrap().unwrap();
-        }
-        eprintln!("job {i}: {:?}", t.elapsed());
-        assert_eq!(got.len(), 2_000, "job {i}");
-    }
-}
