@@ -264,6 +264,10 @@ fn child() {
     let Ok(name) = std::env::var("PARAPIPE_TEST_JOB") else {
         return;
     };
+    // The client's warnings (disconnections and the like) go to stderr,
+    // which a failing test prints.
+    log::set_logger(&StderrLog).unwrap();
+    log::set_max_level(log::LevelFilter::Warn);
     let var = |key: &str, default: u64| {
         std::env::var(key)
             .ok()
@@ -318,6 +322,18 @@ fn child() {
             std::process::exit(3);
         }
     }
+}
+
+struct StderrLog;
+
+impl log::Log for StderrLog {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record) {
+        eprintln!("{} {}: {}", record.level(), record.target(), record.args());
+    }
+    fn flush(&self) {}
 }
 
 /// The processes of one job, each this test binary running `child`.
@@ -703,4 +719,61 @@ fn workers_waiting_for_each_job_do_not_stall_its_creation() {
         worker.join().unwrap().unwrap();
         assert_eq!(got.len(), 2_000, "job {i}");
     }
+}
+
+#[test]
+fn workers_of_a_killed_driver_fail_instead_of_waiting_forever() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let mut procs = Processes::new("orphans");
+    let env = [
+        ("PARAPIPE_TEST_ITEMS", "100000".to_owned()),
+        ("PARAPIPE_TEST_MICROS", "1000".to_owned()),
+    ];
+    for name in ["driver", "w1", "w2"] {
+        procs.start(&server, "orphans", name, &env);
+    }
+    let status_job = Job::new("orphans").url(server.url());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !status_job
+        .status()
+        .is_ok_and(|s| s.processes.len() == 3 && s.stages[0].emitted > 0)
+    {
+        assert!(Instant::now() < deadline, "the job did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    procs.kill("driver");
+    let killed = Instant::now();
+    let mut done = procs.wait(Duration::from_secs(120));
+    eprintln!(
+        "the workers ended {:?} after the driver was killed",
+        killed.elapsed()
+    );
+    done.remove("driver");
+    for (name, (status, stderr)) in &done {
+        assert_eq!(status.code(), Some(3), "{name}: {stderr}");
+        assert!(
+            stderr.contains("has not been heard from"),
+            "{name}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_stage_no_process_runs_fails_after_the_join_timeout() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let job = job(&server, "uncovered")
+        .stages(["spin"])
+        .join_timeout(Duration::from_secs(2));
+    let error = watchdog(Duration::from_secs(60), "uncovered stage", move || {
+        pipe!(distributed(&job): 0..1_000u64 | spin(0) | pairs(NEVER)).run()
+    })
+    .unwrap_err();
+    let job_error = error
+        .downcast_ref::<parapipe::nats::JobError>()
+        .expect("a JobError");
+    assert!(job_error.to_string().contains("stage \"pairs\""), "{error}");
 }

@@ -66,10 +66,18 @@ impl Broker {
         // Connecting is retried here, not by the client, so that a wrong
         // address fails after the broker timeout with what went wrong.
         let client = loop {
+            let process = job.process.clone();
             let options = async_nats::ConnectOptions::new()
                 .name(format!("parapipe {} {}", job.name, job.process))
                 .connection_timeout(attempt)
-                .max_reconnects(None);
+                .max_reconnects(None)
+                .event_callback(move |event| {
+                    // What the client recovers from by itself, for the logs.
+                    let process = process.clone();
+                    async move {
+                        log::warn!(target: "parapipe::nats", "process {process}: NATS client: {event}");
+                    }
+                });
             let error = match rt.block_on(options.connect(url.as_str())) {
                 Ok(client) => break client,
                 Err(e) => e,

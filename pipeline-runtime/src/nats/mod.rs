@@ -86,7 +86,11 @@
 //! [ack wait](Job::ack_wait). If the broker is unreachable for longer than
 //! the [broker timeout](Job::broker_timeout), the job fails with a
 //! [`BrokerError`]; the client reconnects by itself within that time, and a
-//! broker that restarts with its store resumes the job.
+//! broker that restarts with its store resumes the job. A job never waits
+//! forever for a process: every process publishes its counts twice a
+//! second, and workers whose driver has been silent for the broker timeout
+//! (at least 10 s) fail with a [`JobError`], as does a driver when no live
+//! process has run some stage for the join timeout.
 //!
 //! Stages whose state spans several items (a stage that groups items)
 //! keep their state per worker, as locally; at-least-once delivery covers
@@ -421,3 +425,20 @@ impl fmt::Display for RemoteError {
 }
 
 impl std::error::Error for RemoteError {}
+
+/// The job cannot go on: its driver has not been heard from for the
+/// [broker timeout](Job::broker_timeout) (at least 10 s), or, seen from the
+/// driver, no live process has run some stage for the
+/// [join timeout](Job::join_timeout).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobError {
+    message: String,
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for JobError {}

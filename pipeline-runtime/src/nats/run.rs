@@ -14,7 +14,9 @@ use async_nats::jetstream;
 use serde_json::{Value, json};
 
 use super::broker::{Broker, EdgeSpec, Halt};
-use super::{BrokerError, Job, JobState, JobStatus, RemoteError, Role, StageStatus, Wire};
+use super::{
+    BrokerError, Job, JobError, JobState, JobStatus, RemoteError, Role, StageStatus, Wire,
+};
 use crate::config::{DEFAULT_QSIZE, QueueSize, StageConfig};
 use crate::control::Control;
 use crate::error::{Counters, Failure, PipelineError, StageError, Stop};
@@ -184,6 +186,8 @@ pub(crate) struct Shared {
     /// Which stages this process runs.
     runs_stage: Vec<bool>,
     ordered: bool,
+    /// The driver's process name.
+    driver: String,
     ctl: Arc<Control>,
     /// The number of source messages, once the source has ended.
     source_total: OnceLock<u64>,
@@ -355,6 +359,7 @@ fn start(job: Job, stages: &[StageSpec], ctl: Arc<Control>) -> Result<Arc<Shared
         stage_names: stage_names.clone(),
         runs_stage,
         ordered,
+        driver: job.process.clone(),
         ctl,
         source_total: OnceLock::new(),
         over: AtomicBool::new(false),
@@ -375,7 +380,11 @@ fn start(job: Job, stages: &[StageSpec], ctl: Arc<Control>) -> Result<Arc<Shared
                     shared.job.duplicate_window,
                 )
                 .map_err(halt_error)?;
-            let run = json!({ "stages": stage_names, "ordered": ordered });
+            let run = json!({
+                "stages": stage_names,
+                "ordered": ordered,
+                "driver": shared.job.process,
+            });
             shared.record("run", run).map_err(halt_error)?;
         }
         Role::Worker => join(&mut shared, &stage_names)?,
@@ -437,6 +446,7 @@ fn join(shared: &mut Shared, stage_names: &[String]) -> Result<(), PipelineError
                 }
                 shared.run = number;
                 shared.ordered = run["ordered"].as_bool().unwrap_or(false);
+                shared.driver = run["driver"].as_str().unwrap_or_default().to_owned();
                 return Ok(());
             }
         }
@@ -502,6 +512,7 @@ fn feed<T: Wire>(mut items: impl Iterator<Item = T>, sh: &Shared) -> Result<u64,
 /// and publishes this process's counts.
 fn watch(sh: &Shared) -> Result<(), StageError> {
     let mut last_stats = Instant::now();
+    let mut peers = Peers::new();
     let result = loop {
         if sh.ctl.is_cancelled() {
             break report_local_end(sh);
@@ -530,7 +541,7 @@ fn watch(sh: &Shared) -> Result<(), StageError> {
         }
         if last_stats.elapsed() >= STATS {
             last_stats = Instant::now();
-            if let Err(halt) = publish_stats(sh) {
+            if let Err(halt) = publish_stats(sh).and_then(|()| peers.check(sh)) {
                 break Err(halt);
             }
         }
@@ -539,6 +550,96 @@ fn watch(sh: &Shared) -> Result<(), StageError> {
     // The final counts, best effort: the job is over either way.
     let _ = publish_stats(sh);
     result.map_err(halt_to_stage_error)
+}
+
+/// How long a process may go unheard (its counts are published every
+/// half second) before the job counts it as gone.
+fn silence(job: &Job) -> Duration {
+    job.broker_timeout.max(Duration::from_secs(10))
+}
+
+/// What the control thread knows of the other processes: a job must not
+/// wait forever for a driver that died, or for a stage no process runs.
+struct Peers {
+    joined: Instant,
+    /// (Driver) since when some stage has had no live process running it.
+    uncovered_since: Option<Instant>,
+}
+
+impl Peers {
+    fn new() -> Self {
+        Peers {
+            joined: Instant::now(),
+            uncovered_since: None,
+        }
+    }
+
+    /// Fails the job if its driver is gone (seen from a worker), or if a
+    /// stage has had no live process for the join timeout (seen from the
+    /// driver).
+    fn check(&mut self, sh: &Shared) -> Result<(), Halt> {
+        let now = unix_ms();
+        let silence = silence(&sh.job);
+        let fresh = |stats: &Value| {
+            stats["at"]
+                .as_u64()
+                .is_some_and(|at| now.saturating_sub(at) <= silence.as_millis() as u64)
+        };
+        match sh.job.role {
+            Role::Worker => {
+                let driver = sh.read(&format!("stats.{}", sh.driver))?;
+                // Its first counts may not be out yet: until then, silence
+                // is counted from when this process joined.
+                let silent = match &driver {
+                    Some(stats) => !fresh(stats),
+                    None => self.joined.elapsed() > silence,
+                };
+                if silent {
+                    let message = format!(
+                        "the driver, process {:?}, has not been heard from for {silence:?}: the job is abandoned",
+                        sh.driver
+                    );
+                    sh.ctl.fail(job_error(message));
+                }
+            }
+            Role::Driver => {
+                let live: Vec<Value> = sh
+                    .broker
+                    .subjects(&sh.control.stream, &sh.subject("stats.>"), &|| true)
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|subject| {
+                        let what = subject.strip_prefix(&format!("{}.", sh.control.subject))?;
+                        sh.read(what).ok().flatten()
+                    })
+                    .filter(|stats| fresh(stats))
+                    .collect();
+                let uncovered = (0..sh.stage_names.len()).find(|&k| {
+                    !live
+                        .iter()
+                        .any(|stats| stats["stages"][k]["runs"].as_bool() == Some(true))
+                });
+                match uncovered {
+                    None => self.uncovered_since = None,
+                    Some(k) => {
+                        let since = *self.uncovered_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= sh.job.join_timeout {
+                            let message = format!(
+                                "no live process runs stage {:?} (for {:?}): start a worker that runs it",
+                                sh.stage_names[k], sh.job.join_timeout
+                            );
+                            sh.ctl.fail(job_error(message));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn job_error(message: String) -> PipelineError {
+    PipelineError::new("job", None, Failure::Error(Box::new(JobError { message })))
 }
 
 /// Tells the other processes why this one stopped: its own failure, or,
