@@ -65,6 +65,13 @@ fn show(p: (u64, u64)) -> String {
 const NEVER: u64 = u64::MAX;
 
 fn job(server: &Server, name: &str) -> Job {
+    // The client's warnings, printed with a failing test's output.
+    static LOGGER: std::sync::Once = std::sync::Once::new();
+    LOGGER.call_once(|| {
+        if log::set_logger(&StderrLog).is_ok() {
+            log::set_max_level(log::LevelFilter::Warn);
+        }
+    });
     Job::new(name)
         .url(server.url())
         .broker_timeout(Duration::from_secs(10))
@@ -266,8 +273,9 @@ fn child() {
     };
     // The client's warnings (disconnections and the like) go to stderr,
     // which a failing test prints.
-    log::set_logger(&StderrLog).unwrap();
-    log::set_max_level(log::LevelFilter::Warn);
+    if log::set_logger(&StderrLog).is_ok() {
+        log::set_max_level(log::LevelFilter::Warn);
+    }
     let var = |key: &str, default: u64| {
         std::env::var(key)
             .ok()

@@ -77,8 +77,17 @@ impl Server {
                 "-sd",
             ])
             .arg(&self.store)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stdout(Stdio::null());
+        // Where a crash would say why.
+        match std::env::var_os("PARAPIPE_NATS_STDERR") {
+            Some(dir) => {
+                let path = Path::new(&dir).join(format!("nats-{}.stderr", self.port));
+                command.stderr(std::fs::File::create(path).expect("a stderr file"));
+            }
+            None => {
+                command.stderr(Stdio::null());
+            }
+        }
         // The server's log, to read after a failure.
         if let Some(log) = std::env::var_os("PARAPIPE_NATS_LOG") {
             command.arg("-D").arg("-l").arg(log);

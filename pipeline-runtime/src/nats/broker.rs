@@ -75,7 +75,11 @@ impl Broker {
                     // What the client recovers from by itself, for the logs.
                     let process = process.clone();
                     async move {
-                        log::warn!(target: "parapipe::nats", "process {process}: NATS client: {event}");
+                        let level = match event {
+                            async_nats::Event::Connected => log::Level::Info,
+                            _ => log::Level::Warn,
+                        };
+                        log::log!(target: "parapipe::nats", level, "process {process}: NATS client: {event}");
                     }
                 });
             let error = match rt.block_on(options.connect(url.as_str())) {
@@ -177,10 +181,12 @@ impl Broker {
                 }
             })?;
         }
+        // Read with direct gets (see `last`).
         let control_config = stream::Config {
             name: control.stream.clone(),
             subjects: vec![format!("{}.>", control.subject)],
             max_messages_per_subject: 1,
+            allow_direct: true,
             ..Default::default()
         };
         self.retry("could not create the job's control stream", never, || {
@@ -343,18 +349,23 @@ impl Broker {
     }
 
     /// The newest message of `subject` in the control stream, if any.
+    ///
+    /// A direct get, answered by the stream itself: the JetStream API's
+    /// `STREAM.MSG.GET` crashed nats-server 2.9.10 (a nil pointer in
+    /// `jsMsgGetRequest`) when it raced the stream's creation or deletion,
+    /// which joining workers and a new run's driver do.
     pub(crate) fn last(
         &self,
         stream: &str,
         subject: &str,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Option<Bytes>, Halt> {
-        use async_nats::jetstream::stream::LastRawMessageErrorKind;
+        use async_nats::jetstream::stream::DirectGetErrorKind;
         self.retry("could not read the job's state", cancelled, || async {
             let stream = self.js.get_stream_no_info(stream).await?;
-            match stream.get_last_raw_message_by_subject(subject).await {
+            match stream.direct_get_last_for_subject(subject).await {
                 Ok(message) => Ok(Some(message.payload)),
-                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
                 Err(e) => Err(Box::new(e) as async_nats::Error),
             }
         })
