@@ -499,11 +499,11 @@ fn sigkill_of_a_worker_process_loses_and_doubles_nothing() {
         return;
     };
     let mut procs = Processes::new("sigkill");
-    // About 5 s of sleeping for 8 workers of the first stage: the kill
-    // lands mid-run.
+    // About 7.5 s of sleeping for 8 workers of the first stage: the kill
+    // lands mid-run, even on a loaded machine.
     let env = [
-        ("PARAPIPE_TEST_ITEMS", "40000".to_owned()),
-        ("PARAPIPE_TEST_MICROS", "1000".to_owned()),
+        ("PARAPIPE_TEST_ITEMS", "20000".to_owned()),
+        ("PARAPIPE_TEST_MICROS", "3000".to_owned()),
         ("PARAPIPE_TEST_ACK_WAIT_MS", "2000".to_owned()),
     ];
     for name in ["driver", "w1", "w2", "w3"] {
@@ -518,9 +518,9 @@ fn sigkill_of_a_worker_process_loses_and_doubles_nothing() {
             assert_eq!(
                 status.state,
                 JobState::Running,
-                "the job ended before the kill"
+                "the job ended before the kill: {status:?}"
             );
-            if status.stages[0].emitted > 2_000 && status.processes.iter().any(|p| p == "w2") {
+            if status.stages[0].emitted > 1_000 && status.processes.iter().any(|p| p == "w2") {
                 break;
             }
         }
@@ -535,11 +535,11 @@ fn sigkill_of_a_worker_process_loses_and_doubles_nothing() {
     done.remove("w2");
     assert_all_succeeded(&done);
     let got = procs.results();
-    assert_eq!(got.len(), 80_000, "nothing lost, nothing doubled");
-    assert_eq!(sorted(got), sorted(local(40_000, false)));
+    assert_eq!(got.len(), 40_000, "nothing lost, nothing doubled");
+    assert_eq!(sorted(got), sorted(local(20_000, false)));
     let status = status_job.status().unwrap();
     eprintln!(
-        "after the kill: the first stage took {} items for 40,000 (redelivered: the difference, at most)",
+        "after the kill: the first stage took {} items for 20,000 (redelivered: the difference, at most)",
         status.stages[0].taken
     );
 }
