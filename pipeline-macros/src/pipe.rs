@@ -425,18 +425,7 @@ fn parse_and_generate(input: TokenStream) -> syn::Result<TokenStream> {
         return Ok(distributed(&job, &source, &stages));
     }
     let var = Ident::new("__parapipe_pipeline", Span::mixed_site());
-    let wiring = stages.iter().map(|stage| {
-        let expr = stage.to_stage_expr();
-        let span = stage.first_span();
-        // Every token of the wiring sits on the stage, so rustc reports a
-        // mismatch there rather than on the whole `pipe!` call.
-        let var = Ident::new("__parapipe_pipeline", Span::mixed_site().located_at(span));
-        let rt = quote_spanned!(span=> ::parapipe::__private);
-        quote_spanned! {span=>
-            #[allow(unused_braces, reason = "`{ stage }` is pipe! syntax for a stage value")]
-            let #var = #rt::then(#var, #expr);
-        }
-    });
+    let wiring = wiring(&stages, "then");
     let source_span = source_first_span(&source);
     let source_call = quote_spanned! {source_span=>
         (&&#rt::SourceArg::new(#source)).__parapipe_source()
@@ -448,6 +437,27 @@ fn parse_and_generate(input: TokenStream) -> syn::Result<TokenStream> {
         #(#wiring)*
         #var
     }})
+}
+
+/// `let p = link(p, stage);` for each stage, with `link` a function of
+/// `__private` (`then`, or `nats_then`). Every token of a statement sits on
+/// its stage, so rustc reports a mismatch there rather than on the whole
+/// `pipe!` call.
+fn wiring(stages: &[Element], link: &str) -> Vec<TokenStream> {
+    stages
+        .iter()
+        .map(|stage| {
+            let expr = stage.to_stage_expr();
+            let span = stage.first_span();
+            let var = Ident::new("__parapipe_pipeline", Span::mixed_site().located_at(span));
+            let rt = quote_spanned!(span=> ::parapipe::__private);
+            let link = Ident::new(link, span);
+            quote_spanned! {span=>
+                #[allow(unused_braces, reason = "`{ stage }` is pipe! syntax for a stage value")]
+                let #var = #rt::#link(#var, #expr);
+            }
+        })
+        .collect()
 }
 
 /// Input:  pipe!(distributed(job): src | a | b(7))
@@ -462,16 +472,7 @@ fn parse_and_generate(input: TokenStream) -> syn::Result<TokenStream> {
 fn distributed(job: &Expr, source: &Expr, stages: &[Element]) -> TokenStream {
     let rt = quote!(::parapipe::__private);
     let var = Ident::new("__parapipe_pipeline", Span::mixed_site());
-    let wiring = stages.iter().map(|stage| {
-        let expr = stage.to_stage_expr();
-        let span = stage.first_span();
-        let var = Ident::new("__parapipe_pipeline", Span::mixed_site().located_at(span));
-        let rt = quote_spanned!(span=> ::parapipe::__private);
-        quote_spanned! {span=>
-            #[allow(unused_braces, reason = "`{ stage }` is pipe! syntax for a stage value")]
-            let #var = #rt::nats_then(#var, #expr);
-        }
-    });
+    let wiring = wiring(stages, "nats_then");
     let source_span = source_first_span(source);
     let job_span = job
         .to_token_stream()

@@ -42,6 +42,17 @@ pub(crate) struct EdgeSpec {
     pub max_messages: i64,
 }
 
+/// Every message of a pull.
+async fn all(
+    mut batch: async_nats::jetstream::consumer::pull::Batch,
+) -> Result<Vec<jetstream::Message>, async_nats::Error> {
+    let mut got = Vec::new();
+    while let Some(message) = batch.next().await {
+        got.push(message?);
+    }
+    Ok(got)
+}
+
 pub(crate) struct Broker {
     rt: tokio::runtime::Runtime,
     js: Context,
@@ -305,29 +316,19 @@ impl Broker {
         // general attempt limit.
         let limit = (wait + Duration::from_secs(1)).min(self.attempt);
         let ready = self.retry_within("could not fetch messages", limit, cancelled, || async {
-            let mut batch = consumer.fetch().max_messages(max).messages().await?;
-            let mut got = Vec::new();
-            while let Some(message) = batch.next().await {
-                got.push(message?);
-            }
-            Ok::<_, async_nats::Error>(got)
-        });
-        let ready = ready?;
+            all(consumer.fetch().max_messages(max).messages().await?).await
+        })?;
         if !ready.is_empty() {
             return Ok(ready);
         }
         self.retry_within("could not fetch messages", limit, cancelled, || async {
-            let mut batch = consumer
+            all(consumer
                 .batch()
                 .max_messages(1)
                 .expires(wait)
                 .messages()
-                .await?;
-            let mut got = Vec::new();
-            while let Some(message) = batch.next().await {
-                got.push(message?);
-            }
-            Ok::<_, async_nats::Error>(got)
+                .await?)
+            .await
         })
     }
 
@@ -361,14 +362,22 @@ impl Broker {
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Option<Bytes>, Halt> {
         use async_nats::jetstream::stream::DirectGetErrorKind;
-        self.retry("could not read the job's state", cancelled, || async {
-            let stream = self.js.get_stream_no_info(stream).await?;
-            match stream.direct_get_last_for_subject(subject).await {
-                Ok(message) => Ok(Some(message.payload)),
-                Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
-                Err(e) => Err(Box::new(e) as async_nats::Error),
-            }
-        })
+        // Answered at once by a stream that exists, never by one that does
+        // not: a short attempt.
+        let limit = self.attempt.min(Duration::from_secs(2));
+        self.retry_within(
+            "could not read the job's state",
+            limit,
+            cancelled,
+            || async {
+                let stream = self.js.get_stream_no_info(stream).await?;
+                match stream.direct_get_last_for_subject(subject).await {
+                    Ok(message) => Ok(Some(message.payload)),
+                    Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(Box::new(e) as async_nats::Error),
+                }
+            },
+        )
     }
 
     /// Whether a stream named `stream` exists (one attempt). Asks for the

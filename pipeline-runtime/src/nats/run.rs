@@ -1034,8 +1034,12 @@ pub(crate) fn status(job: &Job) -> Result<JobStatus, BrokerError> {
             .map_err(halt)?;
         Ok(raw.and_then(|b| serde_json::from_slice(&b).ok()))
     };
-    let run =
-        read("run")?.ok_or_else(|| BrokerError::msg(format!("job {:?} has no run", job.name)))?;
+    let no_run = || BrokerError::msg(format!("job {:?} has no run", job.name));
+    // A direct get from a stream that does not exist is never answered.
+    if !broker.exists(&stream) {
+        return Err(no_run());
+    }
+    let run = read("run")?.ok_or_else(no_run)?;
     let number = run["run"].as_u64();
     let names: Vec<String> = serde_json::from_value(run["stages"].clone()).unwrap_or_default();
     let state = match read("end")?.filter(|e| e["run"].as_u64() == number) {
