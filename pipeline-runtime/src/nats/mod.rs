@@ -76,8 +76,9 @@
 //! # Failures
 //!
 //! A stage's error or panic in any process fails the whole job: the
-//! failing process records it, every process stops its workers within
-//! about a tenth of a second, and the driver's results end with a
+//! failing process records it, every process learns of it at its next
+//! poll of the control stream (every 50 ms) and stops its workers, and the
+//! driver's results end with a
 //! [`PipelineError`](crate::PipelineError) naming the stage, the worker and
 //! the [process](crate::PipelineError::process). An error raised in another
 //! process arrives as a [`RemoteError`] holding its message. A process that
