@@ -346,15 +346,18 @@ impl log::Log for StderrLog {
 
 /// The processes of one job, each this test binary running `child`.
 struct Processes {
+    job: String,
     children: Vec<(String, Child, PathBuf)>,
     dir: PathBuf,
 }
 
 impl Processes {
-    fn new(test: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("parapipe-{test}-{}", std::process::id()));
+    /// The processes of job `job` (also the test's name).
+    fn new(job: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("parapipe-{job}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         Processes {
+            job: job.to_owned(),
             children: Vec::new(),
             dir,
         }
@@ -364,9 +367,9 @@ impl Processes {
         self.dir.join("results.txt")
     }
 
-    /// Starts process `name` of `job` with `env` (and the role of its name:
+    /// Starts process `name` with `env` (and the role of its name:
     /// `driver`, or a worker).
-    fn start(&mut self, server: &Server, job: &str, name: &str, env: &[(&str, String)]) {
+    fn start(&mut self, server: &Server, name: &str, env: &[(&str, String)]) {
         let log = self.dir.join(format!("{name}.stderr"));
         let role = if name == "driver" { "driver" } else { "worker" };
         let mut command = Command::new(std::env::current_exe().unwrap());
@@ -380,7 +383,7 @@ impl Processes {
             ])
             .env("PARAPIPE_NATS_URL", server.url())
             .env("PARAPIPE_ROLE", role)
-            .env("PARAPIPE_TEST_JOB", job)
+            .env("PARAPIPE_TEST_JOB", &self.job)
             .env("PARAPIPE_TEST_PROCESS", name)
             .env("PARAPIPE_TEST_OUT", self.out())
             .stdout(Stdio::null())
@@ -390,6 +393,13 @@ impl Processes {
         }
         let child = command.spawn().unwrap();
         self.children.push((name.to_owned(), child, log));
+    }
+
+    /// Starts every process of `names`, all with `env`.
+    fn start_all(&mut self, server: &Server, names: &[&str], env: &[(&str, String)]) {
+        for name in names {
+            self.start(server, name, env);
+        }
     }
 
     fn kill(&mut self, name: &str) {
@@ -464,9 +474,7 @@ fn four_processes_match_one_process() {
     let mut procs = Processes::new("four");
     let env = [("PARAPIPE_TEST_ITEMS", "100000".to_owned())];
     let started = Instant::now();
-    for name in ["driver", "w1", "w2", "w3"] {
-        procs.start(&server, "four", name, &env);
-    }
+    procs.start_all(&server, &["driver", "w1", "w2", "w3"], &env);
     let done = procs.wait(Duration::from_secs(300));
     let took = started.elapsed();
     assert_all_succeeded(&done);
@@ -486,9 +494,7 @@ fn ordered_across_processes() {
         ("PARAPIPE_TEST_ITEMS", "20000".to_owned()),
         ("PARAPIPE_TEST_ORDERED", "1".to_owned()),
     ];
-    for name in ["driver", "w1"] {
-        procs.start(&server, "ordered", name, &env);
-    }
+    procs.start_all(&server, &["driver", "w1"], &env);
     assert_all_succeeded(&procs.wait(Duration::from_secs(300)));
     assert_eq!(procs.results(), local(20_000, true));
 }
@@ -506,9 +512,7 @@ fn sigkill_of_a_worker_process_loses_and_doubles_nothing() {
         ("PARAPIPE_TEST_MICROS", "3000".to_owned()),
         ("PARAPIPE_TEST_ACK_WAIT_MS", "2000".to_owned()),
     ];
-    for name in ["driver", "w1", "w2", "w3"] {
-        procs.start(&server, "sigkill", name, &env);
-    }
+    procs.start_all(&server, &["driver", "w1", "w2", "w3"], &env);
     let status_job = Job::new("sigkill").url(server.url());
     // Kill once the victim has taken part: some items have gone through.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -561,9 +565,9 @@ fn stage_error_in_one_process_ends_every_process() {
         items[0].clone(),
         ("PARAPIPE_TEST_FAIL_AT", "300".to_owned()),
     ];
-    procs.start(&server, "error", "driver", &driver_env);
-    procs.start(&server, "error", "w1", &worker_env);
-    procs.start(&server, "error", "w2", &worker_env);
+    procs.start(&server, "driver", &driver_env);
+    procs.start(&server, "w1", &worker_env);
+    procs.start(&server, "w2", &worker_env);
     let started = Instant::now();
     let done = procs.wait(Duration::from_secs(120));
     eprintln!(
@@ -593,9 +597,7 @@ fn broker_restart_resumes_or_fails_clearly() {
         ("PARAPIPE_TEST_MICROS", "200".to_owned()),
         ("PARAPIPE_TEST_ACK_WAIT_MS", "2000".to_owned()),
     ];
-    for name in ["driver", "w1"] {
-        procs.start(&server, "restart", name, &env);
-    }
+    procs.start_all(&server, &["driver", "w1"], &env);
     std::thread::sleep(Duration::from_millis(1500));
     server.restart(Duration::from_secs(1));
     let done = procs.wait(Duration::from_secs(300));
@@ -654,9 +656,7 @@ fn wordcount_example_on_three_processes() {
     };
     let mut procs = Processes::new("wordcount");
     let env = [("PARAPIPE_TEST_WORDCOUNT", "1".to_owned())];
-    for name in ["driver", "w1", "w2"] {
-        procs.start(&server, "wordcount", name, &env);
-    }
+    procs.start_all(&server, &["driver", "w1", "w2"], &env);
     assert_all_succeeded(&procs.wait(Duration::from_secs(300)));
     // The same count, by calling the stage functions in a plain loop.
     let mut want: HashMap<String, u64> = HashMap::new();
@@ -739,9 +739,7 @@ fn workers_of_a_killed_driver_fail_instead_of_waiting_forever() {
         ("PARAPIPE_TEST_ITEMS", "100000".to_owned()),
         ("PARAPIPE_TEST_MICROS", "1000".to_owned()),
     ];
-    for name in ["driver", "w1", "w2"] {
-        procs.start(&server, "orphans", name, &env);
-    }
+    procs.start_all(&server, &["driver", "w1", "w2"], &env);
     let status_job = Job::new("orphans").url(server.url());
     let deadline = Instant::now() + Duration::from_secs(60);
     while !status_job
