@@ -63,9 +63,9 @@ struct StageSpec {
     work: Work,
 }
 
-/// Runs worker `index` of the stage, which is stage `k` (from 1):
-/// `work(shared, k, index, counters)`.
-type Work = Arc<dyn Fn(&Shared, usize, usize, &Counters) -> Result<(), StageError> + Send + Sync>;
+/// Runs one worker of the stage, which is stage `k` (from 1):
+/// `work(shared, k, counters)`.
+type Work = Arc<dyn Fn(&Shared, usize, &Counters) -> Result<(), StageError> + Send + Sync>;
 
 impl<T: Wire> DistPipeline<T> {
     /// A distributed pipeline whose driver reads `items`.
@@ -107,8 +107,8 @@ impl<T: Send + 'static> DistPipeline<T> {
         let decode_input = self.decode;
         self.stages.push(StageSpec {
             config,
-            work: Arc::new(move |shared, k, index, counters| {
-                stage_worker(&*stage, decode_input, shared, k, index, counters)
+            work: Arc::new(move |shared, k, counters| {
+                stage_worker(&*stage, decode_input, shared, k, counters)
             }),
         });
         DistPipeline {
@@ -235,13 +235,8 @@ impl Shared {
 
     /// A control record of this run, if there is one yet.
     fn read(&self, what: &str) -> Result<Option<Value>, Halt> {
-        let stopping = || false;
-        let raw = self
-            .broker
-            .last(&self.control.stream, &self.subject(what), &stopping)?;
-        Ok(raw
-            .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
-            .filter(|v| v["run"].as_u64() == Some(self.run)))
+        let record = read_record(&self.broker, &self.control, what, &|| false)?;
+        Ok(record.filter(|v| v["run"].as_u64() == Some(self.run)))
     }
 
     /// Whether edge `edge` has received every message it will get and
@@ -266,6 +261,62 @@ impl Drop for Shared {
             self.broker.delete_edges(&self.edges);
         }
     }
+}
+
+/// The job's control stream: what every process, and `status`, reads.
+fn control_spec(job: &str) -> EdgeSpec {
+    EdgeSpec {
+        stream: format!("PARAPIPE_{job}_CTL"),
+        subject: format!("parapipe.{job}.ctl"),
+        consumer: String::new(),
+        max_messages: -1,
+    }
+}
+
+/// Edge `k` of a job with `stages` stages: from the source (0) or stage `k`,
+/// to stage `k + 1` or the driver's results.
+fn edge_spec(job: &str, k: usize, stages: usize, max_messages: i64) -> EdgeSpec {
+    EdgeSpec {
+        stream: format!("PARAPIPE_{job}_E{k}"),
+        subject: format!("parapipe.{job}.e{k}"),
+        consumer: if k == stages {
+            "results".to_owned()
+        } else {
+            format!("stage{}", k + 1)
+        },
+        max_messages,
+    }
+}
+
+/// The newest control record `what` (`run`, `end`, `stats.<process>`...) of
+/// any run, as JSON.
+fn read_record(
+    broker: &Broker,
+    control: &EdgeSpec,
+    what: &str,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Option<Value>, Halt> {
+    let raw = broker.last(
+        &control.stream,
+        &format!("{}.{what}", control.subject),
+        cancelled,
+    )?;
+    Ok(raw.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+}
+
+/// The names (`stats.<process>`) of the processes' count records, for
+/// [`read_record`].
+fn stats_records(
+    broker: &Broker,
+    control: &EdgeSpec,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Vec<String>, Halt> {
+    let prefix = format!("{}.", control.subject);
+    let subjects = broker.subjects(&control.stream, &format!("{prefix}stats.>"), cancelled)?;
+    Ok(subjects
+        .iter()
+        .filter_map(|subject| subject.strip_prefix(&prefix).map(str::to_owned))
+        .collect())
 }
 
 fn halt_to_stage_error(halt: Halt) -> StageError {
@@ -323,31 +374,18 @@ fn start(job: Job, stages: &[StageSpec], ctl: Arc<Control>) -> Result<Arc<Shared
         }
     };
     let broker = Broker::connect(&job).map_err(broker_error)?;
-    let prefix = format!("PARAPIPE_{}", job.name);
-    let subject = format!("parapipe.{}", job.name);
-    let control = EdgeSpec {
-        stream: format!("{prefix}_CTL"),
-        subject: format!("{subject}.ctl"),
-        consumer: String::new(),
-        max_messages: -1,
-    };
+    let control = control_spec(&job.name);
     let limit = |queue: QueueSize| match queue {
         QueueSize::Bounded(items) => items.div_ceil(job.batch).max(2) as i64,
         QueueSize::Unbounded => -1,
     };
     let edges: Vec<EdgeSpec> = (0..=stages.len())
-        .map(|k| EdgeSpec {
-            stream: format!("{prefix}_E{k}"),
-            subject: format!("{subject}.e{k}"),
-            consumer: if k == stages.len() {
-                "results".to_owned()
-            } else {
-                format!("stage{}", k + 1)
-            },
-            max_messages: match k {
-                0 => limit(QueueSize::Bounded(DEFAULT_QSIZE)),
-                k => limit(stages[k - 1].config.queue()),
-            },
+        .map(|k| {
+            let queue = match k {
+                0 => QueueSize::Bounded(DEFAULT_QSIZE),
+                k => stages[k - 1].config.queue(),
+            };
+            edge_spec(&job.name, k, stages.len(), limit(queue))
         })
         .collect();
     let ordered = stages.iter().any(|s| s.config.ordered());
@@ -403,16 +441,9 @@ fn join(shared: &mut Shared, stage_names: &[String]) -> Result<(), PipelineError
         }
         // Any run will do while reading: `read` checks the run number.
         let last = |what: &str| {
-            shared
-                .broker
-                .last(
-                    &shared.control.stream,
-                    &format!("{}.{what}", shared.control.subject),
-                    &|| true,
-                )
+            read_record(&shared.broker, &shared.control, what, &|| true)
                 .ok()
                 .flatten()
-                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
         };
         // The stream may not exist yet: each read is one attempt (`|| true`
         // stops the retries), and failures just mean "not yet".
@@ -482,7 +513,7 @@ fn spawn_all(launch: &mut Launch, shared: Arc<Shared>, feed: Feed, stages: Vec<S
         for index in 0..spec.config.workers() {
             let (sh, work, counters) = (shared.clone(), spec.work.clone(), counters.clone());
             launch.spawn(spec.config.name(), Some(index), false, move || {
-                work(&sh, k0 + 1, index, &counters)
+                work(&sh, k0 + 1, &counters)
             });
         }
     }
@@ -603,15 +634,10 @@ impl Peers {
                 }
             }
             Role::Driver => {
-                let live: Vec<Value> = sh
-                    .broker
-                    .subjects(&sh.control.stream, &sh.subject("stats.>"), &|| true)
+                let live: Vec<Value> = stats_records(&sh.broker, &sh.control, &|| true)
                     .unwrap_or_default()
                     .iter()
-                    .filter_map(|subject| {
-                        let what = subject.strip_prefix(&format!("{}.", sh.control.subject))?;
-                        sh.read(what).ok().flatten()
-                    })
+                    .filter_map(|what| sh.read(what).ok().flatten())
                     .filter(|stats| fresh(stats))
                     .collect();
                 let uncovered = (0..sh.stage_names.len()).find(|&k| {
@@ -948,7 +974,6 @@ fn stage_worker<S>(
     decode: Decode<S::In>,
     sh: &Shared,
     k: usize,
-    _index: usize,
     counters: &Counters,
 ) -> Result<(), StageError>
 where
@@ -1019,8 +1044,7 @@ where
 pub(crate) fn status(job: &Job) -> Result<JobStatus, BrokerError> {
     job.validate().map_err(BrokerError::msg)?;
     let broker = Broker::connect(job)?;
-    let stream = format!("PARAPIPE_{}_CTL", job.name);
-    let subject = format!("parapipe.{}.ctl", job.name);
+    let control = control_spec(&job.name);
     // One attempt per read: a status is a snapshot, and a job that does not
     // exist (yet) is an answer, not something to wait for.
     let once = &|| true;
@@ -1028,15 +1052,10 @@ pub(crate) fn status(job: &Job) -> Result<JobStatus, BrokerError> {
         Halt::Broker(e) => e,
         Halt::Cancelled => BrokerError::msg("cancelled"),
     };
-    let read = |what: &str| -> Result<Option<Value>, BrokerError> {
-        let raw = broker
-            .last(&stream, &format!("{subject}.{what}"), once)
-            .map_err(halt)?;
-        Ok(raw.and_then(|b| serde_json::from_slice(&b).ok()))
-    };
+    let read = |what: &str| read_record(&broker, &control, what, once).map_err(halt);
     let no_run = || BrokerError::msg(format!("job {:?} has no run", job.name));
     // A direct get from a stream that does not exist is never answered.
-    if !broker.exists(&stream) {
+    if !broker.exists(&control.stream) {
         return Err(no_run());
     }
     let run = read("run")?.ok_or_else(no_run)?;
@@ -1065,12 +1084,8 @@ pub(crate) fn status(job: &Job) -> Result<JobStatus, BrokerError> {
         })
         .collect();
     let mut processes = Vec::new();
-    for stats_subject in broker
-        .subjects(&stream, &format!("{subject}.stats.>"), once)
-        .map_err(halt)?
-    {
-        let what = stats_subject.trim_start_matches(&format!("{subject}."));
-        let Some(stats) = read(what)?.filter(|s| s["run"].as_u64() == number) else {
+    for what in stats_records(&broker, &control, once).map_err(halt)? {
+        let Some(stats) = read(&what)?.filter(|s| s["run"].as_u64() == number) else {
             continue;
         };
         if let Some(p) = stats["process"].as_str() {
@@ -1084,15 +1099,10 @@ pub(crate) fn status(job: &Job) -> Result<JobStatus, BrokerError> {
         }
     }
     processes.sort();
+    let count = stages.len();
     for (k, stage) in stages.iter_mut().enumerate() {
-        let spec = EdgeSpec {
-            stream: format!("PARAPIPE_{}_E{k}", job.name),
-            subject: String::new(),
-            consumer: format!("stage{}", k + 1),
-            max_messages: 0,
-        };
-        // A finished run's streams may be gone already.
-        if let Ok((state, _)) = broker.edge_state(&spec, once) {
+        // Stage k + 1's input; a finished run's streams may be gone already.
+        if let Ok((state, _)) = broker.edge_state(&edge_spec(&job.name, k, count, 0), once) {
             stage.pending_messages = state.messages;
         }
     }
