@@ -16,11 +16,18 @@
 //! `PARAPIPE_NATS_URL=nats://HOST:4222` and give them the same job name
 //! (`PARAPIPE_JOB`, default `wordcount`). `PARAPIPE_STAGES=words` limits a
 //! process to some stages.
+//!
+//! With `PARAPIPE_PROFILE_DIR=DIR` set, every process profiles its part
+//! into `DIR/profiles.sqlite`, with the job's status; then
+//! `cargo run --release --bin parapipe-profile -- --db DIR show` prints the
+//! newest run's stages and the job's counts per stage and process (`list`
+//! names the runs after their processes).
 
 use std::collections::HashMap;
 
 use parapipe::nats::Job;
 use parapipe::prelude::*;
+use parapipe::profile::{PROFILE_DIR_ENV, Profiler};
 
 /// Splits lines into words.
 #[stage(workers = 2)]
@@ -74,8 +81,13 @@ pub fn count_words(
             .collect(),
         (true, None) => generated_text(),
     };
+    let mut pipeline = pipe!(distributed(job): lines | words | normalise | long_enough(3));
+    if std::env::var_os(PROFILE_DIR_ENV).is_some() {
+        // Each process stores its own part, named after it, and the job's status.
+        pipeline = pipeline.profile_with(Profiler::new().name(job.process()));
+    }
     let mut counts: HashMap<String, u64> = HashMap::new();
-    for word in pipe!(distributed(job): lines | words | normalise | long_enough(3)).results() {
+    for word in pipeline.results() {
         if let Some(word) = word? {
             *counts.entry(word).or_default() += 1;
         }

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use common::watchdog;
 use parapipe::nats::{Job, JobState};
 use parapipe::prelude::*;
+use parapipe::profile::{self, JobSample, MAIN_PIPELINE_NAME, Profiler};
 use server::Server;
 
 /// Sleeps `micros` (a slow item), then squares.
@@ -315,9 +316,12 @@ fn child() {
     );
     let ordered = var("PARAPIPE_TEST_ORDERED", 0) == 1;
     let driver = job.is_driver();
-    let result: Result<Vec<String>, PipelineError> =
-        pipe!(distributed(&job): 0..n | spin(micros) | pairs(fail_at) | show.ordered(ordered))
-            .collect();
+    let mut pipeline =
+        pipe!(distributed(&job): 0..n | spin(micros) | pairs(fail_at) | show.ordered(ordered));
+    if let Ok(folder) = std::env::var("PARAPIPE_TEST_PROFILE_DIR") {
+        pipeline = pipeline.profile_with(Profiler::new().folder(folder).name(job.process()));
+    }
+    let result: Result<Vec<String>, PipelineError> = pipeline.collect();
     match result {
         Ok(items) => {
             if driver {
@@ -782,4 +786,176 @@ fn a_stage_no_process_runs_fails_after_the_join_timeout() {
         .downcast_ref::<parapipe::nats::JobError>()
         .expect("a JobError");
     assert!(job_error.to_string().contains("stage \"pairs\""), "{error}");
+}
+
+/// Each stage's (name, taken, emitted, pending messages) in a job sample.
+fn job_counts(sample: &JobSample) -> Vec<(&str, u64, u64, u64)> {
+    sample
+        .stages
+        .iter()
+        .map(|s| (s.name.as_str(), s.taken, s.emitted, s.pending_messages))
+        .collect()
+}
+
+#[test]
+fn profiled_run_in_one_process_measures_its_stages_and_the_job() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let job = job(&server, "profiled1").process_name("solo");
+    let profile = watchdog(Duration::from_secs(120), "profiled run", move || {
+        let mut results = pipe!(distributed(&job): 0..3_000u64 | spin(0) | pairs(NEVER) | show)
+            .profile_with(Profiler::new().in_memory())
+            .results();
+        assert_eq!(results.by_ref().count(), 6_000);
+        results.profile().cloned().expect("profiled")
+    });
+    let main = profile.stage(MAIN_PIPELINE_NAME).unwrap();
+    assert_eq!(main.items_out, 6_000);
+    // From the source publishing an item to the driver receiving it: it
+    // crossed the broker four times, which takes more than a microsecond.
+    assert!(
+        main.latency.samples == 6_000 && main.latency.mean > 1e-6,
+        "{main:?}"
+    );
+    let rows: Vec<(&str, u64, u64)> = profile.stages()[1..]
+        .iter()
+        .map(|s| (s.name.as_str(), s.items_in, s.items_out))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("MainPipeline__spin", 3_000, 3_000),
+            ("MainPipeline__pairs", 3_000, 6_000),
+            ("MainPipeline__show", 6_000, 6_000),
+            ("MainPipeline__results", 0, 6_000),
+        ]
+    );
+    let job = profile.job().expect("the job's status was recorded");
+    assert_eq!(job.job, "profiled1");
+    assert_eq!(job.state, "done");
+    assert_eq!(
+        job_counts(job),
+        [
+            ("spin", 3_000, 3_000, 0),
+            ("pairs", 3_000, 6_000, 0),
+            ("show", 6_000, 6_000, 0)
+        ]
+    );
+    for stage in &job.stages {
+        let parts: Vec<(&str, u64, u64)> = stage
+            .by_process
+            .iter()
+            .map(|p| (p.process.as_str(), p.taken, p.emitted))
+            .collect();
+        assert_eq!(parts, [("solo", stage.taken, stage.emitted)]);
+    }
+}
+
+#[test]
+fn profiled_processes_store_the_jobs_status_for_the_viewer() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let mut procs = Processes::new("profiled");
+    let folder = procs.dir.join("profiles");
+    let env = [
+        ("PARAPIPE_TEST_ITEMS", "4000".to_owned()),
+        ("PARAPIPE_TEST_MICROS", "100".to_owned()),
+        ("PARAPIPE_TEST_PROFILE_DIR", folder.display().to_string()),
+    ];
+    procs.start_all(&server, &["driver", "w1"], &env);
+    assert_all_succeeded(&procs.wait(Duration::from_secs(300)));
+    assert_eq!(procs.results().len(), 8_000);
+
+    let db = folder.join(profile::DATABASE_FILE);
+    let runs = profile::runs(&db).unwrap();
+    let id = |name: &str| runs.iter().find(|r| r.pipeline == name).unwrap().id;
+    let (driver, worker) = (id("driver"), id("w1"));
+    let expected = [
+        ("spin", 4_000, 4_000, 0),
+        ("pairs", 4_000, 8_000, 0),
+        ("show", 8_000, 8_000, 0),
+    ];
+    for (run, mine) in [(driver, "driver"), (worker, "w1")] {
+        let profile = profile::load(&db, run).unwrap();
+        let job = profile.job().expect("the job's status was stored");
+        assert_eq!((job.job.as_str(), job.state.as_str()), ("profiled", "done"));
+        assert_eq!(job_counts(job), expected, "as {mine} saw it");
+        for stage in &job.stages {
+            // Both processes ran every stage; their parts add up.
+            let names: Vec<&str> = stage
+                .by_process
+                .iter()
+                .map(|p| p.process.as_str())
+                .collect();
+            assert_eq!(names, ["driver", "w1"]);
+            let taken: u64 = stage.by_process.iter().map(|p| p.taken).sum();
+            assert_eq!(taken, stage.taken);
+            // This process's own rows count what the job says it did.
+            let own = stage.by_process.iter().find(|p| p.process == mine).unwrap();
+            let row = profile
+                .stage(&format!("MainPipeline__{}", stage.name))
+                .unwrap();
+            assert_eq!((row.items_in, row.items_out), (own.taken, own.emitted));
+        }
+        // Samples over time too, the last one being the job's end.
+        let samples = profile::job_samples(&db, run).unwrap();
+        assert_eq!(samples.last(), Some(job));
+    }
+    assert_eq!(profile::load(&db, driver).unwrap().items(), 8_000);
+    assert_eq!(profile::load(&db, worker).unwrap().items(), 0);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_parapipe-profile"))
+        .args([
+            "--db",
+            &db.display().to_string(),
+            "show",
+            &driver.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let shown = String::from_utf8(out.stdout).unwrap();
+    assert!(shown.contains("job profiled: done"), "{shown}");
+    let line = |start: &str| {
+        shown
+            .lines()
+            .find(|l| {
+                l.split_whitespace()
+                    .collect::<Vec<_>>()
+                    .starts_with(&[start])
+            })
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+    };
+    assert_eq!(
+        line("pairs").unwrap()[1..],
+        ["(all)", "4000", "8000", "0"],
+        "{shown}"
+    );
+    assert_eq!(line("w1").unwrap().len(), 3, "{shown}");
+}
+
+#[test]
+fn profiled_failing_job_records_the_failure() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let job = job(&server, "profiledfail").process_name("solo");
+    let (error, profile) = watchdog(
+        Duration::from_secs(120),
+        "profiled failing run",
+        move || {
+            let mut results = pipe!(distributed(&job): 0..3_000u64 | spin(0) | pairs(10) | show)
+                .profile_with(Profiler::new().in_memory())
+                .results();
+            let error = results.find_map(Result::err).expect("the stage fails");
+            (error, results.profile().cloned().expect("profiled"))
+        },
+    );
+    assert_eq!(error.stage(), "pairs");
+    let job = profile.job().expect("the job's status was recorded");
+    assert!(job.state.starts_with("failed: "), "{job:?}");
+    assert!(job.state.contains("pairs"), "{job:?}");
+    assert!(matches!(profile.outcome(), profile::Outcome::Failed(_)));
 }

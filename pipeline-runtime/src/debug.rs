@@ -466,6 +466,7 @@ fn watch(
             let report = snapshot(run, false);
             if let (Some(writer), true) = (&writer, due(next_sample)) {
                 writer.sample(samples_of(&report));
+                writer.job(run.take_job_samples());
             }
             if let (Some(debugger), true) = (&mut debugger, due(next_report)) {
                 debugger.report(&report);
@@ -485,6 +486,7 @@ fn watch(
     let report = snapshot(run, true);
     if let Some(writer) = &writer {
         writer.sample(samples_of(&report));
+        writer.job(run.take_job_samples());
     }
     if let Some(debugger) = &mut debugger {
         debugger.report(&report);

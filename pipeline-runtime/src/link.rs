@@ -212,6 +212,15 @@ impl<T> Tx<T> {
         }
     }
 
+    /// The items about to be pushed left the source at `born`, elsewhere:
+    /// a producer relaying a distributed job's results stamps its batches
+    /// with that, not with when it emitted them.
+    #[cfg(feature = "nats")]
+    pub(crate) fn born_at(&mut self, born: Instant) {
+        self.stamps = false;
+        self.inherit(Some(born));
+    }
+
     /// How long this sender has waited for room in its queue, in all.
     pub(crate) fn blocked_ns(&self) -> u64 {
         self.blocked_ns

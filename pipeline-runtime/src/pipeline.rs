@@ -10,7 +10,7 @@ use crate::config::{DEFAULT_QSIZE, QueueSize, StageConfig};
 use crate::control::Control;
 use crate::debug::{Debugger, Monitor};
 use crate::error::{Counters, Failure, PipelineError, StageError, Stop, panic_message};
-use crate::link::{Rx, Tx, link, link_with};
+use crate::link::{Gauge, Rx, Tx, link, link_with};
 use crate::ordered::{Out, Reorder};
 use crate::profile::{Outcome, Probe, Profile, Profiler, RunStats, StageStats};
 use crate::segment::Tagged;
@@ -405,6 +405,36 @@ impl Launch {
         self.ctl.clone()
     }
 
+    /// In a profiled or debugged run, what it measures.
+    #[cfg(feature = "nats")]
+    pub(crate) fn run_stats(&self) -> Option<Arc<RunStats>> {
+        self.run.clone()
+    }
+
+    /// Registers a stage whose `counters` the results report; in a
+    /// profiled or debugged run, also its row, returned, measuring the
+    /// output queue `gauge` if it has one.
+    pub(crate) fn stage_stats(
+        &mut self,
+        config: &StageConfig,
+        counters: Arc<Counters>,
+        gauge: Option<Arc<Gauge>>,
+    ) -> Option<Arc<StageStats>> {
+        self.counters
+            .push((config.name().to_owned(), counters.clone()));
+        let run = self.run.as_ref()?;
+        let key = unique_key(&run.stages(), config.profile_key());
+        let stats = Arc::new(StageStats::new(
+            key,
+            run.epoch,
+            config.workers(),
+            gauge.unwrap_or_default(),
+            counters,
+        ));
+        run.add_stage(stats.clone());
+        Some(stats)
+    }
+
     /// Starts the workers of a stage or producer, each running `body`, and
     /// returns the stage's output queue. `fused` names the stages fused
     /// into it, measured apart in a profiled run.
@@ -419,22 +449,11 @@ impl Launch {
             .ordered()
             .then(|| Arc::new(Reorder::new(tx.clone(), config.workers())));
         let counters = Arc::new(Counters::default());
-        self.counters
-            .push((config.name().to_owned(), counters.clone()));
+        let stats = self.stage_stats(config, counters.clone(), gauge.clone());
         let mut fused_stats = Vec::new();
-        let stats = self.run.as_ref().map(|run| {
-            let key = unique_key(&run.stages(), config.profile_key());
-            let stats = StageStats::new(
-                key.clone(),
-                run.epoch,
-                config.workers(),
-                gauge.clone().unwrap_or_default(),
-                counters.clone(),
-            );
-            let stats = Arc::new(stats);
-            run.add_stage(stats.clone());
+        if let (Some(run), Some(stats)) = (&self.run, &stats) {
             for name in fused {
-                let key = unique_key(&run.stages(), format!("{key}__{name}"));
+                let key = unique_key(&run.stages(), format!("{}__{name}", stats.key));
                 // No queue of its own; what it drops, the segment counts.
                 let inner = StageStats::new(
                     key,
@@ -447,8 +466,7 @@ impl Launch {
                 run.add_stage(inner.clone());
                 fused_stats.push(inner);
             }
-            stats
-        });
+        }
         for index in 0..config.workers() {
             let start = WorkerStart {
                 index,

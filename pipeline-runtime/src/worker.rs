@@ -379,6 +379,13 @@ impl<'a, O> Emitter<'a, O> {
         self.index
     }
 
+    /// The items emitted next left the source at `born` (see
+    /// [`Tx::born_at`]).
+    #[cfg(feature = "nats")]
+    pub(crate) fn born_at(&mut self, born: std::time::Instant) {
+        self.tx.born_at(born);
+    }
+
     /// Sends one item on. Fails (with a cancellation, not an error of yours)
     /// once the pipeline stops; return that error from `produce`.
     pub fn emit(&mut self, item: O) -> Result<(), StageError> {

@@ -10,7 +10,10 @@
 //! - `list`: every run in the database, oldest first.
 //! - `show`: one run (the latest by default): its header and one row per
 //!   stage with counts, times, latency (mean, median, p99), throughput, CPU
-//!   time, queue maximum, filtered and skipped items.
+//!   time, queue maximum, filtered and skipped items. For a process of a
+//!   distributed job, also the job's status as last recorded (while the job
+//!   runs, too): per stage, what it has taken, emitted and has pending, in
+//!   all and per process.
 //! - `compare`: two runs side by side, stage by stage (matched by name):
 //!   mean latency and throughput of each, and the ratio B/A.
 //! - `svg`: one run as a self-contained SVG chart: throughput per stage,
@@ -36,7 +39,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use parapipe::profile::{
-    self, DATABASE_FILE, MAIN_PIPELINE_NAME, Profile, Profiler, RunSummary, Sample, StageProfile,
+    self, DATABASE_FILE, JobSample, MAIN_PIPELINE_NAME, Profile, Profiler, RunSummary, Sample,
+    StageProfile,
 };
 
 const USAGE: &str = "\
@@ -50,7 +54,8 @@ Usage:
 
 Commands:
   list      every run: id, name, start (UTC), duration, items, outcome
-  show      one run, one row per stage (default: the latest run)
+  show      one run, one row per stage (default: the latest run); for a
+            distributed job, also the job's status per stage and process
   compare   two runs side by side per stage: mean latency, throughput, B/A
   svg       one run as an SVG chart: throughput, latency (log scale) and
             queue depth over time (default: the latest run, to stdout)
@@ -405,13 +410,48 @@ fn show(summary: &RunSummary, profile: &Profile) -> String {
         &[Align::Left, Align::Left],
         rows,
     );
+    let job = profile.job().map(job).unwrap_or_default();
     if profile.stages().is_empty() {
         return format!(
-            "{}\nno per-stage profile was stored for this run (it never finished, or storing it failed)\n",
+            "{}\nno per-stage profile was stored for this run (it never finished, or storing it failed)\n{job}",
             header(summary)
         );
     }
-    format!("{}\n{stages}", header(summary))
+    format!("{}\n{stages}{job}", header(summary))
+}
+
+/// A distributed job's status: a row per stage, then one per process.
+fn job(sample: &JobSample) -> String {
+    let mut rows = Vec::new();
+    for stage in &sample.stages {
+        rows.push(vec![
+            stage.name.clone(),
+            "(all)".into(),
+            stage.taken.to_string(),
+            stage.emitted.to_string(),
+            stage.pending_messages.to_string(),
+        ]);
+        for p in &stage.by_process {
+            rows.push(vec![
+                String::new(),
+                p.process.clone(),
+                p.taken.to_string(),
+                p.emitted.to_string(),
+                String::new(),
+            ]);
+        }
+    }
+    format!(
+        "\njob {}: {} (as recorded {} into this run)\n{}",
+        sample.job,
+        sample.state,
+        secs(sample.t),
+        table(
+            &["stage", "process", "taken", "emitted", "pending messages"],
+            &[Align::Left, Align::Left],
+            rows,
+        )
+    )
 }
 
 /// A latency, or `-` for a stage that measured none.

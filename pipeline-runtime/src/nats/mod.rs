@@ -93,6 +93,24 @@
 //! (at least 10 s) fail with a [`JobError`], as does a driver when no live
 //! process has run some stage for the join timeout.
 //!
+//! # Status and profile
+//!
+//! [`Job::status`] reads the job's progress from the broker, from any
+//! process: per stage, what it has taken, emitted and has pending, in all
+//! and [per process](StageStatus::by_process). A process whose pipeline is
+//! profiled ([`DistPipeline::profile`], [`profile_with`](DistPipeline::profile_with))
+//! stores a run of its own part in the profile database, named as its
+//! [`Profiler`](crate::profile::Profiler) says: a row per stage it runs
+//! (latency = busy time per item emitted, the waits for the broker
+//! excluded), `results` and, in the driver, `MainPipeline` with the
+//! end-to-end latency from the source publishing an item's message to the
+//! driver receiving its result. It also records the job's status, as
+//! `Job::status` reads it, every half second and once at the end (after
+//! waiting up to 2 s for the other processes' final counts), readable with
+//! [`Profile::job`](crate::profile::Profile::job) and
+//! [`job_samples`](crate::profile::job_samples) and printed by the viewer's
+//! `show`. [`DistPipeline::debug`] reports the process's own rows live.
+//!
 //! Stages whose state spans several items (a stage that groups items)
 //! keep their state per worker, as locally; at-least-once delivery covers
 //! an item until the output message of the message it came in is stored.
@@ -104,6 +122,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
+pub use crate::profile::ProcessCounts;
 pub use run::DistPipeline;
 
 /// What can cross the broker: items of a distributed pipeline, serialised
@@ -356,6 +375,8 @@ pub struct StageStatus {
     /// Messages waiting in its input stream or being worked on (each
     /// carries up to a batch of items).
     pub pending_messages: u64,
+    /// Each process's part (the processes that run the stage), by name.
+    pub by_process: Vec<ProcessCounts>,
 }
 
 /// The broker could not be reached, or refused a request, for longer than

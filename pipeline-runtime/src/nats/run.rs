@@ -3,11 +3,11 @@
 //! with the job.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
@@ -19,8 +19,10 @@ use super::{
 };
 use crate::config::{DEFAULT_QSIZE, QueueSize, StageConfig};
 use crate::control::Control;
+use crate::debug::Debugger;
 use crate::error::{Counters, Failure, PipelineError, StageError, Stop};
 use crate::pipeline::{Launch, Pipeline};
+use crate::profile::{JobSample, JobStageSample, Probe, ProcessCounts, Profiler, RunStats};
 use crate::stage::{Configurable, Producer, Stage};
 use crate::worker::Emitter;
 
@@ -49,6 +51,8 @@ pub struct DistPipeline<T> {
     feed: Feed,
     stages: Vec<StageSpec>,
     invalid: Option<PipelineError>,
+    profiler: Option<Profiler>,
+    debugger: Option<Debugger>,
     items: PhantomData<fn() -> T>,
 }
 
@@ -63,9 +67,11 @@ struct StageSpec {
     work: Work,
 }
 
-/// Runs one worker of the stage, which is stage `k` (from 1):
-/// `work(shared, k, counters)`.
-type Work = Arc<dyn Fn(&Shared, usize, &Counters) -> Result<(), StageError> + Send + Sync>;
+/// Runs one worker of the stage, which is stage `k` (from 1), measured by
+/// `probe` in a profiled or debugged run: `work(shared, k, counters, probe)`.
+type Work = Arc<
+    dyn Fn(&Shared, usize, &Counters, Option<&mut Probe>) -> Result<(), StageError> + Send + Sync,
+>;
 
 impl<T: Wire> DistPipeline<T> {
     /// A distributed pipeline whose driver reads `items`.
@@ -83,6 +89,8 @@ impl<T: Wire> DistPipeline<T> {
             feed: Box::new(move |shared: &Shared| feed(items.into_iter(), shared)),
             stages: Vec::new(),
             invalid,
+            profiler: None,
+            debugger: None,
             items: PhantomData,
         }
     }
@@ -107,8 +115,8 @@ impl<T: Send + 'static> DistPipeline<T> {
         let decode_input = self.decode;
         self.stages.push(StageSpec {
             config,
-            work: Arc::new(move |shared, k, counters| {
-                stage_worker(&*stage, decode_input, shared, k, counters)
+            work: Arc::new(move |shared, k, counters, probe| {
+                stage_worker(&*stage, decode_input, shared, k, counters, probe)
             }),
         });
         DistPipeline {
@@ -117,8 +125,30 @@ impl<T: Send + 'static> DistPipeline<T> {
             feed: self.feed,
             stages: self.stages,
             invalid: self.invalid,
+            profiler: self.profiler,
+            debugger: self.debugger,
             items: PhantomData,
         }
+    }
+
+    /// Profiles this process's part of the job and records the job's
+    /// status as it goes: see [`Pipeline::profile`] and the profiler's
+    /// [distributed runs](crate::profile#distributed-runs).
+    pub fn profile(self) -> Self {
+        self.profile_with(Profiler::new())
+    }
+
+    /// [`profile`](DistPipeline::profile) with options.
+    pub fn profile_with(mut self, profiler: Profiler) -> Self {
+        self.profiler = Some(profiler);
+        self
+    }
+
+    /// Reports this process's part live: see [`Pipeline::debug`]. The rows
+    /// are this process's stage workers and, in the driver, `results`.
+    pub fn debug(mut self, debugger: Debugger) -> Self {
+        self.debugger = Some(debugger);
+        self
     }
 
     /// Starts this process's part of the job; see [`Pipeline::results`].
@@ -154,7 +184,13 @@ impl<T: Send + 'static> DistPipeline<T> {
             shared: shared.clone(),
             decode: self.decode,
         };
-        let pipeline = Pipeline::from_producer(results);
+        let mut pipeline = Pipeline::from_producer(results);
+        if let Some(profiler) = self.profiler {
+            pipeline = pipeline.profile_with(profiler);
+        }
+        if let Some(debugger) = self.debugger {
+            pipeline = pipeline.debug(debugger);
+        }
         if let Some(error) = self.invalid {
             return pipeline.failing(error);
         }
@@ -164,7 +200,7 @@ impl<T: Send + 'static> DistPipeline<T> {
         pipeline.with_thread(move |launch| {
             let ctl = launch.control();
             ctl.set_process(&job.process);
-            match start(job, &stages, ctl.clone()) {
+            match start(job, &stages, ctl.clone(), launch.run_stats()) {
                 Ok(started) => {
                     let _ = shared.set(started.clone());
                     spawn_all(launch, started, feed, stages);
@@ -197,6 +233,11 @@ pub(crate) struct Shared {
     completed: AtomicBool,
     taken: Vec<AtomicU64>,
     emitted: Vec<AtomicU64>,
+    /// In a profiled or debugged run, what this process measures.
+    stats: Option<Arc<RunStats>>,
+    /// (Driver, profiled) when each source message in flight was published,
+    /// by sequence number: the start of its items' end-to-end latency.
+    published: Option<Mutex<HashMap<u64, Instant>>>,
 }
 
 impl Shared {
@@ -352,7 +393,12 @@ fn rand_u64() -> u64 {
 }
 
 /// Connects, then creates the job (driver) or joins it (worker).
-fn start(job: Job, stages: &[StageSpec], ctl: Arc<Control>) -> Result<Arc<Shared>, PipelineError> {
+fn start(
+    job: Job,
+    stages: &[StageSpec],
+    ctl: Arc<Control>,
+    stats: Option<Arc<RunStats>>,
+) -> Result<Arc<Shared>, PipelineError> {
     let broker_error =
         |e: BrokerError| PipelineError::new("broker", None, Failure::Error(e.into()));
     let halt_error = |h: Halt| match h {
@@ -404,6 +450,11 @@ fn start(job: Job, stages: &[StageSpec], ctl: Arc<Control>) -> Result<Arc<Shared
         completed: AtomicBool::new(false),
         taken: stages.iter().map(|_| AtomicU64::new(0)).collect(),
         emitted: stages.iter().map(|_| AtomicU64::new(0)).collect(),
+        published: stats
+            .as_ref()
+            .filter(|_| job.role == Role::Driver)
+            .map(|_| Mutex::default()),
+        stats,
         job,
     };
     match shared.job.role {
@@ -510,10 +561,14 @@ fn spawn_all(launch: &mut Launch, shared: Arc<Shared>, feed: Feed, stages: Vec<S
             continue;
         }
         let counters = Arc::new(Counters::default());
+        let stats = launch.stage_stats(&spec.config, counters.clone(), None);
         for index in 0..spec.config.workers() {
             let (sh, work, counters) = (shared.clone(), spec.work.clone(), counters.clone());
+            let stats = stats.clone();
             launch.spawn(spec.config.name(), Some(index), false, move || {
-                work(&sh, k0 + 1, &counters)
+                // Made on the worker's thread, whose CPU time it reads.
+                let mut probe = stats.map(Probe::new);
+                work(&sh, k0 + 1, &counters, probe.as_mut())
             });
         }
     }
@@ -529,6 +584,9 @@ fn feed<T: Wire>(mut items: impl Iterator<Item = T>, sh: &Shared) -> Result<u64,
         batch.extend(items.by_ref().take(size));
         if batch.is_empty() {
             return Ok(seq);
+        }
+        if let Some(published) = &sh.published {
+            crate::control::lock(published).insert(seq, Instant::now());
         }
         sh.publish(0, seq, &batch).map_err(halt_to_stage_error)?;
         seq += 1;
@@ -572,15 +630,63 @@ fn watch(sh: &Shared) -> Result<(), StageError> {
         }
         if last_stats.elapsed() >= STATS {
             last_stats = Instant::now();
-            if let Err(halt) = publish_stats(sh).and_then(|()| peers.check(sh)) {
+            if let Err(halt) = publish_stats(sh, false).and_then(|()| peers.check(sh)) {
                 break Err(halt);
             }
+            sample_job(sh, false);
         }
         std::thread::sleep(WATCH);
     };
     // The final counts, best effort: the job is over either way.
-    let _ = publish_stats(sh);
+    let _ = publish_stats(sh, true);
+    sample_job(sh, true);
     result.map_err(halt_to_stage_error)
+}
+
+/// How long a profiled process's last job sample waits for the other
+/// processes' final counts.
+const FINAL_COUNTS: Duration = Duration::from_secs(2);
+
+/// In a profiled or debugged run, records the job's status as the broker
+/// tells it now (best effort: a status that cannot be read is skipped).
+/// The `last` one waits, up to [`FINAL_COUNTS`], for the final counts of
+/// every process heard from lately, which publish them on seeing the end.
+fn sample_job(sh: &Shared, last: bool) {
+    let Some(stats) = &sh.stats else {
+        return;
+    };
+    let once = &|| true;
+    let deadline = Instant::now() + FINAL_COUNTS;
+    let status = loop {
+        let Ok((status, settled)) = read_status(&sh.broker, &sh.control, &sh.job.name, once) else {
+            return;
+        };
+        if !last || settled || Instant::now() >= deadline {
+            break status;
+        }
+        std::thread::sleep(WATCH);
+    };
+    stats.job_status(JobSample {
+        t: 0.0,
+        job: sh.job.name.clone(),
+        state: match &status.state {
+            JobState::Running => "running".to_owned(),
+            JobState::Done => "done".to_owned(),
+            JobState::Failed(why) => format!("failed: {why}"),
+            JobState::Cancelled => "cancelled".to_owned(),
+        },
+        stages: status
+            .stages
+            .into_iter()
+            .map(|s| JobStageSample {
+                name: s.name,
+                taken: s.taken,
+                emitted: s.emitted,
+                pending_messages: s.pending_messages,
+                by_process: s.by_process,
+            })
+            .collect(),
+    });
 }
 
 /// How long a process may go unheard (its counts are published every
@@ -719,7 +825,8 @@ fn remote_failure(end: &Value) -> PipelineError {
     error
 }
 
-fn publish_stats(sh: &Shared) -> Result<(), Halt> {
+/// Publishes this process's counts; `last` once its part has ended.
+fn publish_stats(sh: &Shared, last: bool) -> Result<(), Halt> {
     let stages: Vec<Value> = (0..sh.stage_names.len())
         .map(|k| {
             json!({
@@ -733,7 +840,7 @@ fn publish_stats(sh: &Shared) -> Result<(), Halt> {
     let what = format!("stats.{}", sh.job.process);
     sh.record(
         &what,
-        json!({ "process": sh.job.process, "stages": stages }),
+        json!({ "process": sh.job.process, "stages": stages, "final": last }),
     )
 }
 
@@ -781,6 +888,21 @@ impl<T: Send + 'static> Producer for Collector<T> {
         let mut seen = HashSet::new();
         let mut waiting: BTreeMap<u64, Vec<T>> = BTreeMap::new();
         let mut next_seq = 0;
+        // Passes a source message's results on; in a profiled run, stamped
+        // with when the source published it, for the end-to-end latency
+        // (before every item: a batch sent midway takes the stamp along).
+        let mut pass_on = |seq: u64, items: Vec<T>| {
+            let born = sh
+                .published
+                .as_ref()
+                .and_then(|published| crate::control::lock(published).remove(&seq));
+            items.into_iter().try_for_each(|item| {
+                if let Some(born) = born {
+                    emitter.born_at(born);
+                }
+                emitter.emit(item)
+            })
+        };
         loop {
             if let Some(&total) = sh.source_total.get() {
                 if seen.len() as u64 == total {
@@ -802,11 +924,11 @@ impl<T: Send + 'static> Producer for Collector<T> {
                     if sh.ordered {
                         waiting.insert(seq, items);
                         while let Some(items) = waiting.remove(&next_seq) {
-                            items.into_iter().try_for_each(|i| emitter.emit(i))?;
+                            pass_on(next_seq, items)?;
                             next_seq += 1;
                         }
                     } else {
-                        items.into_iter().try_for_each(|i| emitter.emit(i))?;
+                        pass_on(seq, items)?;
                     }
                 }
                 sh.broker.ack(&message)?;
@@ -860,6 +982,8 @@ struct Session<'s, O> {
     outbox: Vec<O>,
     /// Why the input ended early, for the worker to report.
     halt: Option<StageError>,
+    /// In a profiled or debugged run, what the worker measures.
+    probe: Option<&'s mut Probe>,
 }
 
 impl<O: Wire> Session<'_, O> {
@@ -944,6 +1068,9 @@ impl<I, O: Wire> Iterator for SessionInput<'_, '_, I, O> {
                 s.keep_alive();
                 return Some(item);
             }
+            // Waiting for the broker (pulling, and passing the finished
+            // message's outputs on) is not the stage's work.
+            let waiting = Instant::now();
             let step = s.next_message().and_then(|message| {
                 let Some(message) = message else {
                     return Ok(None);
@@ -955,7 +1082,13 @@ impl<I, O: Wire> Iterator for SessionInput<'_, '_, I, O> {
                 Ok(Some(items))
             });
             match step {
-                Ok(Some(items)) => self.items = items.into_iter(),
+                Ok(Some(items)) => {
+                    if let Some(probe) = &mut s.probe {
+                        let now = Instant::now();
+                        probe.took(items.len(), now, now - waiting);
+                    }
+                    self.items = items.into_iter();
+                }
                 Ok(None) => return None,
                 Err(e) => {
                     s.halt = Some(e);
@@ -975,6 +1108,7 @@ fn stage_worker<S>(
     sh: &Shared,
     k: usize,
     counters: &Counters,
+    mut probe: Option<&mut Probe>,
 ) -> Result<(), StageError>
 where
     S: Stage,
@@ -1012,6 +1146,7 @@ where
             current: None,
             outbox: Vec::new(),
             halt: None,
+            probe: probe.as_deref_mut(),
         });
         {
             let input = SessionInput::<S::In, S::Out> {
@@ -1021,6 +1156,10 @@ where
             };
             for output in stage.apply(input) {
                 let mut s = session.borrow_mut();
+                if let Some(probe) = &mut s.probe {
+                    // Its outputs wait in the outbox, never on a queue.
+                    probe.emitted(0);
+                }
                 match output {
                     Ok(item) => s.outbox.push(item),
                     Err(e) => counters
@@ -1040,20 +1179,32 @@ where
     }
 }
 
+/// A process whose counts are older than this is not waited for.
+const LATELY: Duration = Duration::from_secs(10);
+
 /// Reads a job's status from the broker: see [`Job::status`].
 pub(crate) fn status(job: &Job) -> Result<JobStatus, BrokerError> {
     job.validate().map_err(BrokerError::msg)?;
     let broker = Broker::connect(job)?;
-    let control = control_spec(&job.name);
     // One attempt per read: a status is a snapshot, and a job that does not
     // exist (yet) is an answer, not something to wait for.
-    let once = &|| true;
-    let halt = |h: Halt| match h {
-        Halt::Broker(e) => e,
-        Halt::Cancelled => BrokerError::msg("cancelled"),
-    };
-    let read = |what: &str| read_record(&broker, &control, what, once).map_err(halt);
-    let no_run = || BrokerError::msg(format!("job {:?} has no run", job.name));
+    match read_status(&broker, &control_spec(&job.name), &job.name, &|| true) {
+        Ok((status, _)) => Ok(status),
+        Err(Halt::Broker(e)) => Err(e),
+        Err(Halt::Cancelled) => Err(BrokerError::msg("cancelled")),
+    }
+}
+
+/// The status of job `name`'s newest run, and whether every process heard
+/// from lately has published its final counts.
+fn read_status(
+    broker: &Broker,
+    control: &EdgeSpec,
+    name: &str,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<(JobStatus, bool), Halt> {
+    let read = |what: &str| read_record(broker, control, what, cancelled);
+    let no_run = || Halt::Broker(BrokerError::msg(format!("job {name:?} has no run")));
     // A direct get from a stream that does not exist is never answered.
     if !broker.exists(&control.stream) {
         return Err(no_run());
@@ -1081,34 +1232,54 @@ pub(crate) fn status(job: &Job) -> Result<JobStatus, BrokerError> {
             taken: 0,
             emitted: 0,
             pending_messages: 0,
+            by_process: Vec::new(),
         })
         .collect();
     let mut processes = Vec::new();
-    for what in stats_records(&broker, &control, once).map_err(halt)? {
+    let mut settled = true;
+    let now = unix_ms();
+    for what in stats_records(broker, control, cancelled)? {
         let Some(stats) = read(&what)?.filter(|s| s["run"].as_u64() == number) else {
             continue;
         };
-        if let Some(p) = stats["process"].as_str() {
-            processes.push(p.to_owned());
-        }
+        let Some(process) = stats["process"].as_str() else {
+            continue;
+        };
+        processes.push(process.to_owned());
+        let lately = stats["at"]
+            .as_u64()
+            .is_some_and(|at| now.saturating_sub(at) < LATELY.as_millis() as u64);
+        settled &= !lately || stats["final"].as_bool() == Some(true);
         for (k, s) in stats["stages"].as_array().into_iter().flatten().enumerate() {
-            if let Some(stage) = stages.get_mut(k) {
-                stage.taken += s["taken"].as_u64().unwrap_or(0);
-                stage.emitted += s["emitted"].as_u64().unwrap_or(0);
+            let Some(stage) = stages.get_mut(k) else {
+                continue;
+            };
+            let (taken, emitted) = (
+                s["taken"].as_u64().unwrap_or(0),
+                s["emitted"].as_u64().unwrap_or(0),
+            );
+            stage.taken += taken;
+            stage.emitted += emitted;
+            if s["runs"].as_bool() == Some(true) {
+                stage
+                    .by_process
+                    .push(ProcessCounts::new(process.to_owned(), taken, emitted));
             }
         }
     }
     processes.sort();
     let count = stages.len();
     for (k, stage) in stages.iter_mut().enumerate() {
+        stage.by_process.sort_by(|a, b| a.process.cmp(&b.process));
         // Stage k + 1's input; a finished run's streams may be gone already.
-        if let Ok((state, _)) = broker.edge_state(&edge_spec(&job.name, k, count, 0), once) {
+        if let Ok((state, _)) = broker.edge_state(&edge_spec(name, k, count, 0), cancelled) {
             stage.pending_messages = state.messages;
         }
     }
-    Ok(JobStatus {
+    let status = JobStatus {
         state,
         processes,
         stages,
-    })
+    };
+    Ok((status, settled))
 }

@@ -110,9 +110,25 @@
 //! latency_buckets(run_id, stage, bucket, value_s, count)  -- the histogram
 //! samples(run_id, t_s, stage, items_in, items_out, busy_s, queue_depth)
 //!                                   -- every `sample_every` while it runs
+//! job_samples(run_id, t_s, job, state,  -- a distributed job's status,
+//!             position, stage, process, -- every 0.5 s and at the end; process
+//!             taken, emitted,           -- '' is the stage's whole (with its
+//!             pending_messages)         -- pending messages), else one process's part
 //! meta(key, value)                  -- schema_version = 1
 //! ```
 //! `MainPipeline` is a row of `stages` too (position 0).
+//!
+//! # Distributed runs
+//!
+//! A process of a distributed job (`pipe!(distributed(&job): ...)`, feature
+//! `nats`) that is profiled stores its own part as a run: the stages it runs
+//! (measured as iterator stages: busy time per item emitted, the waits for
+//! the broker excluded) and, in the driver, `MainPipeline` from the source
+//! publishing an item to the driver receiving its result. It also stores
+//! the job's status, every half second and once at the end, as the broker
+//! tells it: what each stage has taken, emitted and has pending, over all
+//! processes and per process ([`job_samples`], [`Profile::job`]). The
+//! viewer's `show` prints the last one.
 
 mod hist;
 mod stats;
@@ -127,7 +143,7 @@ use std::time::{Duration, SystemTime};
 pub(crate) use hist::Histogram;
 pub(crate) use stats::{Probe, RunStats, StageStats, nanos, rss_bytes};
 pub(crate) use store::Writer;
-pub use store::{RunSummary, Sample, load, runs, samples};
+pub use store::{RunSummary, Sample, job_samples, load, runs, samples};
 
 /// The key of the whole pipeline in a [`Profile`]'s maps.
 pub const MAIN_PIPELINE_NAME: &str = "MainPipeline";
@@ -363,7 +379,62 @@ pub struct Profile {
     duration: Duration,
     outcome: Outcome,
     stages: Vec<StageProfile>,
+    job: Option<JobSample>,
     store_error: Option<Arc<StoreError>>,
+}
+
+/// A distributed job's status as one of its processes read it from the
+/// broker at a moment of its run: see [Distributed runs](self#distributed-runs).
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct JobSample {
+    /// Seconds since this process's run started.
+    pub t: f64,
+    /// The job's name.
+    pub job: String,
+    /// `running`, `done`, `cancelled`, or `failed: ` and the failure.
+    pub state: String,
+    /// The job's stages, in pipeline order.
+    pub stages: Vec<JobStageSample>,
+}
+
+/// One stage of a [`JobSample`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JobStageSample {
+    /// The stage's name.
+    pub name: String,
+    /// Items its workers took, over all processes (an item taken again
+    /// after a redelivery counts again).
+    pub taken: u64,
+    /// Items its workers emitted, over all processes.
+    pub emitted: u64,
+    /// Messages waiting in its input stream or being worked on.
+    pub pending_messages: u64,
+    /// Each process's part, by process name.
+    pub by_process: Vec<ProcessCounts>,
+}
+
+/// What one process's workers of a stage have taken and emitted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProcessCounts {
+    /// The process's name.
+    pub process: String,
+    /// Items taken.
+    pub taken: u64,
+    /// Items emitted.
+    pub emitted: u64,
+}
+
+impl ProcessCounts {
+    pub(crate) fn new(process: String, taken: u64, emitted: u64) -> Self {
+        ProcessCounts {
+            process,
+            taken,
+            emitted,
+        }
+    }
 }
 
 impl fmt::Debug for Histogram {
@@ -432,6 +503,12 @@ impl Profile {
     /// How the run ended.
     pub fn outcome(&self) -> &Outcome {
         &self.outcome
+    }
+
+    /// For a process of a distributed job, the job's status at the end of
+    /// its run (the last of its [`job_samples`]); `None` for a local run.
+    pub fn job(&self) -> Option<&JobSample> {
+        self.job.as_ref()
     }
 
     /// Records where the run was stored, or why it was not.
@@ -580,6 +657,7 @@ pub(crate) fn summarize(
         duration,
         outcome,
         stages: rows,
+        job: run.last_job(),
         store_error: None,
     }
 }

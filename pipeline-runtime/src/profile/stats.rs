@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::control::lock;
 use crate::error::Counters;
 use crate::link::Gauge;
+use crate::profile::JobSample;
 use crate::profile::hist::Histogram;
 
 /// What kind of stage a row measures; decides how its latency is defined.
@@ -178,6 +179,8 @@ pub(crate) struct RunStats {
     pub(crate) last_received_ns: AtomicU64,
     /// Source-to-consumer latency of received items.
     pub(crate) end_to_end: Mutex<Histogram>,
+    /// A distributed job's status samples not yet stored, and the newest.
+    job: Mutex<(Vec<JobSample>, Option<JobSample>)>,
 }
 
 impl RunStats {
@@ -191,7 +194,27 @@ impl RunStats {
             first_received_ns: AtomicU64::new(u64::MAX),
             last_received_ns: AtomicU64::new(0),
             end_to_end: Mutex::new(Histogram::default()),
+            job: Mutex::default(),
         }
+    }
+
+    /// A distributed job's status, as this process read it now.
+    #[cfg(feature = "nats")]
+    pub(crate) fn job_status(&self, mut sample: JobSample) {
+        sample.t = self.epoch.elapsed().as_secs_f64();
+        let mut job = lock(&self.job);
+        job.0.push(sample.clone());
+        job.1 = Some(sample);
+    }
+
+    /// The job status samples since the last call, for the store.
+    pub(crate) fn take_job_samples(&self) -> Vec<JobSample> {
+        std::mem::take(&mut lock(&self.job).0)
+    }
+
+    /// The newest job status sample.
+    pub(crate) fn last_job(&self) -> Option<JobSample> {
+        lock(&self.job).1.clone()
     }
 
     pub(crate) fn since_epoch(&self, t: Instant) -> u64 {

@@ -8,7 +8,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
-use super::{Histogram, Latency, Outcome, Profile, Profiler, StageProfile, StoreError};
+use super::{
+    Histogram, JobSample, JobStageSample, Latency, Outcome, ProcessCounts, Profile, Profiler,
+    StageProfile, StoreError,
+};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -62,6 +65,19 @@ CREATE TABLE IF NOT EXISTS samples (
     queue_depth INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS samples_by_run ON samples (run_id, t_s);
+CREATE TABLE IF NOT EXISTS job_samples (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    t_s REAL NOT NULL,
+    job TEXT NOT NULL,
+    state TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    stage TEXT NOT NULL,
+    process TEXT NOT NULL,
+    taken INTEGER NOT NULL,
+    emitted INTEGER NOT NULL,
+    pending_messages INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS job_samples_by_run ON job_samples (run_id, t_s);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1');
 ";
 
@@ -126,6 +142,7 @@ pub struct RunSummary {
 
 enum Cmd {
     Samples(Vec<Sample>),
+    Job(Vec<JobSample>),
     Finish(Box<Profile>),
 }
 
@@ -174,6 +191,13 @@ impl Writer {
             // A writer that failed has stopped reading; its error is
             // reported by `finish`.
             let _ = tx.send(Cmd::Samples(samples));
+        }
+    }
+
+    /// Queues a distributed job's status samples, as [`sample`](Writer::sample).
+    pub(crate) fn job(&self, samples: Vec<JobSample>) {
+        if let (Some(tx), false) = (&self.tx, samples.is_empty()) {
+            let _ = tx.send(Cmd::Job(samples));
         }
     }
 
@@ -293,11 +317,52 @@ fn write_batch(conn: &mut Connection, id: i64, cmds: &[Cmd]) -> rusqlite::Result
                         ])?;
                     }
                 }
+                Cmd::Job(samples) => {
+                    for sample in samples {
+                        write_job_sample(&tx, id, sample)?;
+                    }
+                }
                 Cmd::Finish(profile) => write_profile(&tx, id, profile)?,
             }
         }
     }
     tx.commit()
+}
+
+/// One `job_samples` row per stage for the whole (process `''`), and one
+/// per stage and process.
+fn write_job_sample(
+    tx: &rusqlite::Transaction<'_>,
+    id: i64,
+    j: &JobSample,
+) -> rusqlite::Result<()> {
+    let mut row = tx.prepare_cached(
+        "INSERT INTO job_samples (run_id, t_s, job, state, position, stage, process, taken,
+             emitted, pending_messages)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?;
+    for (position, s) in j.stages.iter().enumerate() {
+        let counts = std::iter::once(("", s.taken, s.emitted, s.pending_messages)).chain(
+            s.by_process
+                .iter()
+                .map(|p| (p.process.as_str(), p.taken, p.emitted, 0)),
+        );
+        for (process, taken, emitted, pending) in counts {
+            row.execute(params![
+                id,
+                j.t,
+                j.job,
+                j.state,
+                position as i64,
+                s.name,
+                process,
+                i64_of(taken),
+                i64_of(emitted),
+                i64_of(pending)
+            ])?;
+        }
+    }
+    Ok(())
 }
 
 fn write_profile(tx: &rusqlite::Transaction<'_>, id: i64, p: &Profile) -> rusqlite::Result<()> {
@@ -459,6 +524,9 @@ pub fn load(db: impl AsRef<Path>, run: i64) -> Result<Profile, StoreError> {
         Ok(stages)
     };
     let stages = read().map_err(|e| sql_error(db, "cannot read the run's stages", e))?;
+    let job = read_job_samples(&conn, run)
+        .map_err(|e| sql_error(db, "cannot read the job's status", e))?
+        .pop();
     Ok(Profile {
         run_id: Some(run),
         database: PathBuf::from(db),
@@ -467,6 +535,7 @@ pub fn load(db: impl AsRef<Path>, run: i64) -> Result<Profile, StoreError> {
         duration: summary.duration.unwrap_or_default(),
         outcome: summary.outcome,
         stages,
+        job,
         store_error: None,
     })
 }
@@ -494,4 +563,60 @@ pub fn samples(db: impl AsRef<Path>, run: i64) -> Result<Vec<Sample>, StoreError
         rows.collect()
     };
     read().map_err(|e| sql_error(db, "cannot read the samples", e))
+}
+
+/// The status samples of the distributed job that run `run` was part of,
+/// in time order (none for a local run): see
+/// [Distributed runs](super#distributed-runs).
+pub fn job_samples(db: impl AsRef<Path>, run: i64) -> Result<Vec<JobSample>, StoreError> {
+    let db = db.as_ref();
+    let conn = open_for_reading(db)?;
+    read_job_samples(&conn, run).map_err(|e| sql_error(db, "cannot read the job's status", e))
+}
+
+fn read_job_samples(conn: &Connection, run: i64) -> rusqlite::Result<Vec<JobSample>> {
+    // A database written before job samples existed has no such table.
+    let exists: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'job_samples'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !exists {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn.prepare(
+        "SELECT t_s, job, state, position, stage, process, taken, emitted, pending_messages
+         FROM job_samples WHERE run_id = ?1 ORDER BY t_s, position, process = '' DESC, rowid",
+    )?;
+    let mut rows = stmt.query([run])?;
+    let mut samples: Vec<JobSample> = Vec::new();
+    while let Some(r) = rows.next()? {
+        let t: f64 = r.get(0)?;
+        let position = r.get::<_, i64>(3)? as usize;
+        let process: String = r.get(5)?;
+        let (taken, emitted) = (r.get::<_, i64>(6)? as u64, r.get::<_, i64>(7)? as u64);
+        if samples.last().is_none_or(|s| s.t != t) {
+            samples.push(JobSample {
+                t,
+                job: r.get(1)?,
+                state: r.get(2)?,
+                stages: Vec::new(),
+            });
+        }
+        let sample = samples.last_mut().expect("pushed above");
+        if process.is_empty() {
+            sample.stages.push(JobStageSample {
+                name: r.get(4)?,
+                taken,
+                emitted,
+                pending_messages: r.get::<_, i64>(8)? as u64,
+                by_process: Vec::new(),
+            });
+        } else if let Some(stage) = sample.stages.get_mut(position) {
+            stage
+                .by_process
+                .push(ProcessCounts::new(process, taken, emitted));
+        }
+    }
+    Ok(samples)
 }
