@@ -959,3 +959,49 @@ fn profiled_failing_job_records_the_failure() {
     assert!(job.state.contains("pairs"), "{job:?}");
     assert!(matches!(profile.outcome(), profile::Outcome::Failed(_)));
 }
+
+/// Keeps the debugger's last report.
+struct LastReport(std::sync::Arc<std::sync::Mutex<Option<parapipe::debug::Report>>>);
+
+impl parapipe::debug::Reporter for LastReport {
+    fn report(&mut self, report: &parapipe::debug::Report) {
+        *self.0.lock().unwrap() = Some(report.clone());
+    }
+}
+
+#[test]
+fn debugged_run_reports_this_processes_stages() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let job = job(&server, "debugged");
+    let last = std::sync::Arc::default();
+    let reporter = LastReport(std::sync::Arc::clone(&last));
+    let n = watchdog(Duration::from_secs(120), "debugged run", move || {
+        pipe!(distributed(&job): 0..2_000u64 | spin(0) | pairs(NEVER) | show)
+            .debug(
+                parapipe::debug::Debugger::new()
+                    .every(Duration::from_millis(20))
+                    .reporter(reporter),
+            )
+            .results()
+            .count()
+    });
+    assert_eq!(n, 4_000);
+    let report = last.lock().unwrap().take().expect("a final report");
+    assert!(report.last);
+    let rows: Vec<(&str, u64, u64)> = report
+        .stages
+        .iter()
+        .map(|s| (s.name.as_str(), s.items_in, s.items_out))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("MainPipeline__spin", 2_000, 2_000),
+            ("MainPipeline__pairs", 2_000, 4_000),
+            ("MainPipeline__show", 4_000, 4_000),
+            ("MainPipeline__results", 0, 4_000),
+        ]
+    );
+}
