@@ -177,3 +177,78 @@ fn ordered_where_it_means_nothing_is_an_error() {
     let err = pipe!(0..10u64 | { seg }).run().unwrap_err();
     assert!(matches!(err.failure(), Failure::Config(_)), "{err}");
 }
+
+/// Each worker emits `START` before it takes any input and, once its input
+/// has ended, how many items it took (plus `END`).
+const START: u64 = u64::MAX;
+const END: u64 = 1 << 40;
+
+#[stage(workers = 3, ordered)]
+fn bracketed(xs: impl Iterator<Item = u64>) -> impl Iterator<Item = u64> {
+    let seen = std::rc::Rc::new(std::cell::Cell::new(0));
+    let counted = seen.clone();
+    std::iter::once(START)
+        .chain(xs.inspect(move |_| counted.set(counted.get() + 1)))
+        .chain(std::iter::once_with(move || END + seen.get()))
+}
+
+#[test]
+fn output_outside_any_batch_keeps_the_order_of_the_rest() {
+    for n in [0u64, 1, 2, 5_000] {
+        let got = watchdog(LIMIT, "bracketed", move || {
+            pipe!(0..n | bracketed).collect::<Vec<_>>()
+        })
+        .unwrap();
+        let items: Vec<u64> = got.iter().copied().filter(|&x| x < END).collect();
+        assert!(items.iter().copied().eq(0..n), "n = {n}: out of order");
+        // One start and one end per worker, and the ends count every item.
+        assert_eq!(got.iter().filter(|&&x| x == START).count(), 3, "n = {n}");
+        let ends: Vec<u64> = got
+            .iter()
+            .filter(|&&x| (END..START).contains(&x))
+            .map(|x| x - END)
+            .collect();
+        assert_eq!(ends.len(), 3, "n = {n}");
+        assert_eq!(ends.iter().sum::<u64>(), n, "n = {n}");
+        // A worker's start comes before the first item it took: the output
+        // begins with a start.
+        if n > 0 {
+            assert_eq!(got[0], START, "n = {n}");
+        }
+    }
+}
+
+#[test]
+fn ordered_stage_after_a_stage_with_several_workers() {
+    // Several senders take turns numbering the ordered stage's input: every
+    // item arrives once, with small queues too (senders block while
+    // holding their turn).
+    for qsize in [4096, 8, 1] {
+        let got = watchdog(LIMIT, "ordered after unordered", move || {
+            pipe!(0..100_000u64 | inc.workers(3).qsize(qsize) | inc.ordered(true).qsize(qsize))
+                .collect::<Vec<_>>()
+        })
+        .unwrap();
+        let mut got = got;
+        got.sort_unstable();
+        assert!(got.into_iter().eq(2..100_002), "qsize {qsize}");
+    }
+}
+
+/// Emits one item without reading its input.
+#[stage(workers = 2, ordered)]
+fn ignores_input(_xs: impl Iterator<Item = u64>) -> impl Iterator<Item = u64> {
+    std::iter::once(7)
+}
+
+#[test]
+fn ordered_workers_that_never_take_a_batch_do_not_hang() {
+    // The source blocks on the full queue while it holds the numbering of
+    // the batches it sends; the workers stop without reading.
+    for qsize in [4096, 1] {
+        let got = watchdog(LIMIT, "ordered stage ignoring its input", move || {
+            pipe!(0..10_000_000u64 | inc.qsize(qsize) | ignores_input).collect::<Vec<_>>()
+        });
+        assert_eq!(got.unwrap(), [7, 7], "qsize {qsize}");
+    }
+}

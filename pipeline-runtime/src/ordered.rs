@@ -2,9 +2,10 @@
 //! for an `ordered` stage, through a reorder step that releases each input
 //! batch's output once every earlier batch's is out.
 //!
-//! Ordered stages number their input batches as they take them from the
-//! queue (under a lock, so the numbers follow the queue's order), keep each
-//! batch's output apart, and hand it in when they move to their next batch.
+//! The input batches of an ordered stage are numbered as they are sent
+//! (senders take turns, so the numbers follow the queue's order); its
+//! workers keep each batch's output apart, and hand it in when they move to
+//! their next batch.
 //! Output is released as soon as it is next in line: it streams. A worker
 //! that gets more than a window of batches ahead of the oldest unfinished one
 //! waits, so memory stays bounded even when one batch is very slow.
@@ -35,6 +36,9 @@ pub(crate) enum Out<O> {
     /// Ordered: the current batch's output, kept until the batch is done.
     Ordered {
         order: Arc<Reorder<O>>,
+        /// A sender on the output queue, only to see whether it is still
+        /// read (the reorder step's own one is behind its lock).
+        watch: Tx<O>,
         /// Number of the input batch being worked on, if any.
         seq: Option<u64>,
         held: Vec<O>,
@@ -69,8 +73,6 @@ impl<O> Sink<O> for Tx<O> {
 
 /// The reorder step shared by an ordered stage's workers.
 pub(crate) struct Reorder<O, S = Tx<O>> {
-    /// The number the next input batch taken gets.
-    taken: Mutex<u64>,
     state: Mutex<Pending<O, S>>,
     turn: Condvar,
     /// How many batches past the oldest unfinished one may be held.
@@ -93,7 +95,6 @@ impl<O, S: Sink<O>> Reorder<O, S> {
 
     fn with_window(tx: S, window: u64) -> Self {
         Reorder {
-            taken: Mutex::new(0),
             state: Mutex::new(Pending {
                 next: 0,
                 waiting: 0,
@@ -103,6 +104,11 @@ impl<O, S: Sink<O>> Reorder<O, S> {
             turn: Condvar::new(),
             window,
         }
+    }
+
+    /// Sends output that belongs to no input batch, now.
+    fn release_now(&self, items: Vec<O>, born: Option<Instant>, ctl: &Control) -> Result<(), Stop> {
+        lock(&self.state).tx.send_all(items, born, ctl)
     }
 
     /// Hands in batch `seq`'s output and releases whatever is now in line.
@@ -155,9 +161,12 @@ impl Waiting for NoFlush {
 }
 
 impl<O> Out<O> {
-    pub(crate) fn ordered(order: Arc<Reorder<O>>) -> Self {
+    /// An ordered worker's output; `watch` is its sender on the output
+    /// queue.
+    pub(crate) fn ordered(order: Arc<Reorder<O>>, watch: Tx<O>) -> Self {
         Out::Ordered {
             order,
+            watch,
             seq: None,
             held: Vec::new(),
             born: None,
@@ -208,8 +217,7 @@ impl<O> Out<O> {
         // needed): stop too, even if this stage would not emit again for a
         // long time.
         let downstream_gone = match self {
-            Out::Direct(tx) => tx.is_disconnected(),
-            Out::Ordered { order, .. } => lock(&order.state).tx.is_disconnected(),
+            Out::Direct(tx) | Out::Ordered { watch: tx, .. } => tx.is_disconnected(),
         };
         if downstream_gone {
             return Err(Stop::Cancelled);
@@ -227,6 +235,7 @@ impl<O> Out<O> {
                 seq,
                 held,
                 born,
+                ..
             } => {
                 // Hand the current batch in before waiting, so nothing is held
                 // back while this worker sleeps. A timed wait keeps it, so a
@@ -235,15 +244,11 @@ impl<O> Out<O> {
                 if deadline.is_none() {
                     hand_in(order, seq, held, *born, ctl)?;
                 }
-                let mut taken = lock(&order.taken);
                 let received = rx.recv(ctl, &mut NoFlush, deadline)?;
                 match &received {
                     Recv::Batch(batch) => {
-                        let next = *taken;
-                        *taken += 1;
-                        drop(taken);
                         hand_in(order, seq, held, *born, ctl)?;
-                        *seq = Some(next);
+                        *seq = Some(rx.seq());
                         *born = rx.born();
                         held.reserve(batch.len());
                     }
@@ -256,7 +261,8 @@ impl<O> Out<O> {
         }
     }
 
-    /// Sends what is left once the input has ended.
+    /// Sends what is left once the input has ended (or the worker stopped
+    /// reading it).
     pub(crate) fn finish(&mut self, ctl: &Control) -> Result<(), Stop> {
         match self {
             Out::Direct(tx) => tx.flush(ctl),
@@ -265,14 +271,21 @@ impl<O> Out<O> {
                 seq,
                 held,
                 born,
-            } => hand_in(order, seq, held, *born, ctl),
+                ..
+            } => match seq {
+                Some(_) => hand_in(order, seq, held, *born, ctl),
+                // A worker that never took a batch: its output belongs to
+                // no input, and goes out now.
+                None if held.is_empty() => Ok(()),
+                None => order.release_now(std::mem::take(held), *born, ctl),
+            },
         }
     }
 }
 
-/// Hands in the current batch's output. Output emitted outside any batch
-/// (before the first, say) gets a number of its own, in line after the
-/// batches taken so far.
+/// Hands in the current batch's output. Output emitted before the worker's
+/// first batch stays held, and goes out with that batch's (or, if it never
+/// gets one, when it finishes).
 fn hand_in<O>(
     order: &Reorder<O>,
     seq: &mut Option<u64>,
@@ -280,17 +293,10 @@ fn hand_in<O>(
     born: Option<Instant>,
     ctl: &Control,
 ) -> Result<(), Stop> {
-    let done = match seq.take() {
-        Some(done) => done,
-        None if held.is_empty() => return Ok(()),
-        None => {
-            let mut taken = lock(&order.taken);
-            let n = *taken;
-            *taken += 1;
-            n
-        }
-    };
-    order.submit(done, (std::mem::take(held), born), ctl)
+    match seq.take() {
+        Some(done) => order.submit(done, (std::mem::take(held), born), ctl),
+        None => Ok(()),
+    }
 }
 
 /// A model of the reorder step, checked over every interleaving by loom:
@@ -317,15 +323,14 @@ mod model {
         }
     }
 
-    /// A worker as `Out::Ordered` runs it: number a batch under the `taken`
-    /// lock, work on it, hand it in; `batches` times.
-    fn worker(order: &Reorder<u64, Released>, ctl: &Control, batches: usize) {
+    /// A worker as `Out::Ordered` runs it: take the next batch (numbered in
+    /// queue order by its senders), work on it, hand it in; `batches` times.
+    fn worker(order: &Reorder<u64, Released>, queue: &Mutex<u64>, ctl: &Control, batches: usize) {
         for _ in 0..batches {
             let seq = {
-                let mut taken = lock(&order.taken);
-                let n = *taken;
-                *taken += 1;
-                n
+                let mut next = lock(queue);
+                *next += 1;
+                *next - 1
             };
             // The batch's output is its own number.
             order.submit(seq, (vec![seq], None), ctl).unwrap();
@@ -341,14 +346,15 @@ mod model {
         builder.preemption_bound = Some(3);
         builder.check(move || {
             let order = Arc::new(Reorder::with_window(Released::default(), window));
+            let queue = Arc::new(Mutex::new(0));
             let ctl = Arc::new(Control::default());
             let others: Vec<_> = (1..workers)
                 .map(|_| {
-                    let (order, ctl) = (order.clone(), ctl.clone());
-                    thread::spawn(move || worker(&order, &ctl, batches))
+                    let (order, queue, ctl) = (order.clone(), queue.clone(), ctl.clone());
+                    thread::spawn(move || worker(&order, &queue, &ctl, batches))
                 })
                 .collect();
-            worker(&order, &ctl, batches);
+            worker(&order, &queue, &ctl, batches);
             for t in others {
                 t.join().unwrap();
             }

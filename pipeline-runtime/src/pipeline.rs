@@ -18,7 +18,9 @@ use crate::source::Source;
 use crate::stage::{Producer, Stage};
 use crate::worker::{Emitter, Worker, WorkerIo};
 
-type Plan<T> = Box<dyn FnOnce(&mut Launch) -> Rx<T> + Send>;
+/// Starts a pipeline's threads and returns its output queue, numbered if
+/// the stage that reads it is `ordered` (the `bool`).
+type Plan<T> = Box<dyn FnOnce(&mut Launch, bool) -> Rx<T> + Send>;
 
 /// A pipeline: a source and a chain of stages, not started yet.
 ///
@@ -114,8 +116,8 @@ impl<T: Send + 'static> Pipeline<T> {
         I: IntoIterator<Item = T> + Send + 'static,
     {
         Pipeline {
-            plan: Box::new(move |launch: &mut Launch| {
-                let (tx, mut rx) = link(QueueSize::Bounded(DEFAULT_QSIZE));
+            plan: Box::new(move |launch: &mut Launch, numbered| {
+                let (tx, mut rx) = link(QueueSize::Bounded(DEFAULT_QSIZE), numbered);
                 if launch.run.is_some() {
                     rx.stamp_batches();
                 }
@@ -140,10 +142,10 @@ impl<T: Send + 'static> Pipeline<T> {
             })
         });
         Pipeline {
-            plan: Box::new(move |launch: &mut Launch| {
+            plan: Box::new(move |launch: &mut Launch, numbered| {
                 let config = producer.config().clone();
                 let producer = Arc::new(producer);
-                launch.spawn_workers(&config, Vec::new(), move |mut w| {
+                launch.spawn_workers(&config, Vec::new(), numbered, move |mut w| {
                     let probe = w.probe();
                     if let Some(probe) = &probe {
                         probe.started();
@@ -175,9 +177,9 @@ impl<T: Send + 'static> Pipeline<T> {
     pub(crate) fn with_thread(self, start: impl FnOnce(&mut Launch) + Send + 'static) -> Self {
         let plan = self.plan;
         Pipeline {
-            plan: Box::new(move |launch: &mut Launch| {
+            plan: Box::new(move |launch: &mut Launch, numbered| {
                 start(launch);
-                plan(launch)
+                plan(launch, numbered)
             }),
             invalid: self.invalid,
             observe: self.observe,
@@ -203,7 +205,7 @@ impl<T: Send + 'static> Pipeline<T> {
             .invalid
             .unwrap_or_else(|| PipelineError::new(stage, None, Failure::Config(why)));
         Pipeline {
-            plan: Box::new(|_: &mut Launch| link(QueueSize::Bounded(1)).1),
+            plan: Box::new(|_: &mut Launch, _| link(QueueSize::Bounded(1), false).1),
             invalid: Some(invalid),
             observe: self.observe,
         }
@@ -214,19 +216,25 @@ impl<T: Send + 'static> Pipeline<T> {
         let invalid = self.invalid.or_else(|| check(stage.config()));
         let upstream = self.plan;
         Pipeline {
-            plan: Box::new(move |launch: &mut Launch| {
-                let input = upstream(launch);
+            plan: Box::new(move |launch: &mut Launch, numbered| {
                 let config = stage.config().clone();
+                let input = upstream(launch, config.ordered());
                 let fused = stage.fused_stages();
                 let stage = Arc::new(stage);
-                launch.spawn_workers(&config, fused, move |w| {
+                launch.spawn_workers(&config, fused, numbered, move |w| {
                     let probe = w.probe();
                     let fused = w.fused_probes();
                     let out = match w.order {
-                        Some(order) => Out::ordered(order),
+                        Some(order) => {
+                            debug_assert!(
+                                input.is_numbered(),
+                                "an ordered stage's input is numbered"
+                            );
+                            Out::ordered(order, w.tx)
+                        }
                         None => Out::Direct(w.tx),
                     };
-                    let io = WorkerIo::new(input.clone(), out, &w.ctl, probe, fused);
+                    let io = WorkerIo::new(input, out, &w.ctl, probe, fused);
                     stage.run(Worker::new(&io, w.index, w.filter, &w.counters))
                 })
             }),
@@ -251,9 +259,9 @@ impl<T: Send + 'static> Pipeline<T> {
             Some(error) => {
                 launch.ctl.fail(error);
                 // A closed queue: the results end at once, with the error.
-                link(QueueSize::Bounded(1)).1
+                link(QueueSize::Bounded(1), false).1
             }
-            None => (self.plan)(&mut launch),
+            None => (self.plan)(&mut launch, false),
         };
         let observed = launch.run.map(|run| Observed {
             monitor: Some(Monitor::start(
@@ -436,15 +444,22 @@ impl Launch {
     }
 
     /// Starts the workers of a stage or producer, each running `body`, and
-    /// returns the stage's output queue. `fused` names the stages fused
-    /// into it, measured apart in a profiled run.
-    fn spawn_workers<O, F>(&mut self, config: &StageConfig, fused: Vec<String>, body: F) -> Rx<O>
+    /// returns the stage's output queue, `numbered` if an ordered stage
+    /// reads it. `fused` names the stages fused into it, measured apart in a
+    /// profiled run.
+    fn spawn_workers<O, F>(
+        &mut self,
+        config: &StageConfig,
+        fused: Vec<String>,
+        numbered: bool,
+        body: F,
+    ) -> Rx<O>
     where
         O: Send + 'static,
         F: FnOnce(WorkerStart<O>) -> Result<(), StageError> + Clone + Send + 'static,
     {
         let gauge = self.run.as_ref().map(|_| Arc::default());
-        let (tx, rx) = link_with(config.queue(), gauge.clone());
+        let (tx, rx) = link_with(config.queue(), gauge.clone(), numbered);
         let order = config
             .ordered()
             .then(|| Arc::new(Reorder::new(tx.clone(), config.workers())));
