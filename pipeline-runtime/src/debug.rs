@@ -404,6 +404,9 @@ impl Monitor {
         let writer = profiler
             .filter(|p| p.stores())
             .map(|p| Writer::start(p, run.started));
+        if writer.is_some() {
+            run.store_job_samples();
+        }
         let sample_every = profiler
             .filter(|p| p.stores())
             .map(Profiler::sample_interval);

@@ -181,6 +181,10 @@ pub(crate) struct RunStats {
     pub(crate) end_to_end: Mutex<Histogram>,
     /// A distributed job's status samples not yet stored, and the newest.
     job: Mutex<(Vec<JobSample>, Option<JobSample>)>,
+    /// Whether the run is stored, so that its job samples are taken away
+    /// (otherwise only the newest is kept: a long debugged run must not
+    /// pile them up).
+    stores_job_samples: std::sync::atomic::AtomicBool,
 }
 
 impl RunStats {
@@ -195,7 +199,13 @@ impl RunStats {
             last_received_ns: AtomicU64::new(0),
             end_to_end: Mutex::new(Histogram::default()),
             job: Mutex::default(),
+            stores_job_samples: Default::default(),
         }
+    }
+
+    /// The run is stored: keep every job sample until the store takes it.
+    pub(crate) fn store_job_samples(&self) {
+        self.stores_job_samples.store(true, Relaxed);
     }
 
     /// A distributed job's status, as this process read it now.
@@ -203,7 +213,9 @@ impl RunStats {
     pub(crate) fn job_status(&self, mut sample: JobSample) {
         sample.t = self.epoch.elapsed().as_secs_f64();
         let mut job = lock(&self.job);
-        job.0.push(sample.clone());
+        if self.stores_job_samples.load(Relaxed) {
+            job.0.push(sample.clone());
+        }
         job.1 = Some(sample);
     }
 
@@ -410,6 +422,32 @@ impl Drop for Probe {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "nats")]
+    #[test]
+    fn job_samples_pile_up_only_for_the_store() {
+        let sample = |state: &str| JobSample {
+            t: 0.0,
+            job: "j".into(),
+            state: state.into(),
+            stages: Vec::new(),
+        };
+        let run = RunStats::new();
+        run.job_status(sample("running"));
+        run.job_status(sample("done"));
+        assert!(run.take_job_samples().is_empty());
+        assert_eq!(run.last_job().unwrap().state, "done");
+        run.store_job_samples();
+        run.job_status(sample("running"));
+        run.job_status(sample("done"));
+        let taken: Vec<String> = run
+            .take_job_samples()
+            .into_iter()
+            .map(|s| s.state)
+            .collect();
+        assert_eq!(taken, ["running", "done"]);
+        assert!(run.take_job_samples().is_empty());
+    }
 
     #[test]
     fn reads_own_cpu_time() {
