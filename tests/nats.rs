@@ -1000,3 +1000,21 @@ fn debugged_run_reports_this_processes_stages() {
         .collect();
     assert_eq!(rows, local_rows(2_000));
 }
+
+#[test]
+fn filtered_errors_are_counted_per_stage() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let job = job(&server, "filtered");
+    let (n, filtered) = watchdog(Duration::from_secs(120), "filtering run", move || {
+        // pairs(3) fails on item 9 only; filter_errors drops that failure.
+        let mut results =
+            pipe!(distributed(&job): 0..1_000u64 | spin(0) | pairs(3).filter_errors(true) | show)
+                .results();
+        let n = results.by_ref().map(Result::unwrap).count();
+        (n, results.filtered_by_stage())
+    });
+    assert_eq!(n, 2 * 999);
+    assert!(filtered.contains(&("pairs".to_owned(), 1)), "{filtered:?}");
+}
