@@ -362,22 +362,9 @@ pub enum JobState {
     Cancelled,
 }
 
-/// One stage's progress, summed over the job's processes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StageStatus {
-    /// The stage's name.
-    pub name: String,
-    /// Items its workers took (an item taken again after a redelivery
-    /// counts again).
-    pub taken: u64,
-    /// Items its workers emitted.
-    pub emitted: u64,
-    /// Messages waiting in its input stream or being worked on (each
-    /// carries up to a batch of items).
-    pub pending_messages: u64,
-    /// Each process's part (the processes that run the stage), by name.
-    pub by_process: Vec<ProcessCounts>,
-}
+/// One stage's progress, summed over the job's processes: the same type a
+/// profiled process stores in its [job samples](crate::profile::JobSample).
+pub use crate::profile::JobStageSample as StageStatus;
 
 /// The broker could not be reached, or refused a request, for longer than
 /// the job's [broker timeout](Job::broker_timeout).

@@ -22,7 +22,7 @@ use crate::control::Control;
 use crate::debug::Debugger;
 use crate::error::{Counters, Failure, PipelineError, StageError, Stop};
 use crate::pipeline::{Launch, Pipeline};
-use crate::profile::{JobSample, JobStageSample, Probe, ProcessCounts, Profiler, RunStats};
+use crate::profile::{JobSample, Probe, ProcessCounts, Profiler, RunStats};
 use crate::stage::{Configurable, Producer, Stage};
 use crate::worker::Emitter;
 
@@ -675,17 +675,7 @@ fn sample_job(sh: &Shared, last: bool) {
             JobState::Failed(why) => format!("failed: {why}"),
             JobState::Cancelled => "cancelled".to_owned(),
         },
-        stages: status
-            .stages
-            .into_iter()
-            .map(|s| JobStageSample {
-                name: s.name,
-                taken: s.taken,
-                emitted: s.emitted,
-                pending_messages: s.pending_messages,
-                by_process: s.by_process,
-            })
-            .collect(),
+        stages: status.stages,
     });
 }
 
@@ -717,11 +707,7 @@ impl Peers {
     fn check(&mut self, sh: &Shared) -> Result<(), Halt> {
         let now = unix_ms();
         let silence = silence(&sh.job);
-        let fresh = |stats: &Value| {
-            stats["at"]
-                .as_u64()
-                .is_some_and(|at| now.saturating_sub(at) <= silence.as_millis() as u64)
-        };
+        let fresh = |stats: &Value| heard_within(stats, now, silence);
         match sh.job.role {
             Role::Worker => {
                 let driver = sh.read(&format!("stats.{}", sh.driver))?;
@@ -768,6 +754,14 @@ impl Peers {
         }
         Ok(())
     }
+}
+
+/// Whether a process's counts record was published at most `window`
+/// before `now` (Unix ms).
+fn heard_within(stats: &Value, now: u64, window: Duration) -> bool {
+    stats["at"]
+        .as_u64()
+        .is_some_and(|at| now.saturating_sub(at) <= window.as_millis() as u64)
 }
 
 fn job_error(message: String) -> PipelineError {
@@ -1246,10 +1240,7 @@ fn read_status(
             continue;
         };
         processes.push(process.to_owned());
-        let lately = stats["at"]
-            .as_u64()
-            .is_some_and(|at| now.saturating_sub(at) < LATELY.as_millis() as u64);
-        settled &= !lately || stats["final"].as_bool() == Some(true);
+        settled &= !heard_within(&stats, now, LATELY) || stats["final"].as_bool() == Some(true);
         for (k, s) in stats["stages"].as_array().into_iter().flatten().enumerate() {
             let Some(stage) = stages.get_mut(k) else {
                 continue;

@@ -398,7 +398,8 @@ pub struct JobSample {
     pub stages: Vec<JobStageSample>,
 }
 
-/// One stage of a [`JobSample`].
+/// One stage of a [`JobSample`] (and of a distributed job's status,
+/// `nats::StageStatus`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct JobStageSample {
@@ -409,9 +410,11 @@ pub struct JobStageSample {
     pub taken: u64,
     /// Items its workers emitted, over all processes.
     pub emitted: u64,
-    /// Messages waiting in its input stream or being worked on.
+    /// Messages waiting in its input stream or being worked on (each
+    /// carries up to a batch of items).
     pub pending_messages: u64,
-    /// Each process's part, by process name.
+    /// Each process's part (the processes that run the stage), by process
+    /// name.
     pub by_process: Vec<ProcessCounts>,
 }
 
