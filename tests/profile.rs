@@ -71,7 +71,9 @@ fn sleeping_stages_have_the_expected_latencies_and_keys() {
             "MainPipeline",
             "MainPipeline__nap_a",
             "MainPipeline__nap_b",
-            "MainPipeline__nap_c"
+            "MainPipeline__nap_c",
+            // The source's row (a slow source shows), in key order here.
+            "MainPipeline__source",
         ]
     );
     for stage in [
@@ -172,7 +174,7 @@ fn two_runs_at_once_keep_all_their_rows() {
         assert!(p.store_error().is_none(), "{:?}", p.store_error());
         let again = profile::load(&db, p.run_id().unwrap()).unwrap();
         assert_eq!(again.pipeline(), p.pipeline());
-        assert_eq!(again.stages().len(), 2);
+        assert_eq!(again.stages().len(), 3, "the pipeline, the source, double");
         assert_eq!(
             again.stage("MainPipeline__double").unwrap().items_out,
             20_000
@@ -350,19 +352,26 @@ fn the_debugger_reports_stages_and_counts() {
     assert_eq!(
         names,
         [
+            "MainPipeline__source",
             "MainPipeline__nap_a",
             "MainPipeline__double",
             "MainPipeline__nap_c"
         ]
     );
     for s in &last.stages {
-        assert_eq!((s.items_in, s.items_out), (40, 40), "{}", s.name);
+        // The source takes nothing: it makes the 40 items.
+        let taken = if s.name == "MainPipeline__source" {
+            0
+        } else {
+            40
+        };
+        assert_eq!((s.items_in, s.items_out), (taken, 40), "{}", s.name);
         assert_eq!(s.queue_depth, 0, "{}: drained at the end", s.name);
     }
-    assert_eq!(last.stages[1].workers, 2);
+    assert_eq!(last.stages[2].workers, 2);
     // Sleeping is not CPU time: the sleeping stages used far less CPU than
     // their 0.4 s of busy time.
-    let nap = &last.stages[0];
+    let nap = &last.stages[1];
     assert!(nap.busy >= Duration::from_millis(390), "{:?}", nap.busy);
     let cpu = nap.cpu_user.unwrap() + nap.cpu_system.unwrap();
     assert!(cpu < Duration::from_millis(200), "{cpu:?}");
@@ -400,7 +409,7 @@ fn the_debugger_reports_filtered_and_skipped_items() {
     });
     let reports = keep.0.lock().unwrap();
     assert_eq!(reports.len(), 1, "one final report within 5 s");
-    let s = &reports[0].stages[0];
+    let s = &reports[0].stages[1];
     assert_eq!((s.items_in, s.items_out, s.filtered), (100, 99, 1));
 }
 
@@ -427,6 +436,8 @@ fn segments_and_repeated_stages_get_hierarchical_unique_names() {
         keys,
         [
             "MainPipeline",
+            // The source's row: a slow source shows.
+            "MainPipeline__source",
             "MainPipeline__inc",
             "MainPipeline__Child__inc",
             "MainPipeline__Child__double",
@@ -445,6 +456,8 @@ fn segments_and_repeated_stages_get_hierarchical_unique_names() {
         keys,
         [
             "MainPipeline",
+            // The source's row: a slow source shows.
+            "MainPipeline__source",
             "MainPipeline__Fused",
             "MainPipeline__Fused__inc",
             "MainPipeline__Fused__In__double",

@@ -152,6 +152,12 @@ impl StageConfig {
         if self.name.is_empty() {
             return Err("the stage name is empty".into());
         }
+        if self.name.contains('\0') {
+            return Err(format!(
+                "the stage name {:?} contains a NUL byte, which no thread name may hold",
+                self.name
+            ));
+        }
         if self.name.contains("__") {
             return Err(format!(
                 "the stage name {:?} contains `__`, which separates levels in profiler names",

@@ -1,13 +1,24 @@
 //! State shared by every thread of one running pipeline.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 use crate::error::PipelineError;
+
+/// How often a thread blocked where it cannot be woken directly (a flume
+/// queue whose other end is itself stuck, a condition variable of the
+/// reorder step) checks for cancellation. Data never waits on this: it only
+/// bounds how long a stopped pipeline takes to notice.
+pub(crate) const POLL: Duration = Duration::from_millis(20);
 
 #[derive(Default)]
 pub(crate) struct Control {
     cancelled: AtomicBool,
+    /// Wakes the threads sleeping in [`Control::sleep_until`] when the
+    /// pipeline is cancelled.
+    wake: Mutex<()>,
+    woken: Condvar,
     first: Mutex<Option<PipelineError>>,
     followers: AtomicUsize,
     /// In a distributed run, this process's name, given to its failures.
@@ -21,7 +32,37 @@ impl Control {
     }
 
     pub(crate) fn cancel(&self) {
-        self.cancelled.store(true, Ordering::Relaxed);
+        if !self.cancelled.swap(true, Ordering::Relaxed) {
+            // Under the lock, so a sleeper that just found the flag unset
+            // is already waiting and cannot miss the notification.
+            let _guard = lock(&self.wake);
+            self.woken.notify_all();
+        }
+    }
+
+    /// Sleeps until `deadline` (forever if `None`) or until the pipeline is
+    /// cancelled, whichever comes first; `false` if it was cancelled. The
+    /// one wait of the runtime's own that nothing but time ends (a ticker's
+    /// period, a wait for a sibling), so it must end with the pipeline.
+    pub(crate) fn sleep_until(&self, deadline: Option<Instant>) -> bool {
+        let mut guard = lock(&self.wake);
+        loop {
+            if self.is_cancelled() {
+                return false;
+            }
+            let now = Instant::now();
+            match deadline {
+                Some(deadline) if deadline <= now => return true,
+                Some(deadline) => {
+                    guard = self
+                        .woken
+                        .wait_timeout(guard, deadline - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                None => guard = self.woken.wait(guard).unwrap_or_else(|p| p.into_inner()),
+            }
+        }
     }
 
     /// Records a failure (the first one wins; later ones are counted) and
@@ -66,4 +107,10 @@ impl Control {
 /// a user panic cannot poison them; recover anyway rather than lose state.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `now + timeout`, or `None` ("no limit") when that is past what an
+/// `Instant` can hold: `Duration::MAX` means "wait forever", not a panic.
+pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
 }

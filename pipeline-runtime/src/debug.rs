@@ -31,7 +31,9 @@
 //! pipe!(0..100u64 | square)
 //!     .debug(Debugger::new().reporter(Totals(totals.clone())))
 //!     .run()?;
-//! assert_eq!(*totals.lock().unwrap(), [("MainPipeline__square".to_owned(), 100)]);
+//! // A row for the source too: a slow source shows.
+//! let totals = totals.lock().unwrap().clone();
+//! assert_eq!(totals, [("MainPipeline__source".to_owned(), 100), ("MainPipeline__square".to_owned(), 100)]);
 //! # Ok::<(), PipelineError>(())
 //! ```
 
@@ -449,8 +451,10 @@ fn watch(
 ) -> Option<Writer> {
     let start = Instant::now();
     let report_every = debugger.as_ref().map(|d| d.every);
-    let mut next_sample = sample_every.map(|d| start + d);
-    let mut next_report = report_every.map(|d| start + d);
+    // A period past what an `Instant` holds (`Duration::MAX`) means "only
+    // at the end".
+    let mut next_sample = sample_every.and_then(|d| start.checked_add(d));
+    let mut next_report = report_every.and_then(|d| start.checked_add(d));
     loop {
         let wake = match (next_sample, next_report) {
             (Some(a), Some(b)) => a.min(b),
@@ -477,10 +481,11 @@ fn watch(
         }
         // Skip ticks missed while busy rather than bunching them up.
         let advance = |next: &mut Option<Instant>, every: Option<Duration>| {
-            if let (Some(n), Some(every)) = (next.as_mut(), every) {
-                while *n <= now {
-                    *n += every;
+            while let (Some(n), Some(every)) = (*next, every) {
+                if n > now {
+                    break;
                 }
+                *next = n.checked_add(every);
             }
         };
         advance(&mut next_sample, sample_every);

@@ -28,6 +28,7 @@ mod source;
 mod stage;
 pub mod stages;
 mod stream;
+mod user_code;
 mod worker;
 
 pub use config::{DEFAULT_QSIZE, QueueSize, StageConfig};

@@ -10,7 +10,7 @@
 //! A worker also flushes whatever it holds before it waits for input, so no
 //! item ever waits in a buffer while its thread sleeps.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use flume::{RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
 
 use crate::config::QueueSize;
-use crate::control::Control;
+use crate::control::{Control, POLL, lock};
 use crate::error::Stop;
 use crate::worker::Waiting;
 
@@ -43,12 +43,6 @@ const BATCH_BUDGET_NS: u64 = 200_000;
 /// the first items go one at a time rather than all to one worker.
 const UNKNOWN_COST: u64 = u64::MAX;
 
-/// How often a thread blocked on a queue wakes to check for cancellation.
-/// A blocked thread cannot otherwise be woken when the pipeline is cancelled
-/// while the thread at the other end of the queue is itself stuck (say, a
-/// source blocked in the user's iterator); data never waits on this.
-const CANCEL_POLL: Duration = Duration::from_millis(20);
-
 /// Times a thread yields its core before it sleeps on a full or empty
 /// queue. With more threads than cores, yielding lets the thread at the other
 /// end run and free a slot or fill one: far cheaper than sleeping and being
@@ -56,7 +50,7 @@ const CANCEL_POLL: Duration = Duration::from_millis(20);
 /// cores, it costs a few microseconds before a sleep that was coming anyway.
 const YIELDS: usize = 8;
 
-struct Shared {
+struct Shared<T> {
     /// Nanoseconds per item the consumer of the link took on its last batch.
     consumer_cost_ns: AtomicU64,
     /// Only in a profiled or debugged run: its atomics are shared by both
@@ -68,6 +62,18 @@ struct Shared {
     /// the queue's order and the stage's workers, which take batches in
     /// that order, never wait for a number still behind them in the queue.
     numbering: Option<Mutex<u64>>,
+    /// Batches given back by a receiver that stopped reading (an iterator
+    /// stage's worker that returned early) with items it never looked at:
+    /// they belong to its siblings, who take them before the queue's.
+    returned: Mutex<Vec<Batch<T>>>,
+    /// Whether `returned` may hold a batch: read per batch, without the lock.
+    has_returned: AtomicBool,
+    /// Receivers holding items they have not looked at yet (see
+    /// [`Rx::set_holding`]): one that finds the queue closed waits for them,
+    /// since they may still give some back.
+    holding: AtomicUsize,
+    /// Live receivers, so that a batch is given back only if one can take it.
+    receivers: AtomicUsize,
 }
 
 /// How many items wait in a link's queue, for the profiler and debugger.
@@ -122,7 +128,7 @@ fn geometry(queue: QueueSize) -> (Option<usize>, usize) {
     }
 }
 
-fn batch_limit(cost_ns: u64, max_batch: usize) -> usize {
+pub(crate) fn batch_limit(cost_ns: u64, max_batch: usize) -> usize {
     if cost_ns == 0 {
         return max_batch;
     }
@@ -131,7 +137,7 @@ fn batch_limit(cost_ns: u64, max_batch: usize) -> usize {
         .clamp(1, max_batch)
 }
 
-fn per_item_ns(since: Instant, now: Instant, items: usize) -> u64 {
+pub(crate) fn per_item_ns(since: Instant, now: Instant, items: usize) -> u64 {
     let ns = u64::try_from(now.duration_since(since).as_nanos()).unwrap_or(u64::MAX);
     ns / items.max(1) as u64
 }
@@ -157,6 +163,10 @@ pub(crate) fn link_with<T>(
         consumer_cost_ns: AtomicU64::new(UNKNOWN_COST),
         gauge,
         numbering: numbered.then(Mutex::default),
+        returned: Mutex::new(Vec::new()),
+        has_returned: AtomicBool::new(false),
+        holding: AtomicUsize::new(0),
+        receivers: AtomicUsize::new(1),
     });
     let tx = Tx {
         tx,
@@ -177,6 +187,7 @@ pub(crate) fn link_with<T>(
         born: None,
         seq: 0,
         stamps: false,
+        returned: false,
     };
     (tx, rx)
 }
@@ -184,7 +195,7 @@ pub(crate) fn link_with<T>(
 /// The sending end of a link, owned by one thread; clone it per worker.
 pub(crate) struct Tx<T> {
     tx: flume::Sender<Batch<T>>,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<T>>,
     max_batch: usize,
     limit: usize,
     buf: Vec<T>,
@@ -341,7 +352,7 @@ impl<T> Tx<T> {
             }
         }
         loop {
-            match self.tx.send_timeout(batch, CANCEL_POLL) {
+            match self.tx.send_timeout(batch, POLL) {
                 Ok(()) => return Ok(()),
                 Err(SendTimeoutError::Disconnected(_)) => return Err(Stop::Cancelled),
                 Err(SendTimeoutError::Timeout(b)) => {
@@ -380,7 +391,7 @@ pub(crate) enum Recv<T> {
 /// The receiving end of a link; clone it per worker.
 pub(crate) struct Rx<T> {
     rx: flume::Receiver<Batch<T>>,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<T>>,
     /// When the last batch was handed out, if one was.
     mark: Option<Instant>,
     last_len: usize,
@@ -390,10 +401,19 @@ pub(crate) struct Rx<T> {
     seq: u64,
     /// Whether this receives from a source, and stamps the batches it takes.
     stamps: bool,
+    /// Whether the last batch handed out was one a sibling gave back.
+    returned: bool,
+}
+
+impl<T> Drop for Rx<T> {
+    fn drop(&mut self) {
+        self.shared.receivers.fetch_sub(1, SeqCst);
+    }
 }
 
 impl<T> Clone for Rx<T> {
     fn clone(&self) -> Self {
+        self.shared.receivers.fetch_add(1, SeqCst);
         Rx {
             rx: self.rx.clone(),
             shared: self.shared.clone(),
@@ -402,6 +422,7 @@ impl<T> Clone for Rx<T> {
             born: None,
             seq: 0,
             stamps: self.stamps,
+            returned: false,
         }
     }
 }
@@ -443,15 +464,20 @@ impl<T> Rx<T> {
             return Err(Stop::Cancelled);
         }
         self.publish_cost();
+        if self.shared.has_returned.load(Relaxed) {
+            if let Some(batch) = self.take_returned() {
+                return Ok(Recv::Batch(self.handed_back(batch)));
+            }
+        }
         Ok(match self.rx.try_recv() {
             Ok(batch) => Recv::Batch(self.handed_out(batch)),
-            Err(TryRecvError::Disconnected) => Recv::Closed,
+            Err(TryRecvError::Disconnected) => self.closed(ctl, waiting, deadline)?,
             Err(TryRecvError::Empty) => {
                 waiting.before_wait(ctl)?;
                 let received = match self.try_recv_yielding() {
                     Ok(batch) => Recv::Batch(self.handed_out(batch)),
-                    Err(TryRecvError::Disconnected) => Recv::Closed,
-                    Err(TryRecvError::Empty) => self.recv_blocking(ctl, deadline)?,
+                    Err(TryRecvError::Disconnected) => self.closed(ctl, waiting, deadline)?,
+                    Err(TryRecvError::Empty) => self.recv_blocking(ctl, waiting, deadline)?,
                 };
                 waiting.after_wait(Instant::now());
                 received
@@ -459,14 +485,116 @@ impl<T> Rx<T> {
         })
     }
 
+    /// The queue is closed and drained: the input has ended, unless a
+    /// sibling still holds items it may give back (see [`Rx::give_back`]).
+    fn closed(
+        &mut self,
+        ctl: &Control,
+        waiting: &mut impl Waiting,
+        deadline: Option<Instant>,
+    ) -> Result<Recv<T>, Stop> {
+        loop {
+            if let Some(batch) = self.take_returned() {
+                return Ok(Recv::Batch(self.handed_back(batch)));
+            }
+            if self.shared.holding.load(SeqCst) == 0 {
+                // A holder gives back before it lets go: look once more.
+                return Ok(match self.take_returned() {
+                    Some(batch) => Recv::Batch(self.handed_back(batch)),
+                    None => Recv::Closed,
+                });
+            }
+            waiting.before_wait(ctl)?;
+            let wake = Instant::now() + Duration::from_millis(1);
+            let wake = deadline.map_or(wake, |d| d.min(wake));
+            if !ctl.sleep_until(Some(wake)) {
+                return Err(Stop::Cancelled);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(Recv::TimedOut);
+            }
+        }
+    }
+
+    /// Gives the unread rest of the last batch back to the link's other
+    /// receivers, who take it before anything else; `false` (and the items
+    /// are dropped) if no other receiver is left to take them.
+    pub(crate) fn give_back(&mut self, items: Vec<T>) -> bool {
+        if items.is_empty() {
+            return true;
+        }
+        let mut returned = lock(&self.shared.returned);
+        if self.shared.receivers.load(SeqCst) < 2 {
+            return false;
+        }
+        if let Some(gauge) = &self.shared.gauge {
+            gauge.add(items.len());
+        }
+        returned.push(Batch {
+            items,
+            born: self.born,
+            seq: self.seq,
+        });
+        self.shared.has_returned.store(true, SeqCst);
+        true
+    }
+
+    /// Whether another receiver of the link is still alive.
+    pub(crate) fn has_siblings(&self) -> bool {
+        self.shared.receivers.load(SeqCst) > 1
+    }
+
+    /// Marks this receiver as holding unread items of its last batch (an
+    /// iterator stage's input between two items), or no longer.
+    pub(crate) fn set_holding(&self, holding: bool) {
+        match holding {
+            true => self.shared.holding.fetch_add(1, SeqCst),
+            false => self.shared.holding.fetch_sub(1, SeqCst),
+        };
+    }
+
+    /// Whether the last batch handed out was given back by a sibling.
+    pub(crate) fn was_returned(&self) -> bool {
+        self.returned
+    }
+
+    fn take_returned(&mut self) -> Option<Batch<T>> {
+        let mut returned = lock(&self.shared.returned);
+        // The oldest first: an ordered stage waits for the lowest number.
+        let oldest = (0..returned.len()).min_by_key(|&i| returned[i].seq)?;
+        let batch = returned.swap_remove(oldest);
+        if returned.is_empty() {
+            self.shared.has_returned.store(false, SeqCst);
+        }
+        Some(batch)
+    }
+
+    /// [`handed_out`](Rx::handed_out) for a batch a sibling gave back.
+    fn handed_back(&mut self, batch: Batch<T>) -> Vec<T> {
+        let items = self.handed_out(batch);
+        self.returned = true;
+        items
+    }
+
     /// The consumer's receive: every batch already produced is delivered,
-    /// cancelled or not, until the last sender is gone.
-    pub(crate) fn recv_to_end(&mut self) -> Option<Vec<T>> {
+    /// cancelled or not, until the last sender is gone, or, once the
+    /// pipeline is cancelled, until the queue is empty (a sender may be
+    /// stuck in the user's code, and sends nothing more once cancelled).
+    pub(crate) fn recv_to_end(&mut self, ctl: &Control) -> Option<Vec<T>> {
         self.publish_cost();
         let batch = match self.try_recv_yielding() {
             Ok(batch) => batch,
             Err(TryRecvError::Disconnected) => return None,
-            Err(TryRecvError::Empty) => self.rx.recv().ok()?,
+            Err(TryRecvError::Empty) => loop {
+                match self.rx.recv_timeout(POLL) {
+                    Ok(batch) => break batch,
+                    Err(RecvTimeoutError::Disconnected) => return None,
+                    Err(RecvTimeoutError::Timeout) if ctl.is_cancelled() => {
+                        return self.rx.try_recv().ok().map(|b| self.handed_out(b));
+                    }
+                    Err(RecvTimeoutError::Timeout) => {}
+                }
+            },
         };
         Some(self.handed_out(batch))
     }
@@ -485,21 +613,33 @@ impl<T> Rx<T> {
     }
 
     #[cold]
-    fn recv_blocking(&mut self, ctl: &Control, deadline: Option<Instant>) -> Result<Recv<T>, Stop> {
+    fn recv_blocking(
+        &mut self,
+        ctl: &Control,
+        waiting: &mut impl Waiting,
+        deadline: Option<Instant>,
+    ) -> Result<Recv<T>, Stop> {
         loop {
             let wait = match deadline {
                 Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => left.min(CANCEL_POLL),
+                    Some(left) if !left.is_zero() => left.min(POLL),
                     _ => return Ok(Recv::TimedOut),
                 },
-                None => CANCEL_POLL,
+                None => POLL,
             };
             match self.rx.recv_timeout(wait) {
                 Ok(batch) => return Ok(Recv::Batch(self.handed_out(batch))),
-                Err(RecvTimeoutError::Disconnected) => return Ok(Recv::Closed),
+                Err(RecvTimeoutError::Disconnected) => return self.closed(ctl, waiting, deadline),
                 Err(RecvTimeoutError::Timeout) => {
                     if ctl.is_cancelled() {
                         return Err(Stop::Cancelled);
+                    }
+                    // A sibling that stopped reading may have given its
+                    // rest back while this one slept on the queue.
+                    if self.shared.has_returned.load(Relaxed) {
+                        if let Some(batch) = self.take_returned() {
+                            return Ok(Recv::Batch(self.handed_back(batch)));
+                        }
                     }
                 }
             }
@@ -514,6 +654,7 @@ impl<T> Rx<T> {
     }
 
     fn handed_out(&mut self, batch: Batch<T>) -> Vec<T> {
+        self.returned = false;
         if let Some(gauge) = &self.shared.gauge {
             gauge.sub(batch.items.len());
         }

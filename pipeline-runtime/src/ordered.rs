@@ -6,13 +6,18 @@
 //! (senders take turns, so the numbers follow the queue's order); its
 //! workers keep each batch's output apart, and hand it in when they move to
 //! their next batch.
-//! Output is released as soon as it is next in line: it streams. A worker
-//! that gets more than a window of batches ahead of the oldest unfinished one
-//! waits, so memory stays bounded even when one batch is very slow.
+//! Output is released as soon as it is next in line: it streams. The worker
+//! whose batch is next in line (the head) sends its output as it makes it,
+//! so even one input item with an endless output streams. A worker ahead of
+//! the head holds at most [`HOLD`] items of its batch's output before it
+//! waits for its turn, and at most a window of batches past the head before
+//! it waits too, so memory is bounded by the queues and the worker count,
+//! however much output one item makes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 // Under `--cfg loom`, the reorder step's own locks are loom's, so that the
 // model at the end of this file can check every interleaving of them.
@@ -21,30 +26,41 @@ use loom::sync::{Condvar, Mutex, MutexGuard};
 #[cfg(not(loom))]
 use std::sync::{Condvar, Mutex, MutexGuard};
 
-use crate::control::Control;
+use crate::control::{Control, POLL};
 use crate::error::Stop;
-use crate::link::{Recv, Rx, Tx};
+use crate::link::{MAX_BATCH, Recv, Rx, Tx, batch_limit, per_item_ns};
 use crate::worker::Waiting;
 
-/// How often a worker waiting for its turn checks for cancellation.
-const POLL: Duration = Duration::from_millis(20);
+/// The most output items a worker ahead of the head holds for its current
+/// batch before it waits for its turn. Twice the largest input batch, so a
+/// one-to-one stage never waits here (its workers stay parallel); a stage
+/// that makes many items per input item waits once it has this many.
+pub(crate) const HOLD: usize = 2 * MAX_BATCH;
 
 /// A worker's output.
 pub(crate) enum Out<O> {
     /// Unordered: the worker's own sender on the output queue.
     Direct(Tx<O>),
-    /// Ordered: the current batch's output, kept until the batch is done.
-    Ordered {
-        order: Arc<Reorder<O>>,
-        /// A sender on the output queue, only to see whether it is still
-        /// read (the reorder step's own one is behind its lock).
-        watch: Tx<O>,
-        /// Number of the input batch being worked on, if any.
-        seq: Option<u64>,
-        held: Vec<O>,
-        /// When the input batch left the source, in a profiled pipeline.
-        born: Option<Instant>,
-    },
+    /// Ordered: the current batch's output, kept until its turn.
+    Ordered(Box<Held<O>>),
+}
+
+/// An ordered worker's state.
+pub(crate) struct Held<O> {
+    order: Arc<Reorder<O>>,
+    /// A sender on the output queue, only to see whether it is still
+    /// read (the reorder step's own one is behind its lock).
+    watch: Tx<O>,
+    /// Number of the input batch being worked on, if any.
+    seq: Option<u64>,
+    held: Vec<O>,
+    /// When the input batch left the source, in a profiled pipeline.
+    born: Option<Instant>,
+    /// How many held items make the worker offer them (send them if it is
+    /// the head): adapted to the cost of making them, as a link's batches are.
+    limit: usize,
+    /// Since when the items held were made.
+    mark: Instant,
 }
 
 /// Locks one of the reorder step's mutexes: no user code runs under them,
@@ -77,6 +93,9 @@ pub(crate) struct Reorder<O, S = Tx<O>> {
     turn: Condvar,
     /// How many batches past the oldest unfinished one may be held.
     window: u64,
+    /// `Pending::next`, readable without the lock: a worker checks it
+    /// before taking the lock to send its output early.
+    head: AtomicU64,
 }
 
 struct Pending<O, S> {
@@ -85,47 +104,123 @@ struct Pending<O, S> {
     /// Workers waiting for their turn.
     waiting: usize,
     done: BTreeMap<u64, (Vec<O>, Option<Instant>)>,
+    /// The output so far of batches whose worker stopped reading them and
+    /// gave the rest back: the sibling that takes the rest starts from it.
+    parked: BTreeMap<u64, (Vec<O>, Option<Instant>)>,
+    /// Batches given back and not taken again yet. While there are any, no
+    /// worker waits for its turn: the batch it would wait for may be one of
+    /// them, and only a worker that moves on can take it.
+    returned: usize,
+    /// Workers that have not finished: the last one releases whatever is
+    /// left, in order (output parked for a batch no sibling took).
+    workers: usize,
+    /// The output queue's reader is gone (or the pipeline stopped): every
+    /// worker waiting here stops too.
+    closed: bool,
     tx: S,
 }
 
 impl<O, S: Sink<O>> Reorder<O, S> {
     pub(crate) fn new(tx: S, workers: usize) -> Self {
-        Self::with_window(tx, 2 * workers.max(1) as u64)
+        Self::with_window(tx, workers, 2 * workers.max(1) as u64)
     }
 
-    fn with_window(tx: S, window: u64) -> Self {
+    fn with_window(tx: S, workers: usize, window: u64) -> Self {
         Reorder {
             state: Mutex::new(Pending {
                 next: 0,
                 waiting: 0,
                 done: BTreeMap::new(),
+                parked: BTreeMap::new(),
+                returned: 0,
+                workers,
+                closed: false,
                 tx,
             }),
             turn: Condvar::new(),
             window,
+            head: AtomicU64::new(0),
         }
+    }
+
+    /// Waits for a turn, for up to one poll: `Err` once nothing more can be
+    /// released.
+    fn wait<'a>(
+        &self,
+        mut state: MutexGuard<'a, Pending<O, S>>,
+        ctl: &Control,
+    ) -> Result<MutexGuard<'a, Pending<O, S>>, Stop> {
+        if state.closed || ctl.is_cancelled() {
+            return Err(Stop::Cancelled);
+        }
+        state.waiting += 1;
+        state = self
+            .turn
+            .wait_timeout(state, POLL)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+        state.waiting -= 1;
+        Ok(state)
+    }
+
+    /// Sends `items` under the lock; a failed send closes the step, and
+    /// every waiter stops.
+    fn send(
+        &self,
+        state: &mut Pending<O, S>,
+        items: Vec<O>,
+        born: Option<Instant>,
+        ctl: &Control,
+    ) -> Result<(), Stop> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        state.tx.send_all(items, born, ctl).inspect_err(|_| {
+            state.closed = true;
+            self.turn.notify_all();
+        })
     }
 
     /// Sends output that belongs to no input batch, now.
     fn release_now(&self, items: Vec<O>, born: Option<Instant>, ctl: &Control) -> Result<(), Stop> {
-        lock(&self.state).tx.send_all(items, born, ctl)
+        let mut state = lock(&self.state);
+        self.send(&mut state, items, born, ctl)
+    }
+
+    /// Offers part of batch `seq`'s output before the batch is done: sent
+    /// at once if the batch is the head (`true`), else kept by the caller,
+    /// or, if `wait`, sent once the batch becomes the head.
+    fn offer(
+        &self,
+        seq: u64,
+        items: &mut Vec<O>,
+        born: Option<Instant>,
+        wait: bool,
+        ctl: &Control,
+    ) -> Result<bool, Stop> {
+        if !wait && self.head.load(Ordering::Acquire) != seq {
+            return Ok(false);
+        }
+        let mut state = lock(&self.state);
+        loop {
+            if state.next == seq {
+                self.send(&mut state, std::mem::take(items), born, ctl)?;
+                return Ok(true);
+            }
+            if !wait || state.returned > 0 {
+                return Ok(false);
+            }
+            state = self.wait(state, ctl)?;
+        }
     }
 
     /// Hands in batch `seq`'s output and releases whatever is now in line.
     fn submit(&self, seq: u64, done: (Vec<O>, Option<Instant>), ctl: &Control) -> Result<(), Stop> {
         let mut state = lock(&self.state);
-        // The worker holding batch `next` never waits here, so this ends.
-        while seq >= state.next + self.window {
-            if ctl.is_cancelled() {
-                return Err(Stop::Cancelled);
-            }
-            state.waiting += 1;
-            state = self
-                .turn
-                .wait_timeout(state, POLL)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-            state.waiting -= 1;
+        // The worker holding batch `next` never waits here (nor does anyone
+        // while that batch may be among those given back), so this ends.
+        while seq >= state.next + self.window && state.returned == 0 {
+            state = self.wait(state, ctl)?;
         }
         if seq != state.next {
             state.done.insert(seq, done);
@@ -133,8 +228,9 @@ impl<O, S: Sink<O>> Reorder<O, S> {
         }
         let mut ready = done;
         loop {
-            state.tx.send_all(ready.0, ready.1, ctl)?;
+            self.send(&mut state, ready.0, ready.1, ctl)?;
             state.next += 1;
+            self.head.store(state.next, Ordering::Release);
             let next = state.next;
             match state.done.remove(&next) {
                 Some(items) => ready = items,
@@ -145,6 +241,51 @@ impl<O, S: Sink<O>> Reorder<O, S> {
         // holds back the other workers here, as it would anyway.
         if state.waiting > 0 {
             self.turn.notify_all();
+        }
+        Ok(())
+    }
+
+    /// Keeps batch `seq`'s output so far for the sibling that takes the rest
+    /// of its input (sent now if the batch is the head).
+    fn park(
+        &self,
+        seq: u64,
+        items: Vec<O>,
+        born: Option<Instant>,
+        ctl: &Control,
+    ) -> Result<(), Stop> {
+        let mut state = lock(&self.state);
+        state.returned += 1;
+        if state.waiting > 0 {
+            self.turn.notify_all();
+        }
+        if state.next == seq {
+            self.send(&mut state, items, born, ctl)
+        } else {
+            state.parked.insert(seq, (items, born));
+            Ok(())
+        }
+    }
+
+    /// What was parked for batch `seq`, now taken up again.
+    fn adopt(&self, seq: u64) -> (Vec<O>, Option<Instant>) {
+        let mut state = lock(&self.state);
+        state.returned = state.returned.saturating_sub(1);
+        state.parked.remove(&seq).unwrap_or_default()
+    }
+
+    /// One worker has finished. The last one releases what is left: output
+    /// parked for, or waiting behind, a batch that no worker took again.
+    fn finished(&self, ctl: &Control) -> Result<(), Stop> {
+        let mut state = lock(&self.state);
+        state.workers = state.workers.saturating_sub(1);
+        if state.workers > 0 {
+            return Ok(());
+        }
+        let mut left = std::mem::take(&mut state.done);
+        left.append(&mut std::mem::take(&mut state.parked));
+        for (_, (items, born)) in left {
+            self.send(&mut state, items, born, ctl)?;
         }
         Ok(())
     }
@@ -160,17 +301,55 @@ impl Waiting for NoFlush {
     fn after_wait(&mut self, _: Instant) {}
 }
 
+impl<O> Held<O> {
+    /// Sends the held output if this batch is the head (or, with `wait`,
+    /// once it is); adapts when to offer next.
+    fn offer(&mut self, wait: bool, ctl: &Control) -> Result<(), Stop> {
+        let Some(seq) = self.seq else {
+            // Output before the first batch: it goes out with that batch.
+            self.limit = HOLD;
+            return Ok(());
+        };
+        let n = self.held.len();
+        if self
+            .order
+            .offer(seq, &mut self.held, self.born, wait, ctl)?
+        {
+            let now = Instant::now();
+            self.limit = batch_limit(per_item_ns(self.mark, now, n), MAX_BATCH);
+            self.mark = now;
+        } else {
+            self.limit = (2 * n).clamp(1, HOLD);
+        }
+        Ok(())
+    }
+
+    /// Hands in the current batch's output, if there is a current batch.
+    /// Output emitted before the worker's first batch stays held, and goes
+    /// out with that batch's (or, if it never gets one, when it finishes).
+    fn hand_in(&mut self, ctl: &Control) -> Result<(), Stop> {
+        match self.seq.take() {
+            Some(done) => self
+                .order
+                .submit(done, (std::mem::take(&mut self.held), self.born), ctl),
+            None => Ok(()),
+        }
+    }
+}
+
 impl<O> Out<O> {
     /// An ordered worker's output; `watch` is its sender on the output
     /// queue.
     pub(crate) fn ordered(order: Arc<Reorder<O>>, watch: Tx<O>) -> Self {
-        Out::Ordered {
+        Out::Ordered(Box::new(Held {
             order,
             watch,
             seq: None,
             held: Vec::new(),
             born: None,
-        }
+            limit: 1,
+            mark: Instant::now(),
+        }))
     }
 
     /// How long this worker has waited for room in its output queue, in all
@@ -179,7 +358,7 @@ impl<O> Out<O> {
     pub(crate) fn blocked_ns(&self) -> u64 {
         match self {
             Out::Direct(tx) => tx.blocked_ns(),
-            Out::Ordered { .. } => 0,
+            Out::Ordered(_) => 0,
         }
     }
 
@@ -187,8 +366,14 @@ impl<O> Out<O> {
     pub(crate) fn push(&mut self, item: O, ctl: &Control) -> Result<(), Stop> {
         match self {
             Out::Direct(tx) => tx.push(item, ctl),
-            Out::Ordered { held, .. } => {
-                held.push(item);
+            Out::Ordered(h) => {
+                h.held.push(item);
+                if h.held.len() >= h.limit {
+                    // A worker ahead of the head waits here once it holds
+                    // `HOLD` items: its memory stays bounded.
+                    let wait = h.held.len() >= HOLD;
+                    h.offer(wait, ctl)?;
+                }
                 Ok(())
             }
         }
@@ -217,7 +402,8 @@ impl<O> Out<O> {
         // needed): stop too, even if this stage would not emit again for a
         // long time.
         let downstream_gone = match self {
-            Out::Direct(tx) | Out::Ordered { watch: tx, .. } => tx.is_disconnected(),
+            Out::Direct(tx) => tx.is_disconnected(),
+            Out::Ordered(h) => h.watch.is_disconnected(),
         };
         if downstream_gone {
             return Err(Stop::Cancelled);
@@ -230,27 +416,33 @@ impl<O> Out<O> {
                 }
                 Ok(received)
             }
-            Out::Ordered {
-                order,
-                seq,
-                held,
-                born,
-                ..
-            } => {
+            Out::Ordered(h) => {
                 // Hand the current batch in before waiting, so nothing is held
                 // back while this worker sleeps. A timed wait keeps it, so a
                 // stage that acts on the time-out (a partial chunk) still
-                // emits into the batch its items came from.
-                if deadline.is_none() {
-                    hand_in(order, seq, held, *born, ctl)?;
+                // emits into the batch its items came from; what it holds
+                // goes out now if its batch is the head.
+                match deadline {
+                    None => h.hand_in(ctl)?,
+                    Some(_) if !h.held.is_empty() => h.offer(false, ctl)?,
+                    Some(_) => {}
                 }
                 let received = rx.recv(ctl, &mut NoFlush, deadline)?;
                 match &received {
                     Recv::Batch(batch) => {
-                        hand_in(order, seq, held, *born, ctl)?;
-                        *seq = Some(rx.seq());
-                        *born = rx.born();
-                        held.reserve(batch.len());
+                        h.hand_in(ctl)?;
+                        let seq = rx.seq();
+                        h.seq = Some(seq);
+                        h.born = rx.born();
+                        if rx.was_returned() {
+                            // The rest of a batch a sibling stopped reading:
+                            // its output so far comes first.
+                            let (held, born) = h.order.adopt(seq);
+                            h.held = held;
+                            h.born = born.or(h.born);
+                        }
+                        h.held.reserve(batch.len());
+                        h.mark = Instant::now();
                     }
                     // Kept until `finish`: what the stage still emits
                     // belongs with the last batch.
@@ -261,41 +453,36 @@ impl<O> Out<O> {
         }
     }
 
+    /// The worker stopped reading its batch, whose unread rest goes back to
+    /// its siblings: the output so far waits for the one that takes it.
+    pub(crate) fn park(&mut self, ctl: &Control) -> Result<(), Stop> {
+        match self {
+            Out::Direct(_) => Ok(()),
+            Out::Ordered(h) => match h.seq.take() {
+                Some(seq) => h.order.park(seq, std::mem::take(&mut h.held), h.born, ctl),
+                None => Ok(()),
+            },
+        }
+    }
+
     /// Sends what is left once the input has ended (or the worker stopped
     /// reading it).
     pub(crate) fn finish(&mut self, ctl: &Control) -> Result<(), Stop> {
         match self {
             Out::Direct(tx) => tx.flush(ctl),
-            Out::Ordered {
-                order,
-                seq,
-                held,
-                born,
-                ..
-            } => match seq {
-                Some(_) => hand_in(order, seq, held, *born, ctl),
-                // A worker that never took a batch: its output belongs to
-                // no input, and goes out now.
-                None if held.is_empty() => Ok(()),
-                None => order.release_now(std::mem::take(held), *born, ctl),
-            },
+            Out::Ordered(h) => {
+                match h.seq {
+                    Some(_) => h.hand_in(ctl)?,
+                    // A worker that never took a batch: its output belongs to
+                    // no input, and goes out now.
+                    None if h.held.is_empty() => {}
+                    None => h
+                        .order
+                        .release_now(std::mem::take(&mut h.held), h.born, ctl)?,
+                }
+                h.order.finished(ctl)
+            }
         }
-    }
-}
-
-/// Hands in the current batch's output. Output emitted before the worker's
-/// first batch stays held, and goes out with that batch's (or, if it never
-/// gets one, when it finishes).
-fn hand_in<O>(
-    order: &Reorder<O>,
-    seq: &mut Option<u64>,
-    held: &mut Vec<O>,
-    born: Option<Instant>,
-    ctl: &Control,
-) -> Result<(), Stop> {
-    match seq.take() {
-        Some(done) => order.submit(done, (std::mem::take(held), born), ctl),
-        None => Ok(()),
     }
 }
 
@@ -345,7 +532,7 @@ mod model {
         let mut builder = loom::model::Builder::new();
         builder.preemption_bound = Some(3);
         builder.check(move || {
-            let order = Arc::new(Reorder::with_window(Released::default(), window));
+            let order = Arc::new(Reorder::with_window(Released::default(), workers, window));
             let queue = Arc::new(Mutex::new(0));
             let ctl = Arc::new(Control::default());
             let others: Vec<_> = (1..workers)

@@ -1,12 +1,13 @@
 //! Building a pipeline, starting its threads, and consuming its results.
 
+use std::any::Any;
+use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
 
-use crate::config::{DEFAULT_QSIZE, QueueSize, StageConfig};
+use crate::config::{QueueSize, StageConfig};
 use crate::control::Control;
 use crate::debug::{Debugger, Monitor};
 use crate::error::{Counters, Failure, PipelineError, StageError, Stop, panic_message};
@@ -16,11 +17,64 @@ use crate::profile::{Outcome, Probe, Profile, Profiler, RunStats, StageStats};
 use crate::segment::Tagged;
 use crate::source::Source;
 use crate::stage::{Producer, Stage};
+use crate::user_code::UserCode;
 use crate::worker::{Emitter, Worker, WorkerIo};
 
-/// Starts a pipeline's threads and returns its output queue, numbered if
-/// the stage that reads it is `ordered` (the `bool`).
-type Plan<T> = Box<dyn FnOnce(&mut Launch, bool) -> Rx<T> + Send>;
+/// A stage's output queue, its item type erased between the steps of a plan.
+type AnyRx = Box<dyn Any + Send>;
+
+/// One step of starting a pipeline: given the previous step's output queue
+/// (none for the first step) and whether the stage after it is `ordered`
+/// (its input queue is then numbered), starts its threads and returns its
+/// own output queue.
+type Step = Box<dyn FnOnce(&mut Launch, Option<AnyRx>, bool) -> AnyRx + Send>;
+
+/// How to start a pipeline. Steps run one after another in a loop rather
+/// than as nested calls, so a pipeline of any length starts, and drops, on
+/// any stack.
+#[derive(Default)]
+struct Plan {
+    /// Run before the steps: threads that feed the first one.
+    before: Vec<Box<dyn FnOnce(&mut Launch) + Send>>,
+    /// Each step, with whether its stage is `ordered`.
+    steps: Vec<(Step, bool)>,
+}
+
+impl Plan {
+    fn first(step: Step) -> Self {
+        Plan {
+            before: Vec::new(),
+            steps: vec![(step, false)],
+        }
+    }
+
+    fn start<T: Send + 'static>(self, launch: &mut Launch) -> Rx<T> {
+        for before in self.before {
+            before(launch);
+        }
+        let numbered: Vec<bool> = (self.steps.iter().skip(1).map(|(_, ordered)| *ordered))
+            .chain([false])
+            .collect();
+        let mut queue = None;
+        for ((step, _), numbered) in self.steps.into_iter().zip(numbered) {
+            queue = Some(step(launch, queue, numbered));
+        }
+        match queue.map(|q| q.downcast::<Rx<T>>()) {
+            Some(Ok(rx)) => *rx,
+            // Every plan starts with a source, and each step returns the
+            // queue of the type its `Pipeline<T>` names.
+            _ => unreachable!("a plan's last step returns the pipeline's output queue"),
+        }
+    }
+}
+
+/// The input queue a step was given: the previous step's output.
+fn input_of<T: Send + 'static>(queue: Option<AnyRx>) -> Rx<T> {
+    match queue.map(|q| q.downcast::<Rx<T>>()) {
+        Some(Ok(rx)) => *rx,
+        _ => unreachable!("a stage's step follows a step that outputs its input type"),
+    }
+}
 
 /// A pipeline: a source and a chain of stages, not started yet.
 ///
@@ -30,11 +84,12 @@ type Plan<T> = Box<dyn FnOnce(&mut Launch, bool) -> Rx<T> + Send>;
 /// [`execute`](Pipeline::execute) or [`run`](Pipeline::run).
 #[must_use = "a pipeline does nothing until it is consumed"]
 pub struct Pipeline<T> {
-    plan: Plan<T>,
+    plan: Plan,
     /// A configuration error found while building: reported when consumed,
     /// before any thread starts.
     invalid: Option<PipelineError>,
     observe: Observe,
+    _items: PhantomData<fn() -> T>,
 }
 
 /// What is measured while a pipeline runs: nothing, unless asked.
@@ -64,7 +119,13 @@ impl<T: Send + 'static> Pipeline<T> {
     /// each item is passed on as soon as it arrives, and a pipeline stopped
     /// early does not wait for the next item to arrive.
     pub fn from_receiver(receiver: flume::Receiver<T>) -> Self {
-        Self::from_source(Source::<std::iter::Empty<T>>::Flume(receiver, None))
+        Self::from_source(Source::<std::iter::Empty<T>>::Flume(
+            crate::source::Channel {
+                rx: receiver,
+                idle: None,
+                gate: None,
+            },
+        ))
     }
 
     /// Like [`from_receiver`](Pipeline::from_receiver), for a standard
@@ -115,21 +176,34 @@ impl<T: Send + 'static> Pipeline<T> {
     where
         I: IntoIterator<Item = T> + Send + 'static,
     {
-        Pipeline {
-            plan: Box::new(move |launch: &mut Launch, numbered| {
-                let (tx, mut rx) = link(QueueSize::Bounded(DEFAULT_QSIZE), numbered);
-                if launch.run.is_some() {
-                    rx.stamp_batches();
-                }
-                let ctl = launch.ctl.clone();
-                launch.spawn("source", None, true, move || {
-                    let mut tx = tx;
-                    source.run(&mut tx, &ctl)
+        let step: Step = Box::new(move |launch: &mut Launch, _, numbered| {
+            let config = StageConfig::new("source");
+            let gauge = launch.run.as_ref().map(|_| Arc::default());
+            let (tx, mut rx) = link_with(config.queue(), gauge.clone(), numbered);
+            if launch.run.is_some() {
+                rx.stamp_batches();
+            }
+            // In a profiled or debugged run the source has a row of its own,
+            // so a slow source shows.
+            let stats = launch.row(&config, Arc::default(), gauge);
+            let ctl = launch.ctl.clone();
+            let user = UserCode::default();
+            launch.spawn_watched("source", user.clone(), move || {
+                let mut tx = tx;
+                let probe = stats.map(|stats| {
+                    let probe = Probe::new(stats);
+                    probe.started();
+                    probe
                 });
-                rx
-            }),
+                source.run(&mut tx, &ctl, &user, probe)
+            });
+            Box::new(rx)
+        });
+        Pipeline {
+            plan: Plan::first(step),
             invalid: None,
             observe: Observe::default(),
+            _items: PhantomData,
         }
     }
 
@@ -141,26 +215,29 @@ impl<T: Send + 'static> Pipeline<T> {
                 PipelineError::new(producer.config().name(), None, Failure::Config(why))
             })
         });
+        let step: Step = Box::new(move |launch: &mut Launch, _, numbered| {
+            let config = producer.config().clone();
+            let producer = Arc::new(producer);
+            let rx = launch.spawn_workers(&config, Vec::new(), numbered, move |mut w| {
+                let probe = w.probe();
+                if let Some(probe) = &probe {
+                    probe.started();
+                    w.tx.stamp_batches();
+                }
+                let emitter =
+                    Emitter::new(&mut w.tx, &w.ctl, w.index, w.filter, &w.counters, probe);
+                producer.produce(emitter)?;
+                // What `emit` buffered last: `produce` need not flush.
+                w.tx.flush(&w.ctl)?;
+                Ok(())
+            });
+            Box::new(rx)
+        });
         Pipeline {
-            plan: Box::new(move |launch: &mut Launch, numbered| {
-                let config = producer.config().clone();
-                let producer = Arc::new(producer);
-                launch.spawn_workers(&config, Vec::new(), numbered, move |mut w| {
-                    let probe = w.probe();
-                    if let Some(probe) = &probe {
-                        probe.started();
-                        w.tx.stamp_batches();
-                    }
-                    let emitter =
-                        Emitter::new(&mut w.tx, &w.ctl, w.index, w.filter, &w.counters, probe);
-                    producer.produce(emitter)?;
-                    // What `emit` buffered last: `produce` need not flush.
-                    w.tx.flush(&w.ctl)?;
-                    Ok(())
-                })
-            }),
+            plan: Plan::first(step),
             invalid,
             observe: Observe::default(),
+            _items: PhantomData,
         }
     }
 
@@ -174,16 +251,9 @@ impl<T: Send + 'static> Pipeline<T> {
 
     /// Runs `start` (which starts threads of its own) when the pipeline
     /// starts, before the rest of it.
-    pub(crate) fn with_thread(self, start: impl FnOnce(&mut Launch) + Send + 'static) -> Self {
-        let plan = self.plan;
-        Pipeline {
-            plan: Box::new(move |launch: &mut Launch, numbered| {
-                start(launch);
-                plan(launch, numbered)
-            }),
-            invalid: self.invalid,
-            observe: self.observe,
-        }
+    pub(crate) fn with_thread(mut self, start: impl FnOnce(&mut Launch) + Send + 'static) -> Self {
+        self.plan.before.insert(0, Box::new(start));
+        self
     }
 
     /// Runs the pipeline in the background, keeping only its newest result:
@@ -200,46 +270,52 @@ impl<T: Send + 'static> Pipeline<T> {
 
     /// This pipeline, failing with a configuration error of `stage` when
     /// consumed (unless it already fails with an earlier one).
-    pub(crate) fn misconfigured<U>(self, stage: &str, why: String) -> Pipeline<U> {
+    pub(crate) fn misconfigured<U: Send + 'static>(self, stage: &str, why: String) -> Pipeline<U> {
         let invalid = self
             .invalid
             .unwrap_or_else(|| PipelineError::new(stage, None, Failure::Config(why)));
+        // Never started: a misconfigured pipeline fails before its plan runs.
+        let step: Step =
+            Box::new(|_: &mut Launch, _, _| Box::new(link::<U>(QueueSize::Bounded(1), false).1));
         Pipeline {
-            plan: Box::new(|_: &mut Launch, _| link(QueueSize::Bounded(1), false).1),
+            plan: Plan::first(step),
             invalid: Some(invalid),
             observe: self.observe,
+            _items: PhantomData,
         }
     }
 
     /// Appends a stage with workers of its own.
     pub(crate) fn spawn_stage<S: Stage<In = T>>(self, stage: S) -> Pipeline<S::Out> {
         let invalid = self.invalid.or_else(|| check(stage.config()));
-        let upstream = self.plan;
+        let ordered = stage.config().ordered();
+        let mut plan = self.plan;
+        let step: Step = Box::new(move |launch: &mut Launch, input, numbered| {
+            let config = stage.config().clone();
+            let input: Rx<T> = input_of(input);
+            let fused = stage.fused_stages();
+            let stage = Arc::new(stage);
+            let rx = launch.spawn_workers(&config, fused, numbered, move |w| {
+                let probe = w.probe();
+                let fused = w.fused_probes();
+                let out = match w.order {
+                    Some(order) => {
+                        debug_assert!(input.is_numbered(), "an ordered stage's input is numbered");
+                        Out::ordered(order, w.tx)
+                    }
+                    None => Out::Direct(w.tx),
+                };
+                let io = WorkerIo::new(input, out, &w.ctl, probe, fused);
+                stage.run(Worker::new(&io, w.index, w.filter, &w.counters))
+            });
+            Box::new(rx)
+        });
+        plan.steps.push((step, ordered));
         Pipeline {
-            plan: Box::new(move |launch: &mut Launch, numbered| {
-                let config = stage.config().clone();
-                let input = upstream(launch, config.ordered());
-                let fused = stage.fused_stages();
-                let stage = Arc::new(stage);
-                launch.spawn_workers(&config, fused, numbered, move |w| {
-                    let probe = w.probe();
-                    let fused = w.fused_probes();
-                    let out = match w.order {
-                        Some(order) => {
-                            debug_assert!(
-                                input.is_numbered(),
-                                "an ordered stage's input is numbered"
-                            );
-                            Out::ordered(order, w.tx)
-                        }
-                        None => Out::Direct(w.tx),
-                    };
-                    let io = WorkerIo::new(input, out, &w.ctl, probe, fused);
-                    stage.run(Worker::new(&io, w.index, w.filter, &w.counters))
-                })
-            }),
+            plan,
             invalid,
             observe: self.observe,
+            _items: PhantomData,
         }
     }
 
@@ -261,7 +337,19 @@ impl<T: Send + 'static> Pipeline<T> {
                 // A closed queue: the results end at once, with the error.
                 link(QueueSize::Bounded(1), false).1
             }
-            None => (self.plan)(&mut launch, false),
+            // A value of the user's dropped here (a stage's last reference,
+            // when a thread could not start) may panic: that fails the
+            // pipeline like any panic of theirs, never escapes.
+            None => match catch_unwind(AssertUnwindSafe(|| self.plan.start(&mut launch))) {
+                Ok(rx) => rx,
+                Err(payload) => {
+                    let message = panic_message(&*payload);
+                    drop_payload(payload);
+                    let failure = Failure::Panic(message);
+                    launch.ctl.fail(PipelineError::new("start", None, failure));
+                    link(QueueSize::Bounded(1), false).1
+                }
+            },
         };
         let observed = launch.run.map(|run| Observed {
             monitor: Some(Monitor::start(
@@ -363,9 +451,12 @@ fn check(config: &StageConfig) -> Option<PipelineError> {
 
 struct Thread {
     handle: JoinHandle<()>,
-    /// Runs the user's source iterator, which may block where we cannot
-    /// interrupt it: joined only if it ends within a grace period.
-    detachable: bool,
+    /// Its name, for a failure no stage could report.
+    name: String,
+    /// For a thread that runs the user's code where we cannot interrupt it
+    /// (a source's iterator, a feed closure): whether it is in there now.
+    /// A shutdown does not wait for a thread blocked in the user's code.
+    user: Option<UserCode>,
 }
 
 /// What starting a pipeline collects: its threads and shared state.
@@ -408,7 +499,6 @@ impl<O> WorkerStart<O> {
 
 impl Launch {
     /// The running pipeline's shared state.
-    #[cfg(feature = "nats")]
     pub(crate) fn control(&self) -> Arc<Control> {
         self.ctl.clone()
     }
@@ -430,6 +520,17 @@ impl Launch {
     ) -> Option<Arc<StageStats>> {
         self.counters
             .push((config.name().to_owned(), counters.clone()));
+        self.row(config, counters, gauge)
+    }
+
+    /// In a profiled or debugged run, a row measuring `config`'s stage (a
+    /// source, which drops nothing, or a stage).
+    fn row(
+        &mut self,
+        config: &StageConfig,
+        counters: Arc<Counters>,
+        gauge: Option<Arc<Gauge>>,
+    ) -> Option<Arc<StageStats>> {
         let run = self.run.as_ref()?;
         let key = unique_key(&run.stages(), config.profile_key());
         let stats = Arc::new(StageStats::new(
@@ -482,7 +583,12 @@ impl Launch {
                 fused_stats.push(inner);
             }
         }
-        for index in 0..config.workers() {
+        // The last worker gets `body` itself, so that no reference to the
+        // stage stays on this thread: the last one is dropped on a worker's
+        // thread, where a panicking `Drop` of the user's fails the pipeline.
+        let mut body = Some(body);
+        let workers = config.workers();
+        for index in 0..workers {
             let start = WorkerStart {
                 index,
                 tx: tx.clone(),
@@ -493,25 +599,38 @@ impl Launch {
                 stats: stats.clone(),
                 fused: fused_stats.clone(),
             };
-            let body = body.clone();
+            let body = match index + 1 == workers {
+                true => body.take(),
+                false => body.clone(),
+            };
+            let Some(body) = body else { break };
             let stack = config.stack_size();
-            self.spawn_sized(config.name(), Some(index), false, stack, move || {
-                body(start)
-            });
+            self.spawn_sized(config.name(), Some(index), None, stack, move || body(start));
         }
         rx
     }
 
     /// Starts one thread of the pipeline. Its body's error or panic becomes
     /// the pipeline's failure; a thread that cannot start fails it too.
+    #[cfg(feature = "nats")]
     pub(crate) fn spawn(
         &mut self,
         stage: &str,
         worker: Option<usize>,
-        detachable: bool,
         body: impl FnOnce() -> Result<(), StageError> + Send + 'static,
     ) {
-        self.spawn_sized(stage, worker, detachable, None, body);
+        self.spawn_sized(stage, worker, None, None, body);
+    }
+
+    /// [`spawn`](Launch::spawn) for a thread that runs the user's code
+    /// where it cannot be interrupted, as `user` tells.
+    pub(crate) fn spawn_watched(
+        &mut self,
+        stage: &str,
+        user: UserCode,
+        body: impl FnOnce() -> Result<(), StageError> + Send + 'static,
+    ) {
+        self.spawn_sized(stage, None, Some(user), None, body);
     }
 
     /// [`spawn`](Launch::spawn), with a stack of `stack` bytes if given.
@@ -519,7 +638,7 @@ impl Launch {
         &mut self,
         stage: &str,
         worker: Option<usize>,
-        detachable: bool,
+        user: Option<UserCode>,
         stack: Option<usize>,
         body: impl FnOnce() -> Result<(), StageError> + Send + 'static,
     ) {
@@ -532,7 +651,7 @@ impl Launch {
         };
         let ctl = self.ctl.clone();
         let stage_name = stage.to_owned();
-        let mut builder = thread::Builder::new().name(name);
+        let mut builder = thread::Builder::new().name(name.clone());
         if let Some(bytes) = stack {
             builder = builder.stack_size(bytes);
         }
@@ -548,12 +667,22 @@ impl Launch {
                     }
                     Err(e) => Failure::Error(e),
                 },
-                Err(payload) => Failure::Panic(panic_message(&*payload)),
+                Err(payload) => {
+                    let message = panic_message(&*payload);
+                    // Recorded first: the payload's own `Drop` may panic.
+                    ctl.fail(PipelineError::new(
+                        &stage_name,
+                        worker,
+                        Failure::Panic(message),
+                    ));
+                    drop_payload(payload);
+                    return;
+                }
             };
             ctl.fail(PipelineError::new(&stage_name, worker, failure));
         });
         match spawned {
-            Ok(handle) => self.threads.push(Thread { handle, detachable }),
+            Ok(handle) => self.threads.push(Thread { handle, name, user }),
             Err(e) => self
                 .ctl
                 .fail(PipelineError::new(stage, worker, Failure::Spawn(e))),
@@ -561,10 +690,13 @@ impl Launch {
     }
 }
 
-/// How long a pipeline being shut down waits for a source thread that is
-/// blocked in the user's iterator before leaving it behind; it ends at its
-/// next item.
-const SOURCE_GRACE: Duration = Duration::from_millis(200);
+/// Drops a caught panic's payload, whose own `Drop` may panic too: that
+/// second payload is leaked rather than dropped, so this never unwinds.
+pub(crate) fn drop_payload(payload: Box<dyn Any + Send>) {
+    if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        std::mem::forget(again);
+    }
+}
 
 /// The results of a running pipeline, as they come: see [`Pipeline::results`].
 pub struct Results<T> {
@@ -642,27 +774,36 @@ impl<T> Results<T> {
     }
 
     /// Joins every thread. Worker threads always end once the pipeline ends
-    /// or is cancelled; the source thread may be stuck in the user's iterator.
+    /// or is cancelled. A thread blocked in the user's code (a source's
+    /// iterator, a feed closure) cannot be interrupted: it is left to end
+    /// on its own when that code returns, and sees the pipeline stopped.
     fn join_all(&mut self) {
-        let mut detachable = Vec::new();
+        let mut watched = Vec::new();
         for thread in self.threads.drain(..) {
-            if thread.detachable {
-                detachable.push(thread.handle);
-            } else {
-                // Our threads catch every panic of user code, so a join error
-                // would mean a bug of ours, and there is nothing to report.
-                let _ = thread.handle.join();
+            match thread.user {
+                Some(user) => watched.push((thread.handle, thread.name, user)),
+                None => join(thread.handle, &thread.name, &self.ctl),
             }
         }
-        let deadline = Instant::now() + SOURCE_GRACE;
-        for handle in detachable {
-            while !handle.is_finished() && Instant::now() < deadline {
-                thread::sleep(Duration::from_millis(1));
-            }
-            if handle.is_finished() {
-                let _ = handle.join();
+        for (handle, name, user) in watched {
+            if user.wait_unless_blocked(|| handle.is_finished()) {
+                join(handle, &name, &self.ctl);
             }
         }
+    }
+}
+
+/// Joins one of the pipeline's threads. They catch every panic of the
+/// user's code, so one that still ended in a panic (outside any stage's
+/// code) must not pass unseen either.
+fn join(handle: JoinHandle<()>, name: &str, ctl: &Control) {
+    if let Err(payload) = handle.join() {
+        let message = format!(
+            "the thread ended with a panic: {}",
+            panic_message(&*payload)
+        );
+        ctl.fail(PipelineError::new(name, None, Failure::Panic(message)));
+        drop_payload(payload);
     }
 }
 
@@ -679,7 +820,7 @@ impl<T> Iterator for Results<T> {
             if let Some(item) = self.batch.next() {
                 return Some(Ok(item));
             }
-            match receive(&mut self.rx, &self.observed) {
+            match receive(&mut self.rx, &self.ctl, &self.observed) {
                 Some(batch) => self.batch = batch.into_iter(),
                 None => return self.end(),
             }
@@ -689,9 +830,13 @@ impl<T> Iterator for Results<T> {
 
 /// The consumer's next batch; `None` once the results have ended.
 #[inline(never)]
-fn receive<T>(rx: &mut Option<Rx<T>>, observed: &Option<Observed>) -> Option<Vec<T>> {
+fn receive<T>(
+    rx: &mut Option<Rx<T>>,
+    ctl: &Control,
+    observed: &Option<Observed>,
+) -> Option<Vec<T>> {
     let link = rx.as_mut()?;
-    match link.recv_to_end() {
+    match link.recv_to_end(ctl) {
         Some(batch) => {
             if let Some(observed) = observed {
                 observed.run.received(batch.len(), link.born());
@@ -708,6 +853,11 @@ fn receive<T>(rx: &mut Option<Rx<T>>, observed: &Option<Observed>) -> Option<Vec
 impl<T> Results<T> {
     #[cold]
     fn end(&mut self) -> Option<Result<T, PipelineError>> {
+        // The results are complete, but threads upstream of a stage that
+        // stopped early (`take`) may still run, or wait: for a turn in a
+        // reorder step, for input from an idle source. Nothing they do now
+        // can reach the consumer, so they are stopped, not waited for.
+        self.ctl.cancel();
         // Every thread is joined before the failure is read, so a failure
         // recorded by a thread that had already dropped its queue is seen.
         self.join_all();

@@ -64,6 +64,17 @@ pub trait Chain: Send + Sync + 'static {
     /// The profile names of the chain's stages, in order, below `prefix`.
     #[doc(hidden)]
     fn stage_names(&self, prefix: &str, out: &mut Vec<String>);
+
+    /// Makes every stage of the chain drop and count its failing items
+    /// (a parallel segment's `filter_errors(true)`).
+    #[doc(hidden)]
+    fn filter_all_errors(&mut self);
+
+    /// The name of a stage of the chain that must run on one worker
+    /// (`take`), if any: a serial segment with more workers runs one copy of
+    /// the chain per worker, so it must not have such a stage.
+    #[doc(hidden)]
+    fn single_worker_stage(&self) -> Option<String>;
 }
 
 /// The probes of the stages fused in one worker's copy of a serial segment,
@@ -159,9 +170,19 @@ pub struct Then<A, B>(pub A, pub B);
 pub struct FailSlot {
     failed: Cell<bool>,
     error: Cell<Option<Tagged>>,
+    /// The chain is a segment with `filter_errors`: every stage's failing
+    /// items are dropped and counted, whatever the stage's own setting.
+    filter_all: bool,
 }
 
 impl FailSlot {
+    fn new(filter_all: bool) -> Rc<Self> {
+        Rc::new(FailSlot {
+            filter_all,
+            ..FailSlot::default()
+        })
+    }
+
     fn set(&self, error: Tagged) {
         if !self.failed.replace(true) {
             self.error.set(Some(error));
@@ -218,9 +239,8 @@ where
             match self.inner.next() {
                 Some(Ok(item)) => return Some(item),
                 Some(Err(e)) => {
-                    let dropped = self
-                        .counters
-                        .drop_or_fail(self.stage.filter_errors(), e.into());
+                    let filter = self.stage.filter_errors() || self.fail.filter_all;
+                    let dropped = self.counters.drop_or_fail(filter, e.into());
                     if let Err(error) = dropped {
                         self.fail.set(Tagged {
                             stage: self.stage.name().to_owned(),
@@ -279,6 +299,16 @@ impl<S: Stage> Chain for Leaf<S> {
     fn stage_names(&self, prefix: &str, out: &mut Vec<String>) {
         out.push(format!("{prefix}{}", self.0.config().name()));
     }
+
+    fn filter_all_errors(&mut self) {
+        self.0.config_mut().set_filter_errors(true);
+    }
+
+    fn single_worker_stage(&self) -> Option<String> {
+        self.0
+            .runs_on_one_worker()
+            .then(|| self.0.config().name().to_owned())
+    }
 }
 
 impl<A, B> Chain for Then<A, B>
@@ -325,6 +355,17 @@ where
     fn stage_names(&self, prefix: &str, out: &mut Vec<String>) {
         self.0.stage_names(prefix, out);
         self.1.stage_names(prefix, out);
+    }
+
+    fn filter_all_errors(&mut self) {
+        self.0.filter_all_errors();
+        self.1.filter_all_errors();
+    }
+
+    fn single_worker_stage(&self) -> Option<String> {
+        self.0
+            .single_worker_stage()
+            .or_else(|| self.1.single_worker_stage())
     }
 }
 
@@ -443,7 +484,7 @@ impl<C: Chain> Segment<C> {
         input: impl Iterator<Item = C::In> + 'a,
         counters: &'a Counters,
     ) -> Fused<impl Iterator<Item = C::Out> + 'a> {
-        let fail = Rc::new(FailSlot::default());
+        let fail = FailSlot::new(self.config.filter_errors());
         Fused {
             inner: self.chain.fuse(input, fail.clone(), counters),
             fail,
@@ -477,7 +518,7 @@ impl<C: Chain> Stage for Segment<C> {
         match worker.fused_clocks() {
             None => worker.try_transform(|input| self.fused(input, counters)),
             Some(clocks) => worker.try_transform(|input| {
-                let fail = Rc::new(FailSlot::default());
+                let fail = FailSlot::new(self.config.filter_errors());
                 let input = clocks.input(input);
                 Fused {
                     inner: self.chain.fuse_timed(input, fail.clone(), counters, clocks),
@@ -500,8 +541,21 @@ impl<C: Chain> Stage for Segment<C> {
     }
 
     fn attach(self, pipeline: Pipeline<C::In>) -> Pipeline<C::Out> {
+        let config = &self.config;
         if self.serial {
+            if let (true, Some(stage)) = (config.workers() > 1, self.chain.single_worker_stage()) {
+                let why = format!(
+                    "`{stage}` runs on one worker, and this serial segment runs {} copies of its chain (one per worker): each would apply it on its own; give the segment one worker, or move `{stage}` out of it",
+                    config.workers()
+                );
+                return pipeline.misconfigured(config.name(), why);
+            }
             pipeline.spawn_stage(self)
+        } else if let Some(setting) = parallel_only_setting(config) {
+            let why = format!(
+                "{setting} applies to a serial segment's workers and output queue: call .serial(), or set it on the segment's stages"
+            );
+            pipeline.misconfigured(config.name(), why)
         } else if self.config.workers() != 1 || self.config.ordered() {
             // Its stages keep their own settings: these would be ignored.
             let workers = format!("workers({})", self.config.workers());
@@ -518,6 +572,10 @@ impl<C: Chain> Stage for Segment<C> {
             // In profiles, its stages are `MainPipeline__<segment>__<stage>`.
             let mut chain = self.chain;
             chain.enter_scope(self.config.name());
+            if self.config.filter_errors() {
+                // The segment's failing items are those of its stages.
+                chain.filter_all_errors();
+            }
             chain.attach(pipeline)
         }
     }
@@ -533,7 +591,13 @@ impl<C: Chain> Chain for Segment<C> {
         fail: Rc<FailSlot>,
         counters: &'a Counters,
     ) -> impl Iterator<Item = C::Out> + 'a {
-        // Inside a serial segment, a nested segment is fused too.
+        // Inside a serial segment, a nested segment is fused too. With
+        // `filter_errors` of its own, none of its stages' failures reach the
+        // slot, so it gets one that filters them all.
+        let fail = match self.config.filter_errors() && !fail.filter_all {
+            true => FailSlot::new(true),
+            false => fail,
+        };
         self.chain.fuse(input, fail, counters)
     }
 
@@ -560,6 +624,26 @@ impl<C: Chain> Chain for Segment<C> {
         // A nested segment is a level of its own in profile names.
         self.chain
             .stage_names(&format!("{prefix}{}__", self.config.name()), out);
+    }
+
+    fn filter_all_errors(&mut self) {
+        self.config.set_filter_errors(true);
+        self.chain.filter_all_errors();
+    }
+
+    fn single_worker_stage(&self) -> Option<String> {
+        self.chain.single_worker_stage()
+    }
+}
+
+/// A setting that a parallel segment has no place for (its stages each
+/// have their own workers and queues), if one was made.
+fn parallel_only_setting(config: &StageConfig) -> Option<&'static str> {
+    use crate::config::{DEFAULT_QSIZE, QueueSize};
+    match config.queue() {
+        QueueSize::Unbounded => Some("unbounded"),
+        QueueSize::Bounded(n) if n != DEFAULT_QSIZE => Some("qsize"),
+        QueueSize::Bounded(_) => config.stack_size().map(|_| "stack_size"),
     }
 }
 

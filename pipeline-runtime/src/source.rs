@@ -1,20 +1,50 @@
 //! The source thread: pulls the user's iterator or channel into the first link.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::control::Control;
+use crate::control::{Control, POLL, lock};
 use crate::error::{StageError, Stop};
 use crate::link::Tx;
+use crate::profile::Probe;
+use crate::user_code::UserCode;
 
 pub(crate) enum Source<I: IntoIterator> {
     Iter(I),
     /// A channel, ended after an idle time without items if one is given.
-    Flume(flume::Receiver<I::Item>, Option<Duration>),
+    Flume(Channel<I::Item>),
     Std(std::sync::mpsc::Receiver<I::Item>),
 }
 
-/// How often a source waiting on an empty channel checks for cancellation.
-const POLL: Duration = Duration::from_millis(20);
+/// A flume channel source.
+pub(crate) struct Channel<T> {
+    pub(crate) rx: flume::Receiver<T>,
+    /// Ends the stream once no item came for this long.
+    pub(crate) idle: Option<Duration>,
+    /// Shut when the stream ends on its idle time-out, by the feed whose
+    /// pushes it guards (see [`Gate`]).
+    pub(crate) gate: Option<Gate>,
+}
+
+/// Makes "the stream has ended" and "an item was accepted" exclusive: a
+/// `Stream::feed` push holds it while it sends, and a source ending on its
+/// idle time-out shuts it, then takes what is still in the channel. So an
+/// item whose push succeeded is always delivered, and a push after the end
+/// fails.
+#[derive(Clone, Default)]
+pub(crate) struct Gate(Arc<Mutex<bool>>);
+
+impl Gate {
+    /// Runs `send` unless the gate is shut; `None` if it is.
+    pub(crate) fn pass<R>(&self, send: impl FnOnce() -> R) -> Option<R> {
+        let shut = lock(&self.0);
+        (!*shut).then(send)
+    }
+
+    fn shut(&self) {
+        *lock(&self.0) = true;
+    }
+}
 
 /// One poll of a channel source.
 enum Polled<T> {
@@ -24,17 +54,39 @@ enum Polled<T> {
 }
 
 impl<I: IntoIterator> Source<I> {
-    pub(crate) fn run(self, tx: &mut Tx<I::Item>, ctl: &Control) -> Result<(), StageError> {
+    /// Runs the source; `user` tells where the user's code runs, `probe`
+    /// measures the source in a profiled or debugged run.
+    pub(crate) fn run(
+        self,
+        tx: &mut Tx<I::Item>,
+        ctl: &Control,
+        user: &UserCode,
+        probe: Option<Probe>,
+    ) -> Result<(), StageError> {
         match self {
             Source::Iter(items) => {
-                for item in items {
-                    tx.push(item, ctl)?;
+                let mut items = user.run(|| items.into_iter());
+                match probe {
+                    None => {
+                        while let Some(item) = user.run(|| items.next()) {
+                            tx.push(item, ctl)?;
+                        }
+                    }
+                    Some(mut probe) => {
+                        while let Some(item) = user.run(|| items.next()) {
+                            probe.emitted(tx.blocked_ns());
+                            tx.push(item, ctl)?;
+                        }
+                    }
                 }
+                // Dropped here, still counted as the user's code.
+                user.run(|| drop(items));
             }
-            Source::Flume(rx, idle) => drain_channel(
+            Source::Flume(Channel { rx, idle, gate }) => drain_channel(
                 tx,
                 ctl,
                 idle,
+                probe,
                 || match rx.try_recv() {
                     Ok(item) => Polled::Item(item),
                     Err(flume::TryRecvError::Empty) => Polled::Empty,
@@ -45,11 +97,20 @@ impl<I: IntoIterator> Source<I> {
                     Err(flume::RecvTimeoutError::Timeout) => Polled::Empty,
                     Err(flume::RecvTimeoutError::Disconnected) => Polled::Closed,
                 },
+                || {
+                    // No push can succeed after this; those that did are
+                    // in the channel, and go on.
+                    if let Some(gate) = &gate {
+                        gate.shut();
+                    }
+                    rx.drain().collect()
+                },
             )?,
             Source::Std(rx) => drain_channel(
                 tx,
                 ctl,
                 None,
+                probe,
                 || match rx.try_recv() {
                     Ok(item) => Polled::Item(item),
                     Err(std::sync::mpsc::TryRecvError::Empty) => Polled::Empty,
@@ -60,6 +121,7 @@ impl<I: IntoIterator> Source<I> {
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Polled::Empty,
                     Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Polled::Closed,
                 },
+                Vec::new,
             )?,
         }
         tx.flush(ctl)?;
@@ -70,17 +132,26 @@ impl<I: IntoIterator> Source<I> {
 /// Passes a channel's items on as they come: whatever is queued goes in one
 /// batch, and the batch is flushed before waiting for more, so an item never
 /// waits for the next one to arrive. With `idle`, a wait that long for the
-/// next item ends the stream, as the last sender going away would.
+/// next item ends the stream, as the last sender going away would; what
+/// `on_idle` then returns (the channel's last items) goes on first.
 fn drain_channel<T>(
     tx: &mut Tx<T>,
     ctl: &Control,
     idle: Option<Duration>,
+    mut probe: Option<Probe>,
     mut try_recv: impl FnMut() -> Polled<T>,
     mut recv_timeout: impl FnMut(Duration) -> Polled<T>,
+    on_idle: impl FnOnce() -> Vec<T>,
 ) -> Result<(), Stop> {
+    let push = |item: T, tx: &mut Tx<T>, probe: &mut Option<Probe>| {
+        if let Some(probe) = probe {
+            probe.emitted(tx.blocked_ns());
+        }
+        tx.push(item, ctl)
+    };
     loop {
         match try_recv() {
-            Polled::Item(item) => tx.push(item, ctl)?,
+            Polled::Item(item) => push(item, tx, &mut probe)?,
             Polled::Closed => return Ok(()),
             Polled::Empty => {
                 tx.flush(ctl)?;
@@ -89,7 +160,12 @@ fn drain_channel<T>(
                     let wait = match idle {
                         Some(idle) => match idle.checked_sub(since.elapsed()) {
                             Some(left) => left.min(POLL),
-                            None => return Ok(()),
+                            None => {
+                                for item in on_idle() {
+                                    push(item, tx, &mut probe)?;
+                                }
+                                return Ok(());
+                            }
                         },
                         None => POLL,
                     };
@@ -100,8 +176,13 @@ fn drain_channel<T>(
                         Polled::Empty => {}
                     }
                 };
-                tx.restart_clock(Instant::now());
-                tx.push(item, ctl)?;
+                let now = Instant::now();
+                if let Some(probe) = &mut probe {
+                    // The wait for the channel is not the source's work.
+                    probe.took(0, now, now - since);
+                }
+                tx.restart_clock(now);
+                push(item, tx, &mut probe)?;
             }
         }
     }

@@ -112,6 +112,13 @@ pub trait Stage: Configurable + Send + Sync + 'static {
         self.config_mut().enter_scope(segment);
     }
 
+    /// Whether the stage must run on one worker (`take`): a serial segment
+    /// holding it must have one worker too.
+    #[doc(hidden)]
+    fn runs_on_one_worker(&self) -> bool {
+        false
+    }
+
     /// Appends the stage to a pipeline. The default gives it workers of its
     /// own; a parallel segment appends its stages one by one instead.
     #[doc(hidden)]

@@ -296,14 +296,23 @@ impl<T> Iterator for TimedChunks<'_, T> {
         }
         // A chunk's first item may take as long as it takes.
         let first = self.input.next()?;
-        let deadline = Instant::now() + self.timeout;
-        let mut chunk = Vec::with_capacity(self.n);
+        // `Duration::MAX`: no time limit.
+        let deadline = crate::control::deadline_after(self.timeout);
+        // Room for the items a batch brings; a chunk of millions (or of
+        // `usize::MAX`, "all of them") grows as its items come.
+        let mut chunk = Vec::with_capacity(self.n.min(crate::link::MAX_BATCH));
         chunk.push(first);
         while chunk.len() < self.n {
-            match self
-                .input
-                .next_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
+            let next = match deadline {
+                Some(deadline) => self
+                    .input
+                    .next_timeout(deadline.saturating_duration_since(Instant::now())),
+                None => match self.input.next() {
+                    Some(item) => Next::Item(item),
+                    None => Next::End,
+                },
+            };
+            match next {
                 Next::Item(item) => chunk.push(item),
                 Next::Timeout => break,
                 Next::End => {
@@ -383,6 +392,10 @@ impl<T: Send + 'static> Stage for take<T> {
         input: impl Iterator<Item = T> + 'a,
     ) -> impl Iterator<Item = Result<T, Infallible>> + 'a {
         self.apply(input)
+    }
+
+    fn runs_on_one_worker(&self) -> bool {
+        true
     }
 
     fn attach(self, pipeline: Pipeline<T>) -> Pipeline<T> {

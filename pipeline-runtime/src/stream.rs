@@ -4,13 +4,15 @@
 
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
+
 use std::time::{Duration, Instant};
 
 use crate::control::{Control, lock};
 use crate::error::{Failure, PipelineError};
 use crate::link::MAX_BATCH;
 use crate::pipeline::{IntoSource, Launch, Pipeline, Results};
-use crate::source::Source;
+use crate::source::{Channel, Gate, Source};
+use crate::user_code::UserCode;
 
 /// A streaming source: items arrive over time, each passed on as soon as it
 /// arrives, and the stream ends when its producer is done, or, with
@@ -53,6 +55,11 @@ enum Kind<T> {
 /// Where a [`Stream::feed`] closure puts its items.
 pub struct Bucket<T> {
     tx: flume::Sender<T>,
+    ctl: Arc<Control>,
+    /// Counts the feed closure as the user's code, except inside `push`.
+    user: UserCode,
+    /// With an idle time-out: shut when the stream ends (see [`Gate`]).
+    gate: Option<Gate>,
 }
 
 /// The pipeline behind a [`Bucket`] has stopped: stop feeding it.
@@ -69,9 +76,45 @@ impl std::error::Error for Stopped {}
 
 impl<T> Bucket<T> {
     /// Passes an item to the pipeline, waiting while its queue is full.
-    /// Fails once the pipeline has stopped.
+    /// Fails once the pipeline has stopped (or the stream has ended on its
+    /// idle time-out). An item for which it returns `Ok` is processed.
     pub fn push(&self, item: T) -> Result<(), Stopped> {
-        self.tx.send(item).map_err(|_| Stopped)
+        if self.ctl.is_cancelled() {
+            return Err(Stopped);
+        }
+        self.user.outside(|| match &self.gate {
+            None => self.tx.send(item).map_err(|_| Stopped),
+            Some(gate) => self.push_gated(gate, item),
+        })
+    }
+
+    /// A push that the idle time-out cannot overtake: sent while holding the
+    /// gate, which is never held while the channel is full (the source
+    /// takes the gate to end the stream, and must not wait on a push that
+    /// waits on it).
+    fn push_gated(&self, gate: &Gate, mut item: T) -> Result<(), Stopped> {
+        let mut pause = std::time::Duration::from_micros(20);
+        loop {
+            match gate.pass(|| self.tx.try_send(item)) {
+                None => return Err(Stopped),
+                Some(Ok(())) => return Ok(()),
+                Some(Err(flume::TrySendError::Disconnected(_))) => return Err(Stopped),
+                Some(Err(flume::TrySendError::Full(back))) => item = back,
+            }
+            // Full: the pipeline is behind. Wait outside the gate.
+            let wake = Instant::now() + pause;
+            if !self.ctl.sleep_until(Some(wake)) {
+                return Err(Stopped);
+            }
+            pause = (pause * 2).min(std::time::Duration::from_millis(2));
+        }
+    }
+
+    /// Waits until `deadline` (forever if `None`), or until the pipeline
+    /// stops: `false` then. A wait of the runtime's, not the user's code, so
+    /// a dropped pipeline does not leave it behind.
+    fn sleep_until(&self, deadline: Option<Instant>) -> bool {
+        self.user.outside(|| self.ctl.sleep_until(deadline))
     }
 }
 
@@ -98,22 +141,28 @@ impl<T: Send + 'static> Stream<T> {
     /// A real-time source: calls `tick` once every `period` (at a fixed
     /// rate: a slow call delays the next one but does not shift the
     /// schedule) until it returns `None` or the pipeline stops
-    /// (PyStream's `start_loop(period)`).
+    /// (PyStream's `start_loop(period)`). The wait between ticks ends as
+    /// soon as the pipeline stops; `Duration::MAX` ticks once.
     pub fn every(period: Duration, mut tick: impl FnMut() -> Option<T> + Send + 'static) -> Self {
         Self::feed(move |bucket| {
-            let mut next = Instant::now();
+            let mut next = Some(Instant::now());
             while let Some(item) = tick() {
                 if bucket.push(item).is_err() {
                     return;
                 }
-                next += period;
+                next = next.and_then(|n| n.checked_add(period));
                 let now = Instant::now();
-                if next > now {
-                    thread::sleep(next - now);
-                } else {
-                    // Behind schedule: start again from now rather than
-                    // firing a burst to catch up.
-                    next = now;
+                match next {
+                    Some(n) if n <= now => {
+                        // Behind schedule: start again from now rather than
+                        // firing a burst to catch up.
+                        next = Some(now);
+                    }
+                    _ => {
+                        if !bucket.sleep_until(next) {
+                            return;
+                        }
+                    }
                 }
             }
         })
@@ -133,22 +182,36 @@ impl<T: Send + 'static> IntoSource for Stream<T> {
 
     fn into_pipeline(self) -> Pipeline<T> {
         let idle = self.idle_timeout;
+        let gate = idle.map(|_| Gate::default());
         let (receiver, feed) = match self.kind {
             Kind::Channel(rx) => (rx, None),
             Kind::Feed(feed) => {
                 let (tx, rx) = flume::bounded(MAX_BATCH);
-                (rx, Some((feed, Bucket { tx })))
+                (rx, Some((feed, tx)))
             }
         };
-        let relay = Pipeline::from_source(Source::<std::iter::Empty<T>>::Flume(receiver, idle));
+        let channel = Channel {
+            rx: receiver,
+            idle,
+            // Only a feed's pushes can be kept from racing the time-out.
+            gate: feed.as_ref().and(gate.clone()),
+        };
+        let relay = Pipeline::from_source(Source::<std::iter::Empty<T>>::Flume(channel));
         match feed {
             None => relay,
-            Some((feed, bucket)) => relay.with_thread(move |launch: &mut Launch| {
+            Some((feed, tx)) => relay.with_thread(move |launch: &mut Launch| {
                 // The user's closure may block where we cannot interrupt
-                // it; it sees `Stopped` at its next push once the relay
-                // (an interruptible channel source) is gone.
-                launch.spawn("source", None, true, move || {
-                    feed(&bucket);
+                // it; it sees `Stopped` at its next push once the pipeline
+                // has stopped.
+                let user = UserCode::default();
+                let bucket = Bucket {
+                    tx,
+                    ctl: launch.control(),
+                    user: user.clone(),
+                    gate,
+                };
+                launch.spawn_watched("source", user.clone(), move || {
+                    user.run(|| feed(&bucket));
                     Ok(())
                 });
             }),

@@ -215,6 +215,7 @@ impl<'a, I: 'a, O: 'a> Worker<'a, I, O> {
         let input = Input {
             source: io,
             batch: Vec::new().into_iter(),
+            holds: false,
         };
         if io.probe.borrow().is_none() {
             for item in f(input) {
@@ -252,6 +253,11 @@ impl<'a, I: 'a, O: 'a> Worker<'a, I, O> {
 trait BatchSource<T> {
     /// The next batch; `Closed` also once the pipeline is cancelled.
     fn next_batch(&self, deadline: Option<Instant>) -> Recv<T>;
+    /// The worker holds unread items of its batch, or no longer.
+    fn set_holding(&self, holding: bool);
+    /// The worker stopped reading with these items unread: they go to its
+    /// siblings (or, with none left, nowhere: the stage stopped reading).
+    fn give_back(&self, items: Vec<T>);
 }
 
 impl<I, O> BatchSource<I> for WorkerIo<'_, I, O> {
@@ -281,6 +287,25 @@ impl<I, O> BatchSource<I> for WorkerIo<'_, I, O> {
             }
         }
     }
+
+    fn set_holding(&self, holding: bool) {
+        self.rx.borrow().set_holding(holding);
+    }
+
+    fn give_back(&self, items: Vec<I>) {
+        if self.cancelled.get() || self.ctl.is_cancelled() {
+            return;
+        }
+        let mut rx = self.rx.borrow_mut();
+        if !rx.has_siblings() {
+            return;
+        }
+        // An ordered worker's output so far waits for the sibling that
+        // takes the rest; the step releases it in order either way.
+        if self.out.borrow_mut().park(self.ctl).is_ok() {
+            rx.give_back(items);
+        }
+    }
 }
 
 /// What [`Input::next_timeout`] got.
@@ -300,26 +325,68 @@ pub enum Next<T> {
 /// It ends when the previous stage has finished and the queue is drained,
 /// or when the pipeline stops; in the second case anything the stage emits
 /// afterwards is discarded.
+///
+/// A worker that stops reading before its input ends (its function returns
+/// early) gives the items it took but never looked at back to the stage's
+/// other workers, who process them; only when no other worker is left
+/// reading are they dropped (the stage has stopped reading its input).
 pub struct Input<'a, T> {
     source: &'a dyn BatchSource<T>,
     batch: std::vec::IntoIter<T>,
+    /// Whether the source counts this input as holding unread items.
+    holds: bool,
 }
 
 impl<T> Input<'_, T> {
     /// The next item, waiting for it no longer than `timeout`: for stages
     /// that act on time as well as on items (a partial chunk flushed after
-    /// a while, say).
+    /// a while, say). `Duration::MAX` waits as long as it takes.
     pub fn next_timeout(&mut self, timeout: Duration) -> Next<T> {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::control::deadline_after(timeout);
         loop {
             if let Some(item) = self.batch.next() {
                 return Next::Item(item);
             }
-            match self.source.next_batch(Some(deadline)) {
-                Recv::Batch(batch) => self.batch = batch.into_iter(),
-                Recv::Closed => return Next::End,
-                Recv::TimedOut => return Next::Timeout,
+            match self.refill(deadline) {
+                Next::Item(()) => {}
+                Next::End => return Next::End,
+                Next::Timeout => return Next::Timeout,
             }
+        }
+    }
+
+    /// Takes the next batch, once the current one is read.
+    #[cold]
+    fn refill(&mut self, deadline: Option<Instant>) -> Next<()> {
+        if self.holds {
+            self.holds = false;
+            self.source.set_holding(false);
+        }
+        match self.source.next_batch(deadline) {
+            Recv::Batch(batch) => {
+                if !batch.is_empty() {
+                    self.holds = true;
+                    self.source.set_holding(true);
+                }
+                self.batch = batch.into_iter();
+                Next::Item(())
+            }
+            Recv::Closed => Next::End,
+            Recv::TimedOut => Next::Timeout,
+        }
+    }
+}
+
+impl<T> Drop for Input<'_, T> {
+    fn drop(&mut self) {
+        let rest: Vec<T> = std::mem::take(&mut self.batch).collect();
+        if !rest.is_empty() {
+            self.source.give_back(rest);
+        }
+        // Let go only once given back, so that a sibling that finds the
+        // queue closed and nobody holding also finds what was given back.
+        if self.holds {
+            self.source.set_holding(false);
         }
     }
 }
@@ -333,9 +400,9 @@ impl<T> Iterator for Input<'_, T> {
             if let Some(item) = self.batch.next() {
                 return Some(item);
             }
-            match self.source.next_batch(None) {
-                Recv::Batch(batch) => self.batch = batch.into_iter(),
-                Recv::Closed | Recv::TimedOut => return None,
+            match self.refill(None) {
+                Next::Item(()) => {}
+                Next::End | Next::Timeout => return None,
             }
         }
     }

@@ -546,10 +546,10 @@ fn join(shared: &mut Shared, stage_names: &[String]) -> Result<(), PipelineError
 /// stage workers.
 fn spawn_all(launch: &mut Launch, shared: Arc<Shared>, feed: Feed, stages: Vec<StageSpec>) {
     let sh = shared.clone();
-    launch.spawn("control", None, false, move || watch(&sh));
+    launch.spawn("control", None, move || watch(&sh));
     if shared.job.role == Role::Driver {
         let sh = shared.clone();
-        launch.spawn("source", None, false, move || {
+        launch.spawn("source", None, move || {
             let total = feed(&sh)?;
             let _ = sh.source_total.set(total);
             sh.record("source", json!({ "messages": total }))
@@ -565,7 +565,7 @@ fn spawn_all(launch: &mut Launch, shared: Arc<Shared>, feed: Feed, stages: Vec<S
         for index in 0..spec.config.workers() {
             let (sh, work, counters) = (shared.clone(), spec.work.clone(), counters.clone());
             let stats = stats.clone();
-            launch.spawn(spec.config.name(), Some(index), false, move || {
+            launch.spawn(spec.config.name(), Some(index), move || {
                 // Made on the worker's thread, whose CPU time it reads.
                 let mut probe = stats.map(Probe::new);
                 work(&sh, k0 + 1, &counters, probe.as_mut())

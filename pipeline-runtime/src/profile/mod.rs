@@ -54,6 +54,10 @@
 //!   stages share their segment's threads, whose CPU time is reported on
 //!   the segment's row (theirs show zero), and have no queue of their own.
 //! - **Latency of a producer**: the same, busy time per item emitted.
+//! - **The source** (a plain iterator, a channel, a `Stream`) has a row of
+//!   its own, `MainPipeline__source`, measured as a producer: the time its
+//!   iterator took per item (a channel source: less the time it waited for
+//!   the channel), so a slow source shows beside the stages.
 //! - **Latency of `MainPipeline`**: from the pipeline taking an item from
 //!   its source (the first stage taking it from the source's queue; for a
 //!   producer, the producer emitting it) to the consumer receiving it. The

@@ -81,8 +81,14 @@ CREATE INDEX IF NOT EXISTS job_samples_by_run ON job_samples (run_id, t_s);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1');
 ";
 
-/// How long a writer waits for another process's write to finish.
+/// How long a reader waits for another process's write to finish.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the writer waits for another connection's write to finish.
+/// Other runs' writes take milliseconds; a database held locked for longer
+/// (another process's open transaction) fails the store instead, since the
+/// pipeline's results wait for the store's last write when they end.
+const WRITE_BUSY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// One row of the `samples` table: a stage's counts at a moment of the run.
 #[derive(Clone, Debug, PartialEq)]
@@ -234,7 +240,7 @@ fn open_for_writing(path: &Path, max_pages: Option<u32>) -> Result<Connection, S
             .map_err(|e| StoreError::new(path, "cannot create its folder", Some(Box::new(e))))?;
     }
     let conn = Connection::open(path).map_err(|e| sql_error(path, "cannot open", e))?;
-    conn.busy_timeout(BUSY_TIMEOUT)
+    conn.busy_timeout(WRITE_BUSY_TIMEOUT)
         .map_err(|e| sql_error(path, "cannot configure", e))?;
     if let Some(pages) = max_pages {
         conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
