@@ -219,7 +219,11 @@ fn compare_puts_both_runs_side_by_side() {
         .skip(1)
         .map(|l| l.split("  ").next().unwrap())
         .collect();
-    assert_eq!(names, ["MainPipeline", NAP, ODD_KEY, TALLY]);
+    // The source has a row of its own too.
+    assert_eq!(
+        names,
+        ["MainPipeline", "MainPipeline__source", NAP, ODD_KEY, TALLY]
+    );
     // stage, mean A, mean B, B/A, items/s A, items/s B, B/A
     let nap = cells(row(&out, NAP));
     assert_eq!(nap.len(), 7, "{nap:?}");

@@ -68,9 +68,9 @@ struct Shared<T> {
     returned: Mutex<Vec<Batch<T>>>,
     /// Whether `returned` may hold a batch: read per batch, without the lock.
     has_returned: AtomicBool,
-    /// Receivers holding items they have not looked at yet (see
-    /// [`Rx::set_holding`]): one that finds the queue closed waits for them,
-    /// since they may still give some back.
+    /// Receivers that may hold items they have not looked at yet (see
+    /// [`Rx::hold`]): one that finds the queue closed waits for them, since
+    /// they may still give some back.
     holding: AtomicUsize,
     /// Live receivers, so that a batch is given back only if one can take it.
     receivers: AtomicUsize,
@@ -188,6 +188,7 @@ pub(crate) fn link_with<T>(
         seq: 0,
         stamps: false,
         returned: false,
+        holds: false,
     };
     (tx, rx)
 }
@@ -403,10 +404,13 @@ pub(crate) struct Rx<T> {
     stamps: bool,
     /// Whether the last batch handed out was one a sibling gave back.
     returned: bool,
+    /// Whether this receiver is counted in `Shared::holding`.
+    holds: bool,
 }
 
 impl<T> Drop for Rx<T> {
     fn drop(&mut self) {
+        self.let_go();
         self.shared.receivers.fetch_sub(1, SeqCst);
     }
 }
@@ -423,6 +427,7 @@ impl<T> Clone for Rx<T> {
             seq: 0,
             stamps: self.stamps,
             returned: false,
+            holds: false,
         }
     }
 }
@@ -493,12 +498,24 @@ impl<T> Rx<T> {
         waiting: &mut impl Waiting,
         deadline: Option<Instant>,
     ) -> Result<Recv<T>, Stop> {
+        // This one holds nothing now; it takes a batch given back only once
+        // counted again, so that a sibling never sees it as not holding
+        // while it takes one.
+        let held = self.holds;
+        self.let_go();
         loop {
-            if let Some(batch) = self.take_returned() {
-                return Ok(Recv::Batch(self.handed_back(batch)));
+            if self.shared.has_returned.load(SeqCst) {
+                self.hold();
+                if let Some(batch) = self.take_returned() {
+                    return Ok(Recv::Batch(self.handed_back(batch)));
+                }
+                self.let_go();
             }
-            if self.shared.holding.load(SeqCst) == 0 {
+            if self.shared.holding.load(SeqCst) == 0 || !waiting.may_wait_for_siblings() {
                 // A holder gives back before it lets go: look once more.
+                if held {
+                    self.hold();
+                }
                 return Ok(match self.take_returned() {
                     Some(batch) => Recv::Batch(self.handed_back(batch)),
                     None => Recv::Closed,
@@ -544,13 +561,23 @@ impl<T> Rx<T> {
         self.shared.receivers.load(SeqCst) > 1
     }
 
-    /// Marks this receiver as holding unread items of its last batch (an
-    /// iterator stage's input between two items), or no longer.
-    pub(crate) fn set_holding(&self, holding: bool) {
-        match holding {
-            true => self.shared.holding.fetch_add(1, SeqCst),
-            false => self.shared.holding.fetch_sub(1, SeqCst),
-        };
+    /// Counts this receiver as one that may hold unread items: an
+    /// iterator stage's input calls it before it takes a batch (so a sibling
+    /// that then finds the queue closed waits for it), and
+    /// [`let_go`](Rx::let_go) once it has read the batch to its end.
+    pub(crate) fn hold(&mut self) {
+        if !self.holds {
+            self.holds = true;
+            self.shared.holding.fetch_add(1, SeqCst);
+        }
+    }
+
+    /// No longer counted as holding unread items.
+    pub(crate) fn let_go(&mut self) {
+        if self.holds {
+            self.holds = false;
+            self.shared.holding.fetch_sub(1, SeqCst);
+        }
     }
 
     /// Whether the last batch handed out was given back by a sibling.

@@ -291,14 +291,18 @@ impl<O, S: Sink<O>> Reorder<O, S> {
     }
 }
 
-/// Nothing to flush before waiting: an ordered worker hands its batch in first.
-struct NoFlush;
+/// Nothing to flush before waiting: an ordered worker hands its batch in
+/// first, unless it keeps it open through a timed wait (`true`).
+struct NoFlush(bool);
 
 impl Waiting for NoFlush {
     fn before_wait(&mut self, _: &Control) -> Result<(), Stop> {
         Ok(())
     }
     fn after_wait(&mut self, _: Instant) {}
+    fn may_wait_for_siblings(&self) -> bool {
+        !self.0
+    }
 }
 
 impl<O> Held<O> {
@@ -427,7 +431,8 @@ impl<O> Out<O> {
                     Some(_) if !h.held.is_empty() => h.offer(false, ctl)?,
                     Some(_) => {}
                 }
-                let received = rx.recv(ctl, &mut NoFlush, deadline)?;
+                let open = h.seq.is_some();
+                let received = rx.recv(ctl, &mut NoFlush(open), deadline)?;
                 match &received {
                     Recv::Batch(batch) => {
                         h.hand_in(ctl)?;

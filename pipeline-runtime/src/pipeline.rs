@@ -107,6 +107,8 @@ impl Observe {
 
 impl<T: Send + 'static> Pipeline<T> {
     /// A pipeline whose items come from `items`, pulled on a thread of its own.
+    /// An iterator that blocks (on a socket, say) cannot be interrupted when
+    /// the pipeline stops: see [`results`](Pipeline::results).
     pub fn source<I>(items: I) -> Self
     where
         I: IntoIterator<Item = T> + Send + 'static,
@@ -322,7 +324,12 @@ impl<T: Send + 'static> Pipeline<T> {
     /// Starts the pipeline and returns its results as they come, in arrival
     /// order: every item as `Ok`, then, if the pipeline failed, one `Err`
     /// with the first failure. Dropping the iterator early stops the
-    /// pipeline and joins its threads.
+    /// pipeline and joins its threads, except one blocked inside your own
+    /// code (a source iterator waiting in `next`, a `Stream::feed` closure
+    /// waiting outside `push`): nothing can interrupt that, so the drop does
+    /// not wait for it, and the thread ends when your code returns, seeing
+    /// the pipeline stopped. Feed a channel source from a thread of yours
+    /// where that matters.
     pub fn results(self) -> Results<T> {
         let observe = self.observe;
         let mut launch = Launch {

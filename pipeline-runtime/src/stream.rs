@@ -131,6 +131,11 @@ impl<T: Send + 'static> Stream<T> {
     /// Runs `feed` on a thread of its own; what it pushes into the bucket
     /// is the stream, which ends when `feed` returns (PipeFrame's `feed`).
     /// A panic in `feed` fails the pipeline as the `source`.
+    ///
+    /// Once the pipeline stops, `push` fails: return then. While `feed`
+    /// blocks outside `push` (waiting on a socket, say), it cannot be
+    /// interrupted: dropping the pipeline does not wait for it, and its
+    /// thread ends when `feed` returns.
     pub fn feed(feed: impl FnOnce(&Bucket<T>) + Send + 'static) -> Self {
         Stream {
             kind: Kind::Feed(Box::new(feed)),
@@ -170,7 +175,13 @@ impl<T: Send + 'static> Stream<T> {
 
     /// Ends the stream once no item arrived for `idle` (PipeFrame's
     /// `timeout`): what arrived before is processed and delivered, and the
-    /// pipeline ends normally.
+    /// pipeline ends normally. With [`feed`](Stream::feed), a push that
+    /// returned `Ok` is always delivered, and a push after the time-out
+    /// fails. With [`channel`](Stream::channel), items still in the channel
+    /// when the time-out fires are delivered; a send that races the
+    /// time-out itself may succeed on your channel after the stream has
+    /// ended, and that item is not processed: use `feed` where every
+    /// accepted item must be.
     pub fn idle_timeout(mut self, idle: Duration) -> Self {
         self.idle_timeout = Some(idle);
         self

@@ -87,6 +87,13 @@ impl CallTimer for Probe {
 pub(crate) trait Waiting {
     fn before_wait(&mut self, ctl: &Control) -> Result<(), Stop>;
     fn after_wait(&mut self, now: Instant);
+    /// Whether the receiver may wait for siblings that could still give
+    /// items back, once the queue is closed. Not an ordered worker that
+    /// keeps its batch open through a timed wait: a sibling ahead of it may
+    /// be waiting for that batch's turn.
+    fn may_wait_for_siblings(&self) -> bool {
+        true
+    }
 }
 
 impl<O> Waiting for Tx<O> {
@@ -215,7 +222,6 @@ impl<'a, I: 'a, O: 'a> Worker<'a, I, O> {
         let input = Input {
             source: io,
             batch: Vec::new().into_iter(),
-            holds: false,
         };
         if io.probe.borrow().is_none() {
             for item in f(input) {
@@ -289,7 +295,11 @@ impl<I, O> BatchSource<I> for WorkerIo<'_, I, O> {
     }
 
     fn set_holding(&self, holding: bool) {
-        self.rx.borrow().set_holding(holding);
+        let mut rx = self.rx.borrow_mut();
+        match holding {
+            true => rx.hold(),
+            false => rx.let_go(),
+        }
     }
 
     fn give_back(&self, items: Vec<I>) {
@@ -333,8 +343,6 @@ pub enum Next<T> {
 pub struct Input<'a, T> {
     source: &'a dyn BatchSource<T>,
     batch: std::vec::IntoIter<T>,
-    /// Whether the source counts this input as holding unread items.
-    holds: bool,
 }
 
 impl<T> Input<'_, T> {
@@ -345,6 +353,7 @@ impl<T> Input<'_, T> {
         let deadline = crate::control::deadline_after(timeout);
         loop {
             if let Some(item) = self.batch.next() {
+                self.read();
                 return Next::Item(item);
             }
             match self.refill(deadline) {
@@ -355,25 +364,33 @@ impl<T> Input<'_, T> {
         }
     }
 
-    /// Takes the next batch, once the current one is read.
-    #[cold]
-    fn refill(&mut self, deadline: Option<Instant>) -> Next<()> {
-        if self.holds {
-            self.holds = false;
+    /// An item was taken: once the batch's last one is, nothing unread is
+    /// held.
+    #[inline]
+    fn read(&mut self) {
+        if self.batch.len() == 0 {
             self.source.set_holding(false);
         }
-        match self.source.next_batch(deadline) {
+    }
+
+    /// Takes the next batch, once the current one is read. Counted as
+    /// holding first, so that a sibling that finds the queue closed waits
+    /// until this one has either read what it takes or given it back.
+    #[cold]
+    fn refill(&mut self, deadline: Option<Instant>) -> Next<()> {
+        self.source.set_holding(true);
+        let got = match self.source.next_batch(deadline) {
             Recv::Batch(batch) => {
-                if !batch.is_empty() {
-                    self.holds = true;
-                    self.source.set_holding(true);
-                }
                 self.batch = batch.into_iter();
                 Next::Item(())
             }
             Recv::Closed => Next::End,
             Recv::TimedOut => Next::Timeout,
+        };
+        if self.batch.len() == 0 {
+            self.source.set_holding(false);
         }
+        got
     }
 }
 
@@ -385,9 +402,7 @@ impl<T> Drop for Input<'_, T> {
         }
         // Let go only once given back, so that a sibling that finds the
         // queue closed and nobody holding also finds what was given back.
-        if self.holds {
-            self.source.set_holding(false);
-        }
+        self.source.set_holding(false);
     }
 }
 
@@ -398,6 +413,7 @@ impl<T> Iterator for Input<'_, T> {
     fn next(&mut self) -> Option<T> {
         loop {
             if let Some(item) = self.batch.next() {
+                self.read();
                 return Some(item);
             }
             match self.refill(None) {
