@@ -29,13 +29,16 @@ type AnyRx = Box<dyn Any + Send>;
 /// own output queue.
 type Step = Box<dyn FnOnce(&mut Launch, Option<AnyRx>, bool) -> AnyRx + Send>;
 
+/// Starts threads of its own before a plan's steps (a feed closure's).
+type Before = Box<dyn FnOnce(&mut Launch) + Send>;
+
 /// How to start a pipeline. Steps run one after another in a loop rather
 /// than as nested calls, so a pipeline of any length starts, and drops, on
 /// any stack.
 #[derive(Default)]
 struct Plan {
     /// Run before the steps: threads that feed the first one.
-    before: Vec<Box<dyn FnOnce(&mut Launch) + Send>>,
+    before: Vec<Before>,
     /// Each step, with whether its stage is `ordered`.
     steps: Vec<(Step, bool)>,
 }
