@@ -3,6 +3,7 @@
 //! the job's broker timeout (the client reconnects by itself meanwhile).
 
 use std::future::Future;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
@@ -13,6 +14,18 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::{BrokerError, Job};
+
+/// `url` without the credentials it may carry, for messages.
+pub(crate) fn redact(url: &str) -> String {
+    url.split(',')
+        .map(|one| match (one.split_once("://"), one.rsplit_once('@')) {
+            (Some((scheme, _)), Some((_, host))) => format!("{scheme}://***@{host}"),
+            (None, Some((_, host))) => format!("***@{host}"),
+            _ => one.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
 
 /// Why a broker call gave up.
 pub(crate) enum Halt {
@@ -54,15 +67,71 @@ async fn all(
 }
 
 pub(crate) struct Broker {
-    rt: tokio::runtime::Runtime,
+    /// `None` only while being dropped.
+    rt: Option<tokio::runtime::Runtime>,
+    client: async_nats::Client,
     js: Context,
     timeout: Duration,
     /// How long one attempt of a call may take.
     attempt: Duration,
+    /// When the broker last answered a call. A failing call gives up the
+    /// broker timeout after this (or after it started, if later), however
+    /// many attempts that leaves it: the timeout is the time the broker
+    /// was out of reach, not a time per call.
+    last_ok: Mutex<Instant>,
+    /// The largest message the server takes (headers included).
+    max_payload: usize,
+}
+
+impl Drop for Broker {
+    /// Without waiting for the client's tasks: a pipeline may end (and this
+    /// be dropped) on a thread of the user's own async runtime, where a
+    /// blocking shutdown would panic.
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Runs `f` where it can block on the client's runtime: here, or, on a
+/// thread of an async runtime (where blocking on another runtime panics),
+/// on a thread of its own, which this one waits for.
+pub(crate) fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|scope| match scope.spawn(f).join() {
+        Ok(r) => r,
+        Err(payload) => std::panic::resume_unwind(payload),
+    })
+}
+
+/// Ends once `cancelled()` is true (polled).
+async fn until(cancelled: &dyn Fn() -> bool) {
+    while !cancelled() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Connection errors that waiting cannot cure.
+fn permanent(kind: async_nats::ConnectErrorKind) -> Option<&'static str> {
+    use async_nats::ConnectErrorKind::*;
+    match kind {
+        ServerParse => Some("its address is invalid"),
+        AuthorizationViolation => Some(
+            "it refused the credentials (authorization violation): check the user and password or token, in the URL or Job::user_password / Job::token",
+        ),
+        Authentication => Some("authentication failed"),
+        Tls => Some("the TLS setup failed"),
+        _ => None,
+    }
 }
 
 impl Broker {
-    /// Connects, giving up after the job's broker timeout.
+    /// Connects, giving up after the job's broker timeout, or at once if
+    /// waiting cannot help (see [`permanent`]). Call it off any async
+    /// runtime ([`off_runtime`]).
     pub(crate) fn connect(job: &Job) -> Result<Broker, BrokerError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -72,13 +141,13 @@ impl Broker {
             .map_err(|e| BrokerError::new("could not start the client's runtime", e))?;
         let url = job.url.clone();
         let timeout = job.broker_timeout;
-        let attempt = timeout.min(ATTEMPT);
+        let attempt = timeout.min(ATTEMPT).max(Duration::from_millis(100));
         let deadline = Instant::now() + timeout;
         // Connecting is retried here, not by the client, so that a wrong
         // address fails after the broker timeout with what went wrong.
         let client = loop {
             let process = job.process.clone();
-            let options = async_nats::ConnectOptions::new()
+            let mut options = async_nats::ConnectOptions::new()
                 .name(format!("parapipe {} {}", job.name, job.process))
                 .connection_timeout(attempt)
                 .max_reconnects(None)
@@ -93,33 +162,149 @@ impl Broker {
                         log::log!(target: "parapipe::nats", level, "process {process}: NATS client: {event}");
                     }
                 });
-            let error = match rt.block_on(options.connect(url.as_str())) {
-                Ok(client) => break client,
-                Err(e) => e,
+            options = match &job.auth {
+                None => options,
+                Some(super::Auth::UserPassword(user, password)) => {
+                    options.user_and_password(user.clone(), password.clone())
+                }
+                Some(super::Auth::Token(token)) => options.token(token.clone()),
+            };
+            // The whole handshake is bounded: a listener that is not a NATS
+            // server never sends its greeting.
+            let connecting =
+                async { tokio::time::timeout(attempt, options.connect(url.as_str())).await };
+            let error = match rt.block_on(connecting) {
+                Ok(Ok(client)) => break client,
+                Ok(Err(e)) => {
+                    if let Some(why) = permanent(e.kind()) {
+                        return Err(BrokerError::new(
+                            format!("could not connect to {}: {why}", redact(&url)),
+                            e,
+                        ));
+                    }
+                    BrokerError::new(format!("could not connect to {}", redact(&url)), e)
+                }
+                Err(_) => BrokerError::msg(format!(
+                    "{} did not greet us as a NATS server within {attempt:?}",
+                    redact(&url)
+                )),
             };
             if Instant::now() >= deadline {
-                return Err(BrokerError::new(
-                    format!(
-                        "could not connect to {url} within {timeout:?} (is nats-server running there, with JetStream, `-js`?)"
-                    ),
-                    error,
-                ));
+                return Err(error
+                    .after(timeout)
+                    .hint("is nats-server running there, with JetStream (`nats-server -js`)?"));
             }
             std::thread::sleep(Duration::from_millis(100));
         };
-        let mut js = jetstream::new(client);
+        let max_payload = client.server_info().max_payload;
+        let mut js = jetstream::new(client.clone());
         js.set_timeout(attempt);
-        Ok(Broker {
-            rt,
+        let broker = Broker {
+            rt: Some(rt),
+            client,
             js,
             timeout,
             attempt,
-        })
+            last_ok: Mutex::new(Instant::now()),
+            max_payload,
+        };
+        broker.check_jetstream(&url)?;
+        Ok(broker)
+    }
+
+    /// Fails at once if the server has no JetStream: every request would
+    /// otherwise fail, and be retried, for the whole broker timeout.
+    fn check_jetstream(&self, url: &str) -> Result<(), BrokerError> {
+        use async_nats::jetstream::context::AccountErrorKind;
+        let asked = self
+            .block_on(async { tokio::time::timeout(self.attempt, self.js.query_account()).await });
+        match asked {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) if e.kind() == AccountErrorKind::JetStreamUnavailable => {
+                Err(BrokerError::new(
+                    format!(
+                        "the server at {} does not have JetStream enabled: start it with `nats-server -js`",
+                        redact(url)
+                    ),
+                    e,
+                ))
+            }
+            // Slow, or something that may pass: the calls that follow retry.
+            Ok(Err(_)) | Err(_) => Ok(()),
+        }
+    }
+
+    /// Answers every request on `subject` with `reply`, for as long as this
+    /// connection lives: how a live driver makes itself known at once to a
+    /// process that asks (a dead one's connection is gone, and with it the
+    /// answer).
+    pub(crate) fn answer(&self, subject: &str, reply: Bytes) -> Result<(), Halt> {
+        let client = self.client.clone();
+        let subject = subject.to_owned();
+        let mut subscriber = self.retry("could not subscribe", &|| false, || {
+            let (client, subject) = (client.clone(), subject.clone());
+            async move { client.subscribe(subject).await }
+        })?;
+        // Lands before anyone can ask: the subscription must be registered
+        // with the server first.
+        let _ = self.block_on(client.flush());
+        if let Some(rt) = &self.rt {
+            // Ends with the runtime, when the broker is dropped.
+            drop(rt.spawn(async move {
+                while let Some(request) = subscriber.next().await {
+                    if let Some(inbox) = request.reply {
+                        let _ = client.publish(inbox, reply.clone()).await;
+                    }
+                }
+            }));
+        }
+        Ok(())
+    }
+
+    /// Asks `subject` (see [`answer`](Broker::answer)): the answer, or
+    /// `None` at once if nobody answers there.
+    pub(crate) fn ask(&self, subject: &str) -> Result<Option<Bytes>, Halt> {
+        use async_nats::RequestErrorKind;
+        let none = std::cell::Cell::new(false);
+        let answer = self.retry("could not ask the job's driver", &|| false, || {
+            let client = self.client.clone();
+            let subject = subject.to_owned();
+            let none = &none;
+            async move {
+                match client.request(subject, Bytes::new()).await {
+                    Ok(message) => Ok(Some(message.payload)),
+                    Err(e) if e.kind() == RequestErrorKind::NoResponders => {
+                        none.set(true);
+                        Ok(None)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        })?;
+        Ok(answer.filter(|_| !none.get()))
+    }
+
+    /// The largest message the server takes, headers included.
+    pub(crate) fn max_payload(&self) -> usize {
+        self.max_payload
+    }
+
+    fn block_on<F: Future>(&self, future: F) -> F::Output {
+        match &self.rt {
+            Some(rt) => rt.block_on(future),
+            None => unreachable!("the runtime is only taken when the broker is dropped"),
+        }
+    }
+
+    /// When a call that started at `started` gives up.
+    fn deadline(&self, started: Instant) -> Instant {
+        let last_ok = *crate::control::lock(&self.last_ok);
+        last_ok.max(started) + self.timeout
     }
 
     /// Runs `attempt` until it succeeds, `cancelled()` is true after a failed
     /// attempt (`|| true`: one attempt), or the broker timeout has passed
-    /// since the first failure.
+    /// since the broker last answered (see [`Broker::last_ok`]).
     fn retry<T, E, F, Fut>(
         &self,
         what: &'static str,
@@ -134,7 +319,9 @@ impl Broker {
         self.retry_within(what, self.attempt, cancelled, attempt)
     }
 
-    /// [`retry`](Broker::retry), each attempt given at most `limit`.
+    /// [`retry`](Broker::retry), each attempt given at most `limit`. An
+    /// attempt also ends as soon as `cancelled()` turns true, unless it was
+    /// true from the start (a one-attempt call).
     fn retry_within<T, E, F, Fut>(
         &self,
         what: &'static str,
@@ -147,62 +334,70 @@ impl Broker {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let mut failing_since: Option<Instant> = None;
+        use futures_util::future::{Either, select};
+        let started = Instant::now();
         loop {
-            let error = match self
-                .rt
-                .block_on(async { tokio::time::timeout(limit, attempt()).await })
-            {
-                Ok(Ok(value)) => return Ok(value),
-                Ok(Err(e)) => BrokerError::new(what, e),
-                Err(_) => BrokerError::msg(format!("{what}: no answer within {limit:?}")),
+            let left = self
+                .deadline(started)
+                .saturating_duration_since(Instant::now());
+            let this = limit.min(left).max(Duration::from_millis(100));
+            let race = !cancelled();
+            let outcome = self.block_on(async {
+                let call = std::pin::pin!(tokio::time::timeout(this, attempt()));
+                if !race {
+                    return Some(call.await);
+                }
+                match select(call, std::pin::pin!(until(cancelled))).await {
+                    Either::Left((result, _)) => Some(result),
+                    Either::Right(((), _)) => None,
+                }
+            });
+            let error = match outcome {
+                None => return Err(Halt::Cancelled),
+                Some(Ok(Ok(value))) => {
+                    *crate::control::lock(&self.last_ok) = Instant::now();
+                    return Ok(value);
+                }
+                Some(Ok(Err(e))) => BrokerError::new(what, e),
+                Some(Err(_)) => BrokerError::msg(format!("{what}: no answer within {this:?}")),
             };
             if cancelled() {
                 return Err(Halt::Cancelled);
             }
-            let since = *failing_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= self.timeout {
+            if Instant::now() >= self.deadline(started) {
                 return Err(Halt::Broker(error.after(self.timeout)));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
-    /// Deletes what an earlier run of the job left, then creates the
-    /// control stream and every edge with its consumer.
-    pub(crate) fn create_job(
-        &self,
-        control: &EdgeSpec,
-        edges: &[EdgeSpec],
-        ack_wait: Duration,
-        duplicate_window: Duration,
-    ) -> Result<(), Halt> {
-        let never = &|| false;
-        for spec in std::iter::once(control).chain(edges) {
-            let name = spec.stream.clone();
-            self.retry("could not delete a stream", never, || {
-                let js = self.js.clone();
-                let name = name.clone();
-                async move {
-                    match js.delete_stream(&name).await {
-                        Ok(_) => Ok(()),
-                        Err(e) if e.to_string().contains("not found") => Ok(()),
-                        Err(e) => Err(e),
-                    }
-                }
-            })?;
-        }
+    /// Creates the job's control stream, unless it exists: it outlives
+    /// runs, and holds the record that makes a run the job's live one.
+    pub(crate) fn ensure_control(&self, control: &EdgeSpec) -> Result<(), Halt> {
         // Read with direct gets (see `last`).
-        let control_config = stream::Config {
+        let config = stream::Config {
             name: control.stream.clone(),
             subjects: vec![format!("{}.>", control.subject)],
             max_messages_per_subject: 1,
             allow_direct: true,
             ..Default::default()
         };
-        self.retry("could not create the job's control stream", never, || {
-            self.js.create_stream(control_config.clone())
-        })?;
+        self.retry(
+            "could not create the job's control stream",
+            &|| false,
+            || self.js.get_or_create_stream(config.clone()),
+        )?;
+        Ok(())
+    }
+
+    /// Creates a run's edges, each with its consumer.
+    pub(crate) fn create_edges(
+        &self,
+        edges: &[EdgeSpec],
+        ack_wait: Duration,
+        duplicate_window: Duration,
+    ) -> Result<(), Halt> {
+        let never = &|| false;
         for spec in edges {
             let config = stream::Config {
                 name: spec.stream.clone(),
@@ -231,15 +426,72 @@ impl Broker {
         Ok(())
     }
 
-    /// Deletes the edges' streams, best effort (one short attempt each):
-    /// what a finished run leaves behind.
-    pub(crate) fn delete_edges(&self, edges: &[EdgeSpec]) {
+    /// Publishes `payload` on `subject` only if the subject's newest
+    /// message is still number `expected` (0: it has none): `false` if
+    /// another process published there first. What makes one driver, of
+    /// two starting at once, the job's.
+    pub(crate) fn publish_if_last(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        expected: u64,
+    ) -> Result<bool, Halt> {
+        let lost = std::cell::Cell::new(false);
+        self.retry("could not record the run", &|| false, || {
+            let js = self.js.clone();
+            let (subject, payload) = (subject.to_owned(), payload.clone());
+            let lost = &lost;
+            async move {
+                let publish = jetstream::context::Publish::build()
+                    .payload(payload)
+                    .expected_last_subject_sequence(expected);
+                match js.send_publish(subject, publish).await?.await {
+                    Err(e) if e.to_string().contains("wrong last sequence") => {
+                        lost.set(true);
+                        Ok(())
+                    }
+                    other => other.map(drop),
+                }
+            }
+        })?;
+        Ok(!lost.get())
+    }
+
+    /// The names of the streams that start with `prefix`.
+    pub(crate) fn streams_named(&self, prefix: &str) -> Result<Vec<String>, Halt> {
+        self.retry("could not list streams", &|| false, || async {
+            let mut names = self.js.stream_names();
+            let mut all = Vec::new();
+            while let Some(name) = names.next().await {
+                all.push(name?);
+            }
+            Ok::<_, async_nats::Error>(all)
+        })
+        .map(|names| {
+            names
+                .into_iter()
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+    }
+
+    /// Deletes streams, best effort (one short attempt each); `true` if
+    /// every one is gone.
+    pub(crate) fn delete_streams<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> bool {
         let limit = self.attempt.min(Duration::from_secs(2));
-        for spec in edges {
-            let _ = self.retry_within("could not delete a stream", limit, &|| true, || {
-                self.js.delete_stream(&spec.stream)
+        names.into_iter().fold(true, |all, name| {
+            let gone = self.retry_within("could not delete a stream", limit, &|| true, || {
+                let js = self.js.clone();
+                async move {
+                    match js.delete_stream(name).await {
+                        Ok(_) => Ok(()),
+                        Err(e) if e.to_string().contains("not found") => Ok(()),
+                        Err(e) => Err(e),
+                    }
+                }
             });
-        }
+            all && gone.is_ok()
+        })
     }
 
     /// The durable consumer of an edge.
@@ -336,8 +588,7 @@ impl Broker {
     /// acknowledgement only redelivers a message whose outputs the broker
     /// then drops as duplicates.
     pub(crate) fn ack(&self, message: &jetstream::Message) -> Result<(), BrokerError> {
-        self.rt
-            .block_on(message.ack())
+        self.block_on(message.ack())
             .map_err(|e| BrokerError::new("could not acknowledge a message", e))
     }
 
@@ -346,7 +597,7 @@ impl Broker {
     pub(crate) fn in_progress(&self, message: &jetstream::Message) {
         // Best effort: at worst the message is redelivered and its outputs
         // dropped as duplicates.
-        let _ = self.rt.block_on(message.ack_with(AckKind::Progress));
+        let _ = self.block_on(message.ack_with(AckKind::Progress));
     }
 
     /// The newest message of `subject` in the control stream, if any.
@@ -360,7 +611,7 @@ impl Broker {
         stream: &str,
         subject: &str,
         cancelled: &dyn Fn() -> bool,
-    ) -> Result<Option<Bytes>, Halt> {
+    ) -> Result<Option<(Bytes, u64)>, Halt> {
         use async_nats::jetstream::stream::DirectGetErrorKind;
         // Answered at once by a stream that exists, never by one that does
         // not: a short attempt.
@@ -372,7 +623,7 @@ impl Broker {
             || async {
                 let stream = self.js.get_stream_no_info(stream).await?;
                 match stream.direct_get_last_for_subject(subject).await {
-                    Ok(message) => Ok(Some(message.payload)),
+                    Ok(message) => Ok(Some((message.payload, message.sequence))),
                     Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
                     Err(e) => Err(Box::new(e) as async_nats::Error),
                 }

@@ -116,6 +116,7 @@
 //! an item until the output message of the message it came in is stored.
 
 mod broker;
+mod records;
 mod run;
 
 use std::borrow::Cow;
@@ -159,9 +160,32 @@ pub struct Job {
     broker_timeout: Duration,
     join_timeout: Duration,
     duplicate_window: Duration,
+    /// Credentials given apart from the URL.
+    auth: Option<Auth>,
     /// A bad setting from the environment, reported when the pipeline starts.
     invalid: Option<String>,
 }
+
+/// Credentials for a server that requires them.
+#[derive(Clone)]
+enum Auth {
+    UserPassword(String, String),
+    Token(String),
+}
+
+impl fmt::Debug for Auth {
+    /// Never prints a secret.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Auth::UserPassword(user, _) => write!(f, "UserPassword({user:?}, ***)"),
+            Auth::Token(_) => f.write_str("Token(***)"),
+        }
+    }
+}
+
+/// The longest job name: the broker's names for the job's streams (255
+/// characters at most) are the name with a prefix and a run number.
+pub const MAX_JOB_NAME: usize = 200;
 
 /// The server when neither [`Job::url`] nor `PARAPIPE_NATS_URL` says.
 pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
@@ -181,15 +205,17 @@ impl Job {
             broker_timeout: Duration::from_secs(30),
             join_timeout: Duration::from_secs(60),
             duplicate_window: Duration::from_secs(600),
+            auth: None,
             invalid: None,
         }
     }
 
     /// [`Job::new`], configured by the environment: `PARAPIPE_NATS_URL`
-    /// (the server), `PARAPIPE_ROLE` (`driver` or `worker`) and
-    /// `PARAPIPE_STAGES` (a comma-separated list of the stages this process
-    /// runs; empty for none). An invalid value fails the pipeline when it
-    /// starts, with a configuration error.
+    /// (the server; it may carry credentials, `nats://user:password@host:port`
+    /// or `nats://token@host:port`), `PARAPIPE_ROLE` (`driver` or `worker`)
+    /// and `PARAPIPE_STAGES` (a comma-separated list of the stages this
+    /// process runs; empty for none). An invalid value fails the pipeline
+    /// when it starts, with a configuration error.
     pub fn from_env(name: impl Into<String>) -> Self {
         let mut job = Job::new(name);
         if let Ok(url) = std::env::var("PARAPIPE_NATS_URL") {
@@ -220,9 +246,25 @@ impl Job {
         job
     }
 
-    /// The NATS server, as `nats://host:port`.
+    /// The NATS server, as `nats://host:port` (or `tls://`, `ws://`,
+    /// `wss://`; several separated by commas). A server that requires
+    /// credentials takes them in the URL (`nats://user:password@host:port`,
+    /// `nats://token@host:port`) or from [`user_password`](Job::user_password)
+    /// or [`token`](Job::token).
     pub fn url(mut self, url: impl Into<String>) -> Self {
         self.url = url.into();
+        self
+    }
+
+    /// Connects with a user name and password.
+    pub fn user_password(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.auth = Some(Auth::UserPassword(user.into(), password.into()));
+        self
+    }
+
+    /// Connects with an authentication token.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.auth = Some(Auth::Token(token.into()));
         self
     }
 
@@ -265,7 +307,10 @@ impl Job {
     }
 
     /// How long a process keeps trying to reach an unreachable broker
-    /// before failing the job (default 30 s).
+    /// before failing the job (default 30 s): the job fails this long after
+    /// the broker was last reached. What cannot get better by waiting (a
+    /// malformed URL, wrong credentials, a server without JetStream, a
+    /// message over the server's size limit) fails at once.
     pub fn broker_timeout(mut self, timeout: Duration) -> Self {
         self.broker_timeout = timeout;
         self
@@ -304,12 +349,19 @@ impl Job {
             return Err(why.clone());
         }
         let valid = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+        if self.name.len() > MAX_JOB_NAME {
+            return Err(format!(
+                "a job name of {} characters is too long: at most {MAX_JOB_NAME} (the broker's stream names, made of it, are limited)",
+                self.name.len()
+            ));
+        }
         if self.name.is_empty() || !self.name.chars().all(valid) {
             return Err(format!(
                 "{:?} is not a job name: use letters, digits, `-` and `_`",
                 self.name
             ));
         }
+        validate_url(&self.url)?;
         if self.process.is_empty() || self.process.contains(['.', '*', '>', ' ']) {
             return Err(format!(
                 "{:?} is not a process name: it must be non-empty, without spaces, `.`, `*` or `>`",
@@ -326,6 +378,36 @@ impl Job {
     pub fn status(&self) -> Result<JobStatus, BrokerError> {
         run::status(self)
     }
+
+    /// Deletes everything the job keeps on the broker (its control stream,
+    /// and the streams of runs that did not complete: a failed run's, or a
+    /// killed driver's), and returns how many streams it deleted. Refused,
+    /// with an error, while a run of the job is live. A run that completes
+    /// deletes its own streams but the control stream; a new run deletes
+    /// what earlier runs left.
+    pub fn cleanup(&self) -> Result<usize, BrokerError> {
+        run::cleanup(self)
+    }
+}
+
+/// Checks a server URL (or a comma-separated list of them) as the client
+/// would read it, so that a malformed one fails at once.
+fn validate_url(urls: &str) -> Result<(), String> {
+    if urls.trim().is_empty() {
+        return Err("the NATS server URL is empty: give one, as nats://host:port".into());
+    }
+    for url in urls.split(',').map(str::trim) {
+        if let Some((scheme, _)) = url.split_once("://") {
+            if !["nats", "tls", "ws", "wss"].contains(&scheme) {
+                return Err(format!(
+                    "{url:?} is not a NATS server URL: its scheme must be nats://, tls://, ws:// or wss://, not {scheme}://"
+                ));
+            }
+        }
+        url.parse::<async_nats::ServerAddr>()
+            .map_err(|e| format!("{url:?} is not a NATS server URL: {e}"))?;
+    }
+    Ok(())
 }
 
 fn default_process_name() -> String {
@@ -392,6 +474,12 @@ impl BrokerError {
     /// The same error, saying it lasted `timeout`.
     fn after(mut self, timeout: Duration) -> Self {
         self.what = format!("{} (failing for {timeout:?})", self.what).into();
+        self
+    }
+
+    /// The same error, with a hint at what to check.
+    fn hint(mut self, hint: &str) -> Self {
+        self.what = format!("{}: {hint}", self.what).into();
         self
     }
 }

@@ -11,9 +11,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use serde_json::{Value, json};
 
-use super::broker::{Broker, EdgeSpec, Halt};
+use super::broker::{Broker, EdgeSpec, Halt, off_runtime, redact};
+use super::records::{
+    EndRecord, Failed, Outcome, Record, RunRecord, SourceRecord, StageCounts, StageInfo,
+    StatsRecord, type_info,
+};
 use super::{
     BrokerError, Job, JobError, JobState, JobStatus, RemoteError, Role, StageStatus, Wire,
 };
@@ -49,6 +52,8 @@ pub struct DistPipeline<T> {
     /// per stage whose items cannot cross, not two).
     decode: Decode<T>,
     feed: Feed,
+    /// The source's item type, for the run record.
+    source_type: String,
     stages: Vec<StageSpec>,
     invalid: Option<PipelineError>,
     profiler: Option<Profiler>,
@@ -64,6 +69,8 @@ type Feed = Box<dyn FnOnce(&Shared) -> Result<u64, StageError> + Send>;
 /// A stage, its item types erased.
 struct StageSpec {
     config: StageConfig,
+    /// Its name and item types, for the run record.
+    info: StageInfo,
     work: Work,
 }
 
@@ -87,6 +94,7 @@ impl<T: Wire> DistPipeline<T> {
             job: job.clone(),
             decode: decode::<T>,
             feed: Box::new(move |shared: &Shared| feed(items.into_iter(), shared)),
+            source_type: type_info::<T>(),
             stages: Vec::new(),
             invalid,
             profiler: None,
@@ -113,8 +121,14 @@ impl<T: Send + 'static> DistPipeline<T> {
         }
         let stage = Arc::new(stage);
         let decode_input = self.decode;
+        let info = StageInfo {
+            name: config.name().to_owned(),
+            input: type_info::<S::In>(),
+            output: type_info::<S::Out>(),
+        };
         self.stages.push(StageSpec {
             config,
+            info,
             work: Arc::new(move |shared, k, counters, probe| {
                 stage_worker(&*stage, decode_input, shared, k, counters, probe)
             }),
@@ -123,6 +137,7 @@ impl<T: Send + 'static> DistPipeline<T> {
             job: self.job,
             decode: decode::<S::Out>,
             feed: self.feed,
+            source_type: self.source_type,
             stages: self.stages,
             invalid: self.invalid,
             profiler: self.profiler,
@@ -195,12 +210,20 @@ impl<T: Send + 'static> DistPipeline<T> {
             return pipeline.failing(error);
         }
         let DistPipeline {
-            job, feed, stages, ..
+            job,
+            feed,
+            source_type,
+            stages,
+            ..
         } = self;
         pipeline.with_thread(move |launch| {
             let ctl = launch.control();
             ctl.set_process(&job.process);
-            match start(job, &stages, ctl.clone(), launch.run_stats()) {
+            let stats = launch.run_stats();
+            // Connecting blocks on the client's runtime, which must not
+            // happen on a thread of the caller's own async runtime.
+            let started = off_runtime(|| start(job, &source_type, &stages, ctl.clone(), stats));
+            match started {
                 Ok(started) => {
                     let _ = shared.set(started.clone());
                     spawn_all(launch, started, feed, stages);
@@ -229,6 +252,11 @@ pub(crate) struct Shared {
     source_total: OnceLock<u64>,
     /// The job ended without failing (done, or cancelled by the driver).
     over: AtomicBool,
+    /// (Worker) this process came after its run had ended: it does nothing.
+    late: bool,
+    /// Per edge: whether this process has checked that its items read back
+    /// as they were written (see [`Shared::publish`]).
+    checked: Vec<AtomicBool>,
     /// (Driver) every result is in.
     completed: AtomicBool,
     taken: Vec<AtomicU64>,
@@ -253,6 +281,32 @@ impl Shared {
     fn publish<O: Wire>(&self, edge: usize, seq: u64, items: &[O]) -> Result<(), Halt> {
         let payload = postcard::to_stdvec(items)
             .map_err(|e| Halt::Broker(BrokerError::new("could not serialise items", e)))?;
+        // The first message of each edge is read back here: a type that
+        // serde can write but the wire format cannot read fails at once,
+        // named, rather than in whichever process reads it.
+        if !self.checked[edge].swap(true, Relaxed) {
+            if let Err(e) = postcard::from_bytes::<Vec<O>>(&payload) {
+                return Err(Halt::Broker(BrokerError::new(
+                    format!(
+                        "items of type {} cannot cross the broker: they do not read back from the wire format (postcard), which does not support #[serde(untagged)], #[serde(flatten)], skip_serializing_if, or any type that needs deserialize_any; give the type a plain serde shape",
+                        std::any::type_name::<O>()
+                    ),
+                    e,
+                )));
+            }
+        }
+        // Headers (message id, sequence) take a little of the server's limit.
+        let room = self.broker.max_payload().saturating_sub(512);
+        if payload.len() > room {
+            return Err(Halt::Broker(BrokerError::msg(format!(
+                "a message of {} bytes ({} items of type {}) is over the server's limit of {} bytes (max_payload): lower Job::batch (now {}), or raise max_payload in nats-server's configuration",
+                payload.len(),
+                items.len(),
+                std::any::type_name::<O>(),
+                self.broker.max_payload(),
+                self.job.batch
+            ))));
+        }
         let id = format!("{}.{edge}.{seq}", self.run);
         let stopping = || self.ctl.is_cancelled();
         self.broker.publish(
@@ -264,20 +318,19 @@ impl Shared {
         )
     }
 
-    /// Publishes a control record (JSON) of this run.
-    fn record(&self, what: &str, mut value: Value) -> Result<(), Halt> {
-        value["run"] = json!(self.run);
-        value["at"] = json!(unix_ms());
+    /// Publishes a control record of this run.
+    fn record(&self, what: &str, record: &impl Record) -> Result<(), Halt> {
         let id = format!("{}.{what}.{}", self.run, rand_u64());
-        let payload = serde_json::to_vec(&value).expect("JSON values serialise");
+        let payload = serde_json::to_vec(record)
+            .map_err(|e| Halt::Broker(BrokerError::new("could not write a control record", e)))?;
         self.broker
             .publish(&self.subject(what), &id, &[], payload.into(), &|| false)
     }
 
     /// A control record of this run, if there is one yet.
-    fn read(&self, what: &str) -> Result<Option<Value>, Halt> {
-        let record = read_record(&self.broker, &self.control, what, &|| false)?;
-        Ok(record.filter(|v| v["run"].as_u64() == Some(self.run)))
+    fn read<R: Record>(&self, what: &str) -> Result<Option<R>, Halt> {
+        let record = read_record::<R>(&self.broker, &self.control, what, &|| false)?;
+        Ok(record.filter(|r| r.run() == self.run))
     }
 
     /// Whether edge `edge` has received every message it will get and
@@ -293,13 +346,16 @@ impl Shared {
 }
 
 impl Drop for Shared {
-    /// Once every thread of a completed run is done with them, the driver
-    /// deletes the edge streams (empty by then); the control stream stays,
+    /// Once every thread of the run is done with them, the driver deletes
+    /// the edge streams (empty, if it completed); the control stream stays,
     /// for `Job::status` and for workers that come late. Earlier, the
-    /// process's own workers could still be waiting on them.
+    /// process's own workers could still be waiting on them. A driver that
+    /// dies leaves them to the next run or to [`Job::cleanup`].
     fn drop(&mut self) {
-        if self.completed.load(Relaxed) {
-            self.broker.delete_edges(&self.edges);
+        if self.job.role == Role::Driver && self.run != 0 {
+            let names = self.edges.iter().map(|e| e.stream.as_str());
+            // On the caller's async runtime, if the pipeline ended there.
+            off_runtime(|| self.broker.delete_streams(names));
         }
     }
 }
@@ -314,12 +370,19 @@ fn control_spec(job: &str) -> EdgeSpec {
     }
 }
 
-/// Edge `k` of a job with `stages` stages: from the source (0) or stage `k`,
-/// to stage `k + 1` or the driver's results.
-fn edge_spec(job: &str, k: usize, stages: usize, max_messages: i64) -> EdgeSpec {
+/// The prefix of the names of every run's edge streams of a job.
+fn edges_prefix(job: &str) -> String {
+    format!("PARAPIPE_{job}_R")
+}
+
+/// Edge `k` of run `run` of a job with `stages` stages: from the source (0)
+/// or stage `k`, to stage `k + 1` or the driver's results. Named for the
+/// run, so that processes of an earlier run can never take a later run's
+/// messages.
+fn edge_spec(job: &str, run: u64, k: usize, stages: usize, max_messages: i64) -> EdgeSpec {
     EdgeSpec {
-        stream: format!("PARAPIPE_{job}_E{k}"),
-        subject: format!("parapipe.{job}.e{k}"),
+        stream: format!("{}{run:016x}_E{k}", edges_prefix(job)),
+        subject: format!("parapipe.{job}.r{run:016x}.e{k}"),
         consumer: if k == stages {
             "results".to_owned()
         } else {
@@ -330,19 +393,40 @@ fn edge_spec(job: &str, k: usize, stages: usize, max_messages: i64) -> EdgeSpec 
 }
 
 /// The newest control record `what` (`run`, `end`, `stats.<process>`...) of
-/// any run, as JSON.
-fn read_record(
+/// any run.
+fn read_record<R: Record>(
     broker: &Broker,
     control: &EdgeSpec,
     what: &str,
     cancelled: &dyn Fn() -> bool,
-) -> Result<Option<Value>, Halt> {
+) -> Result<Option<R>, Halt> {
+    Ok(read_record_seq(broker, control, what, cancelled)?.map(|(record, _)| record))
+}
+
+/// [`read_record`], with the record's sequence number in the stream.
+fn read_record_seq<R: Record>(
+    broker: &Broker,
+    control: &EdgeSpec,
+    what: &str,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Option<(R, u64)>, Halt> {
     let raw = broker.last(
         &control.stream,
         &format!("{}.{what}", control.subject),
         cancelled,
     )?;
-    Ok(raw.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+    let Some((bytes, seq)) = raw else {
+        return Ok(None);
+    };
+    match serde_json::from_slice(&bytes) {
+        Ok(record) => Ok(Some((record, seq))),
+        Err(e) => Err(Halt::Broker(BrokerError::new(
+            format!(
+                "the job's control record {what:?} is malformed (written by another version of parapipe, or by another program?)"
+            ),
+            e,
+        ))),
+    }
 }
 
 /// The names (`stats.<process>`) of the processes' count records, for
@@ -392,19 +476,14 @@ fn rand_u64() -> u64 {
     h.finish() >> 1
 }
 
-/// Connects, then creates the job (driver) or joins it (worker).
+/// Connects, then starts a run of the job (driver) or joins one (worker).
 fn start(
     job: Job,
+    source_type: &str,
     stages: &[StageSpec],
     ctl: Arc<Control>,
     stats: Option<Arc<RunStats>>,
 ) -> Result<Arc<Shared>, PipelineError> {
-    let broker_error =
-        |e: BrokerError| PipelineError::new("broker", None, Failure::Error(e.into()));
-    let halt_error = |h: Halt| match h {
-        Halt::Broker(e) => broker_error(e),
-        Halt::Cancelled => PipelineError::new("broker", None, Failure::Config("cancelled".into())),
-    };
     let stage_names: Vec<String> = stages.iter().map(|s| s.config.name().to_owned()).collect();
     let runs_stage = match &job.stages {
         None => vec![true; stages.len()],
@@ -421,32 +500,21 @@ fn start(
     };
     let broker = Broker::connect(&job).map_err(broker_error)?;
     let control = control_spec(&job.name);
-    let limit = |queue: QueueSize| match queue {
-        QueueSize::Bounded(items) => items.div_ceil(job.batch).max(2) as i64,
-        QueueSize::Unbounded => -1,
-    };
-    let edges: Vec<EdgeSpec> = (0..=stages.len())
-        .map(|k| {
-            let queue = match k {
-                0 => QueueSize::Bounded(DEFAULT_QSIZE),
-                k => stages[k - 1].config.queue(),
-            };
-            edge_spec(&job.name, k, stages.len(), limit(queue))
-        })
-        .collect();
     let ordered = stages.iter().any(|s| s.config.ordered());
     let mut shared = Shared {
         broker,
         run: 0,
         control,
-        edges,
-        stage_names: stage_names.clone(),
+        edges: Vec::new(),
+        stage_names,
         runs_stage,
         ordered,
         driver: job.process.clone(),
         ctl,
         source_total: OnceLock::new(),
         over: AtomicBool::new(false),
+        late: false,
+        checked: (0..=stages.len()).map(|_| AtomicBool::new(false)).collect(),
         completed: AtomicBool::new(false),
         taken: stages.iter().map(|_| AtomicU64::new(0)).collect(),
         emitted: stages.iter().map(|_| AtomicU64::new(0)).collect(),
@@ -457,85 +525,268 @@ fn start(
         stats,
         job,
     };
+    let infos: Vec<StageInfo> = stages.iter().map(|s| s.info.clone()).collect();
     match shared.job.role {
-        Role::Driver => {
-            shared.run = rand_u64();
-            shared
-                .broker
-                .create_job(
-                    &shared.control,
-                    &shared.edges,
-                    shared.job.ack_wait,
-                    shared.job.duplicate_window,
-                )
-                .map_err(halt_error)?;
-            let run = json!({
-                "stages": stage_names,
-                "ordered": ordered,
-                "driver": shared.job.process,
-            });
-            shared.record("run", run).map_err(halt_error)?;
+        Role::Driver => claim(&mut shared, source_type, infos, stages)?,
+        Role::Worker => {
+            join(&mut shared, source_type, &infos)?;
+            shared.edges = edges_of(&shared.job, shared.run, stages);
         }
-        Role::Worker => join(&mut shared, &stage_names)?,
     }
     Ok(Arc::new(shared))
 }
 
-/// Waits for a running job of this name, and checks it runs this pipeline.
-fn join(shared: &mut Shared, stage_names: &[String]) -> Result<(), PipelineError> {
+fn broker_error(e: BrokerError) -> PipelineError {
+    PipelineError::new("broker", None, Failure::Error(e.into()))
+}
+
+fn halt_error(h: Halt) -> PipelineError {
+    match h {
+        Halt::Broker(e) => broker_error(e),
+        Halt::Cancelled => PipelineError::new("broker", None, Failure::Config("cancelled".into())),
+    }
+}
+
+/// The edges of run `run`: their stream limits from the stages' queues.
+fn edges_of(job: &Job, run: u64, stages: &[StageSpec]) -> Vec<EdgeSpec> {
+    let limit = |queue: QueueSize| match queue {
+        QueueSize::Bounded(items) => items.div_ceil(job.batch).max(2) as i64,
+        QueueSize::Unbounded => -1,
+    };
+    (0..=stages.len())
+        .map(|k| {
+            let queue = match k {
+                0 => QueueSize::Bounded(DEFAULT_QSIZE),
+                k => stages[k - 1].config.queue(),
+            };
+            edge_spec(&job.name, run, k, stages.len(), limit(queue))
+        })
+        .collect()
+}
+
+/// Where a job's live driver answers (see [`Broker::answer`]).
+fn driver_subject(job: &str) -> String {
+    format!("parapipe.{job}.driver")
+}
+
+/// A driver claimed the job this recently, and has not ended: it counts as
+/// live even before it answers (it answers right after claiming).
+const CLAIMING: Duration = Duration::from_secs(2);
+
+/// The process name of the job's live driver, if it has one: one that
+/// answers, or one that has just claimed the job.
+fn live_driver(
+    broker: &Broker,
+    control: &EdgeSpec,
+    job: &str,
+    newest: Option<&RunRecord>,
+) -> Result<Option<String>, Halt> {
+    if let Some(answer) = broker.ask(&driver_subject(job))? {
+        return Ok(Some(String::from_utf8_lossy(&answer).into_owned()));
+    }
+    let Some(run) = newest else {
+        return Ok(None);
+    };
+    let ended = read_record::<EndRecord>(broker, control, "end", &|| false)?
+        .is_some_and(|end| end.run == run.run);
+    let recent = unix_ms().saturating_sub(run.at) <= CLAIMING.as_millis() as u64;
+    Ok((!ended && recent).then(|| run.driver.clone()))
+}
+
+/// The driver's start: refuses if the job has a live driver, else creates
+/// a run of its own (its edges named for it), claims the job for it, and
+/// deletes what earlier runs left.
+fn claim(
+    shared: &mut Shared,
+    source_type: &str,
+    stages: Vec<StageInfo>,
+    specs: &[StageSpec],
+) -> Result<(), PipelineError> {
+    let broker = &shared.broker;
+    let name = shared.job.name.clone();
+    broker.ensure_control(&shared.control).map_err(halt_error)?;
+    let newest = read_record_seq::<RunRecord>(broker, &shared.control, "run", &|| false)
+        .map_err(halt_error)?;
+    let refuse = |driver: String| {
+        let message = format!(
+            "job {name:?} already has a running driver, process {driver:?}: wait for its run to end, or give this job another name"
+        );
+        Err(job_error(message))
+    };
+    if let Some(driver) = live_driver(
+        broker,
+        &shared.control,
+        &name,
+        newest.as_ref().map(|n| &n.0),
+    )
+    .map_err(halt_error)?
+    {
+        return refuse(driver);
+    }
+    let run = rand_u64();
+    let edges = edges_of(&shared.job, run, specs);
+    broker
+        .create_edges(&edges, shared.job.ack_wait, shared.job.duplicate_window)
+        .map_err(halt_error)?;
+    let record = RunRecord {
+        run,
+        at: unix_ms(),
+        source: source_type.to_owned(),
+        stages,
+        ordered: shared.ordered,
+        driver: shared.job.process.clone(),
+    };
+    let payload = serde_json::to_vec(&record)
+        .map_err(|e| broker_error(BrokerError::new("could not write the run record", e)))?;
+    // Only if the newest run is still the one read above: of two drivers
+    // starting at once, one wins here.
+    let expected = newest.map_or(0, |(_, seq)| seq);
+    let subject = format!("{}.run", shared.control.subject);
+    let won = broker
+        .publish_if_last(&subject, payload.into(), expected)
+        .map_err(halt_error)?;
+    if !won {
+        broker.delete_streams(edges.iter().map(|e| e.stream.as_str()));
+        let other = read_record::<RunRecord>(broker, &shared.control, "run", &|| false)
+            .ok()
+            .flatten()
+            .map_or_else(|| "another process".to_owned(), |r| r.driver);
+        return refuse(other);
+    }
+    broker
+        .answer(
+            &driver_subject(&name),
+            shared.job.process.clone().into_bytes().into(),
+        )
+        .map_err(halt_error)?;
+    // Earlier runs' edges: a failed run's, a killed driver's. Their
+    // processes see this run replace theirs, and stop.
+    if let Ok(streams) = broker.streams_named(&edges_prefix(&name)) {
+        let leftovers = streams
+            .iter()
+            .filter(|s| is_edge_of(s, &name) && !edges.iter().any(|e| &e.stream == *s));
+        broker.delete_streams(leftovers.map(String::as_str));
+    }
+    shared.run = run;
+    shared.edges = edges;
+    Ok(())
+}
+
+/// Whether `stream` is an edge stream of some run of job `job`.
+fn is_edge_of(stream: &str, job: &str) -> bool {
+    let Some(rest) = stream.strip_prefix(&edges_prefix(job)) else {
+        return false;
+    };
+    let Some((run, edge)) = rest.split_once("_E") else {
+        return false;
+    };
+    run.len() == 16
+        && run.bytes().all(|b| b.is_ascii_hexdigit())
+        && !edge.is_empty()
+        && edge.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Refuses a process whose pipeline is not the run's: other stages, or
+/// other item types under the same names.
+fn check_pipeline(
+    run: &RunRecord,
+    job: &Job,
+    source_type: &str,
+    ours: &[StageInfo],
+) -> Result<(), PipelineError> {
+    let config = |why: String| PipelineError::new("job", None, Failure::Config(why));
+    let names = |stages: &[StageInfo]| {
+        stages
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if run.stages.len() != ours.len() || run.stages.iter().zip(ours).any(|(a, b)| a.name != b.name)
+    {
+        return Err(config(format!(
+            "job {:?} runs the stages [{}], but this process's pipeline has [{}]: every process must run the same pipeline",
+            job.name,
+            names(&run.stages),
+            names(ours)
+        )));
+    }
+    if run.source != source_type {
+        return Err(config(format!(
+            "job {:?}'s source has items of type {}, but this process's pipeline has {}: every process must run the same build",
+            job.name, run.source, source_type
+        )));
+    }
+    if let Some((theirs, mine)) = run.stages.iter().zip(ours).find(|(a, b)| a != b) {
+        return Err(config(format!(
+            "stage {:?} of job {:?} takes {} and makes {}, but in this process's build it takes {} and makes {}: every process must run the same build",
+            mine.name, job.name, theirs.input, theirs.output, mine.input, mine.output
+        )));
+    }
+    Ok(())
+}
+
+/// Waits for a live run of the job, and checks it runs this pipeline. A
+/// process that arrives just after the run it was started for has ended
+/// is late: it does nothing, and its results end at once without error.
+fn join(shared: &mut Shared, source_type: &str, ours: &[StageInfo]) -> Result<(), PipelineError> {
     let deadline = Instant::now() + shared.job.join_timeout;
     let arrived = unix_ms();
     let config = |why: String| PipelineError::new("job", None, Failure::Config(why));
+    let once = &|| true;
     loop {
         if shared.ctl.is_cancelled() {
             return Err(config("cancelled while joining".into()));
         }
-        // Any run will do while reading: `read` checks the run number.
-        let last = |what: &str| {
-            read_record(&shared.broker, &shared.control, what, &|| true)
+        // The stream may not exist yet: each read is one attempt, and
+        // failures just mean "not yet". Asking a stream that does not exist
+        // yet for its messages, over and over, made nats-server 2.9 stop
+        // answering the driver's request to create it (10 s and more); the
+        // list of names is safe to poll.
+        let broker = &shared.broker;
+        let exists = broker.exists(&shared.control.stream);
+        let newest = exists
+            .then(|| read_record::<RunRecord>(broker, &shared.control, "run", once))
+            .and_then(Result::ok)
+            .flatten();
+        if let Some(run) = newest {
+            let end = read_record::<EndRecord>(broker, &shared.control, "end", once)
                 .ok()
                 .flatten()
-        };
-        // The stream may not exist yet: each read is one attempt (`|| true`
-        // stops the retries), and failures just mean "not yet".
-        // Asking a stream that does not exist yet for its messages, over and
-        // over, made nats-server 2.9 stop answering the driver's request to
-        // create it (10 s and more); the list of names is safe to poll.
-        let exists = shared.broker.exists(&shared.control.stream);
-        if let Some(run) = exists.then(|| last("run")).flatten() {
-            let number = run["run"].as_u64();
-            let end = last("end").filter(|end| end["run"].as_u64() == number);
-            let ended_at = end.as_ref().map(|end| end["at"].as_u64().unwrap_or(0));
-            if let (Some(number), Some(at)) = (number, ended_at) {
-                if at + LATE.as_millis() as u64 >= arrived {
+                .filter(|end| end.run == run.run);
+            match end {
+                Some(end) if end.at + LATE.as_millis() as u64 >= arrived => {
                     // Too late for the run this process was started for: it
                     // is over, and this process's part ends with it.
-                    shared.run = number;
+                    shared.run = run.run;
+                    shared.late = true;
                     shared.over.store(true, Relaxed);
                     return Ok(());
                 }
-            }
-            if let (Some(number), None) = (number, ended_at) {
-                let theirs: Vec<String> =
-                    serde_json::from_value(run["stages"].clone()).unwrap_or_default();
-                if theirs != stage_names {
-                    return Err(config(format!(
-                        "job {:?} runs the stages [{}], but this process's pipeline has [{}]: every process must run the same pipeline",
-                        shared.job.name,
-                        theirs.join(", "),
-                        stage_names.join(", ")
-                    )));
+                // Ended long before: wait for the next run.
+                Some(_) => {}
+                None => {
+                    // A run whose driver died before it ended is not joined.
+                    let live = live_driver(broker, &shared.control, &shared.job.name, Some(&run))
+                        .ok()
+                        .flatten()
+                        .is_some();
+                    if live {
+                        check_pipeline(&run, &shared.job, source_type, ours)?;
+                        shared.run = run.run;
+                        shared.ordered = run.ordered;
+                        shared.driver = run.driver;
+                        return Ok(());
+                    }
                 }
-                shared.run = number;
-                shared.ordered = run["ordered"].as_bool().unwrap_or(false);
-                shared.driver = run["driver"].as_str().unwrap_or_default().to_owned();
-                return Ok(());
             }
         }
         if Instant::now() >= deadline {
             return Err(config(format!(
                 "no running job {:?} to join at {} within {:?}: start its driver",
-                shared.job.name, shared.job.url, shared.job.join_timeout
+                shared.job.name,
+                redact(&shared.job.url),
+                shared.job.join_timeout
             )));
         }
         std::thread::sleep(POLL);
@@ -545,6 +796,10 @@ fn join(shared: &mut Shared, stage_names: &[String]) -> Result<(), PipelineError
 /// Starts the control thread, the source (driver) and this process's
 /// stage workers.
 fn spawn_all(launch: &mut Launch, shared: Arc<Shared>, feed: Feed, stages: Vec<StageSpec>) {
+    if shared.late {
+        // Its run is over: nothing to do, nothing to watch.
+        return;
+    }
     let sh = shared.clone();
     launch.spawn("control", None, move || watch(&sh));
     if shared.job.role == Role::Driver {
@@ -552,8 +807,12 @@ fn spawn_all(launch: &mut Launch, shared: Arc<Shared>, feed: Feed, stages: Vec<S
         launch.spawn("source", None, move || {
             let total = feed(&sh)?;
             let _ = sh.source_total.set(total);
-            sh.record("source", json!({ "messages": total }))
-                .map_err(halt_to_stage_error)
+            let record = SourceRecord {
+                run: sh.run,
+                at: unix_ms(),
+                messages: total,
+            };
+            sh.record("source", &record).map_err(halt_to_stage_error)
         });
     }
     for (k0, spec) in stages.into_iter().enumerate() {
@@ -606,10 +865,12 @@ fn watch(sh: &Shared) -> Result<(), StageError> {
         if sh.ctl.is_cancelled() {
             break report_local_end(sh);
         }
-        match sh.read("end") {
+        match sh.read::<EndRecord>("end") {
             Ok(Some(end)) => {
-                if end["outcome"] == "failed" && end["process"].as_str() != Some(&sh.job.process) {
-                    sh.ctl.fail(remote_failure(&end));
+                if let Outcome::Failed(failed) = &end.outcome {
+                    if failed.process != sh.job.process {
+                        sh.ctl.fail(remote_failure(failed));
+                    }
                 }
                 sh.over.store(true, Relaxed);
                 break Ok(());
@@ -618,11 +879,9 @@ fn watch(sh: &Shared) -> Result<(), StageError> {
             Err(halt) => break Err(halt),
         }
         if sh.source_total.get().is_none() {
-            match sh.read("source") {
+            match sh.read::<SourceRecord>("source") {
                 Ok(Some(source)) => {
-                    if let Some(total) = source["messages"].as_u64() {
-                        let _ = sh.source_total.set(total);
-                    }
+                    let _ = sh.source_total.set(source.messages);
                 }
                 Ok(None) => {}
                 Err(halt) => break Err(halt),
@@ -630,7 +889,10 @@ fn watch(sh: &Shared) -> Result<(), StageError> {
         }
         if last_stats.elapsed() >= STATS {
             last_stats = Instant::now();
-            if let Err(halt) = publish_stats(sh, false).and_then(|()| peers.check(sh)) {
+            if let Err(halt) = superseded(sh)
+                .and_then(|()| publish_stats(sh, false))
+                .and_then(|()| peers.check(sh))
+            {
                 break Err(halt);
             }
             sample_job(sh, false);
@@ -679,6 +941,20 @@ fn sample_job(sh: &Shared, last: bool) {
     });
 }
 
+/// Fails this process's part if another run has replaced its run as the
+/// job's newest: its driver died, and a new driver took the job over.
+fn superseded(sh: &Shared) -> Result<(), Halt> {
+    let newest = read_record::<RunRecord>(&sh.broker, &sh.control, "run", &|| false)?;
+    if let Some(newest) = newest.filter(|r| r.run != sh.run) {
+        let message = format!(
+            "the job's run this process was part of is abandoned: process {:?} started a new run of the job",
+            newest.driver
+        );
+        sh.ctl.fail(job_error(message));
+    }
+    Ok(())
+}
+
 /// How long a process may go unheard (its counts are published every
 /// half second) before the job counts it as gone.
 fn silence(job: &Job) -> Duration {
@@ -707,10 +983,10 @@ impl Peers {
     fn check(&mut self, sh: &Shared) -> Result<(), Halt> {
         let now = unix_ms();
         let silence = silence(&sh.job);
-        let fresh = |stats: &Value| heard_within(stats, now, silence);
+        let fresh = |stats: &StatsRecord| heard_within(stats, now, silence);
         match sh.job.role {
             Role::Worker => {
-                let driver = sh.read(&format!("stats.{}", sh.driver))?;
+                let driver = sh.read::<StatsRecord>(&format!("stats.{}", sh.driver))?;
                 // Its first counts may not be out yet: until then, silence
                 // is counted from when this process joined.
                 let silent = match &driver {
@@ -726,16 +1002,16 @@ impl Peers {
                 }
             }
             Role::Driver => {
-                let live: Vec<Value> = stats_records(&sh.broker, &sh.control, &|| true)
+                let live: Vec<StatsRecord> = stats_records(&sh.broker, &sh.control, &|| true)
                     .unwrap_or_default()
                     .iter()
-                    .filter_map(|what| sh.read(what).ok().flatten())
+                    .filter_map(|what| sh.read::<StatsRecord>(what).ok().flatten())
                     .filter(|stats| fresh(stats))
                     .collect();
                 let uncovered = (0..sh.stage_names.len()).find(|&k| {
                     !live
                         .iter()
-                        .any(|stats| stats["stages"][k]["runs"].as_bool() == Some(true))
+                        .any(|stats| stats.stages.get(k).is_some_and(|s| s.runs))
                 });
                 match uncovered {
                     None => self.uncovered_since = None,
@@ -758,10 +1034,8 @@ impl Peers {
 
 /// Whether a process's counts record was published at most `window`
 /// before `now` (Unix ms).
-fn heard_within(stats: &Value, now: u64, window: Duration) -> bool {
-    stats["at"]
-        .as_u64()
-        .is_some_and(|at| now.saturating_sub(at) <= window.as_millis() as u64)
+fn heard_within(stats: &StatsRecord, now: u64, window: Duration) -> bool {
+    now.saturating_sub(stats.at) <= window.as_millis() as u64
 }
 
 fn job_error(message: String) -> PipelineError {
@@ -779,63 +1053,64 @@ fn report_local_end(sh: &Shared) -> Result<(), Halt> {
                 Failure::Spawn(e) => format!("could not start a thread: {e}"),
                 Failure::Config(msg) => format!("misconfigured: {msg}"),
             };
-            Some(json!({
-                "outcome": "failed",
-                "stage": error.stage(),
-                "worker": error.worker(),
-                "process": sh.job.process,
-                "panic": error.is_panic(),
-                "message": message,
-                "display": error.to_string(),
+            Some(Outcome::Failed(Failed {
+                stage: error.stage().to_owned(),
+                worker: error.worker(),
+                process: sh.job.process.clone(),
+                panic: error.is_panic(),
+                message,
+                display: error.to_string(),
             }))
         }
         // Another process's failure: it has reported it.
         Some(_) => None,
-        None if sh.job.role == Role::Driver && !sh.over.load(Relaxed) => {
-            Some(json!({ "outcome": "cancelled" }))
-        }
+        None if sh.job.role == Role::Driver && !sh.over.load(Relaxed) => Some(Outcome::Cancelled),
         None => None,
     });
     match end {
-        Some(end) => sh.record("end", end),
+        Some(outcome) => sh.record(
+            "end",
+            &EndRecord {
+                run: sh.run,
+                at: unix_ms(),
+                outcome,
+            },
+        ),
         None => Ok(()),
     }
 }
 
-fn remote_failure(end: &Value) -> PipelineError {
-    let message = end["message"]
-        .as_str()
-        .unwrap_or("unknown failure")
-        .to_owned();
-    let failure = if end["panic"].as_bool() == Some(true) {
+fn remote_failure(failed: &Failed) -> PipelineError {
+    let message = failed.message.clone();
+    let failure = if failed.panic {
         Failure::Panic(message)
     } else {
         Failure::Error(Box::new(RemoteError { message }))
     };
-    let stage = end["stage"].as_str().unwrap_or("unknown");
-    let worker = end["worker"].as_u64().map(|w| w as usize);
-    let mut error = PipelineError::new(stage, worker, failure);
-    error.set_process(end["process"].as_str().unwrap_or("unknown"));
+    let mut error = PipelineError::new(&failed.stage, failed.worker, failure);
+    error.set_process(&failed.process);
     error
 }
 
 /// Publishes this process's counts; `last` once its part has ended.
 fn publish_stats(sh: &Shared, last: bool) -> Result<(), Halt> {
-    let stages: Vec<Value> = (0..sh.stage_names.len())
-        .map(|k| {
-            json!({
-                "name": sh.stage_names[k],
-                "runs": sh.runs_stage[k],
-                "taken": sh.taken[k].load(Relaxed),
-                "emitted": sh.emitted[k].load(Relaxed),
-            })
+    let stages = (0..sh.stage_names.len())
+        .map(|k| StageCounts {
+            name: sh.stage_names[k].clone(),
+            runs: sh.runs_stage[k],
+            taken: sh.taken[k].load(Relaxed),
+            emitted: sh.emitted[k].load(Relaxed),
         })
         .collect();
     let what = format!("stats.{}", sh.job.process);
-    sh.record(
-        &what,
-        json!({ "process": sh.job.process, "stages": stages, "final": last }),
-    )
+    let record = StatsRecord {
+        run: sh.run,
+        at: unix_ms(),
+        process: sh.job.process.clone(),
+        stages,
+        last,
+    };
+    sh.record(&what, &record)
 }
 
 /// The `results` producer: the driver pulls the last edge; a worker
@@ -930,8 +1205,12 @@ impl<T: Send + 'static> Producer for Collector<T> {
         }
         sh.over.store(true, Relaxed);
         sh.completed.store(true, Relaxed);
-        sh.record("end", json!({ "outcome": "done" }))
-            .map_err(halt_to_stage_error)
+        let end = EndRecord {
+            run: sh.run,
+            at: unix_ms(),
+            outcome: Outcome::Done,
+        };
+        sh.record("end", &end).map_err(halt_to_stage_error)
     }
 }
 
@@ -995,12 +1274,16 @@ impl<O: Wire> Session<'_, O> {
         Ok(())
     }
 
-    /// Keeps the current message from being redelivered while we are on it.
+    /// Keeps the current message, and those pulled and waiting their turn,
+    /// from being redelivered while this worker has them.
     fn keep_alive(&mut self) {
         let every = self.sh.job.ack_wait / 3;
         if let Some((message, _, touched)) = &mut self.current {
             if touched.elapsed() >= every {
                 self.sh.broker.in_progress(message);
+                for waiting in &self.buffered {
+                    self.sh.broker.in_progress(waiting);
+                }
                 *touched = Instant::now();
             }
         }
@@ -1016,7 +1299,13 @@ impl<O: Wire> Session<'_, O> {
             if self.sh.stopping() {
                 return Ok(None);
             }
-            self.keep_alive();
+            // Nothing pulled is left: pass the current message's outputs on
+            // and acknowledge it before waiting for more. A worker must not
+            // hold a finished message while it waits: the edge's limit counts
+            // the messages workers hold, and a stage upstream would wait for
+            // room that only this worker's next item would make (deadlock).
+            // What the stage emits from now on goes with the next message.
+            self.finish_current()?;
             let stopping = || self.sh.stopping();
             let pulled = self
                 .sh
@@ -1179,14 +1468,59 @@ const LATELY: Duration = Duration::from_secs(10);
 /// Reads a job's status from the broker: see [`Job::status`].
 pub(crate) fn status(job: &Job) -> Result<JobStatus, BrokerError> {
     job.validate().map_err(BrokerError::msg)?;
-    let broker = Broker::connect(job)?;
-    // One attempt per read: a status is a snapshot, and a job that does not
-    // exist (yet) is an answer, not something to wait for.
-    match read_status(&broker, &control_spec(&job.name), &job.name, &|| true) {
-        Ok((status, _)) => Ok(status),
-        Err(Halt::Broker(e)) => Err(e),
-        Err(Halt::Cancelled) => Err(BrokerError::msg("cancelled")),
-    }
+    off_runtime(|| {
+        let broker = Broker::connect(job)?;
+        // One attempt per read: a status is a snapshot, and a job that does
+        // not exist (yet) is an answer, not something to wait for.
+        match read_status(&broker, &control_spec(&job.name), &job.name, &|| true) {
+            Ok((status, _)) => Ok(status),
+            Err(Halt::Broker(e)) => Err(e),
+            Err(Halt::Cancelled) => Err(BrokerError::msg("cancelled")),
+        }
+    })
+}
+
+/// Deletes what the job keeps on the broker: see [`Job::cleanup`].
+pub(crate) fn cleanup(job: &Job) -> Result<usize, BrokerError> {
+    job.validate().map_err(BrokerError::msg)?;
+    off_runtime(|| {
+        let broker = Broker::connect(job)?;
+        let halt = |h: Halt| match h {
+            Halt::Broker(e) => e,
+            Halt::Cancelled => BrokerError::msg("cancelled"),
+        };
+        let control = control_spec(&job.name);
+        let streams = broker
+            .streams_named(&format!("PARAPIPE_{}_", job.name))
+            .map_err(halt)?;
+        let ours: Vec<&String> = streams
+            .iter()
+            .filter(|s| **s == control.stream || is_edge_of(s, &job.name))
+            .collect();
+        if ours.is_empty() {
+            return Ok(0);
+        }
+        let newest = match streams.contains(&control.stream) {
+            true => read_record::<RunRecord>(&broker, &control, "run", &|| false).map_err(halt)?,
+            false => None,
+        };
+        if let Some(driver) =
+            live_driver(&broker, &control, &job.name, newest.as_ref()).map_err(halt)?
+        {
+            return Err(BrokerError::msg(format!(
+                "job {:?} has a live run (driver process {driver:?}): clean up once it has ended",
+                job.name
+            )));
+        }
+        if broker.delete_streams(ours.iter().map(|s| s.as_str())) {
+            Ok(ours.len())
+        } else {
+            Err(BrokerError::msg(format!(
+                "could not delete every stream of job {:?}",
+                job.name
+            )))
+        }
+    })
 }
 
 /// The status of job `name`'s newest run, and whether every process heard
@@ -1197,32 +1531,26 @@ fn read_status(
     name: &str,
     cancelled: &dyn Fn() -> bool,
 ) -> Result<(JobStatus, bool), Halt> {
-    let read = |what: &str| read_record(broker, control, what, cancelled);
     let no_run = || Halt::Broker(BrokerError::msg(format!("job {name:?} has no run")));
     // A direct get from a stream that does not exist is never answered.
     if !broker.exists(&control.stream) {
         return Err(no_run());
     }
-    let run = read("run")?.ok_or_else(no_run)?;
-    let number = run["run"].as_u64();
-    let names: Vec<String> = serde_json::from_value(run["stages"].clone()).unwrap_or_default();
-    let state = match read("end")?.filter(|e| e["run"].as_u64() == number) {
+    let run = read_record::<RunRecord>(broker, control, "run", cancelled)?.ok_or_else(no_run)?;
+    let end = read_record::<EndRecord>(broker, control, "end", cancelled)?;
+    let state = match end.filter(|e| e.run == run.run) {
         None => JobState::Running,
-        Some(end) => match end["outcome"].as_str() {
-            Some("done") => JobState::Done,
-            Some("failed") => JobState::Failed(
-                end["display"]
-                    .as_str()
-                    .unwrap_or("unknown failure")
-                    .to_owned(),
-            ),
-            _ => JobState::Cancelled,
+        Some(end) => match end.outcome {
+            Outcome::Done => JobState::Done,
+            Outcome::Failed(failed) => JobState::Failed(failed.display),
+            Outcome::Cancelled => JobState::Cancelled,
         },
     };
-    let mut stages: Vec<StageStatus> = names
+    let mut stages: Vec<StageStatus> = run
+        .stages
         .iter()
-        .map(|name| StageStatus {
-            name: name.clone(),
+        .map(|stage| StageStatus {
+            name: stage.name.clone(),
             taken: 0,
             emitted: 0,
             pending_messages: 0,
@@ -1233,28 +1561,22 @@ fn read_status(
     let mut settled = true;
     let now = unix_ms();
     for what in stats_records(broker, control, cancelled)? {
-        let Some(stats) = read(&what)?.filter(|s| s["run"].as_u64() == number) else {
+        let Some(stats) = read_record::<StatsRecord>(broker, control, &what, cancelled)?
+            .filter(|s| s.run == run.run)
+        else {
             continue;
         };
-        let Some(process) = stats["process"].as_str() else {
-            continue;
-        };
-        processes.push(process.to_owned());
-        settled &= !heard_within(&stats, now, LATELY) || stats["final"].as_bool() == Some(true);
-        for (k, s) in stats["stages"].as_array().into_iter().flatten().enumerate() {
-            let Some(stage) = stages.get_mut(k) else {
-                continue;
-            };
-            let (taken, emitted) = (
-                s["taken"].as_u64().unwrap_or(0),
-                s["emitted"].as_u64().unwrap_or(0),
-            );
-            stage.taken += taken;
-            stage.emitted += emitted;
-            if s["runs"].as_bool() == Some(true) {
-                stage
-                    .by_process
-                    .push(ProcessCounts::new(process.to_owned(), taken, emitted));
+        processes.push(stats.process.clone());
+        settled &= !heard_within(&stats, now, LATELY) || stats.last;
+        for (stage, counts) in stages.iter_mut().zip(&stats.stages) {
+            stage.taken += counts.taken;
+            stage.emitted += counts.emitted;
+            if counts.runs {
+                stage.by_process.push(ProcessCounts::new(
+                    stats.process.clone(),
+                    counts.taken,
+                    counts.emitted,
+                ));
             }
         }
     }
@@ -1263,7 +1585,8 @@ fn read_status(
     for (k, stage) in stages.iter_mut().enumerate() {
         stage.by_process.sort_by(|a, b| a.process.cmp(&b.process));
         // Stage k + 1's input; a finished run's streams may be gone already.
-        if let Ok((state, _)) = broker.edge_state(&edge_spec(name, k, count, 0), cancelled) {
+        let edge = edge_spec(name, run.run, k, count, 0);
+        if let Ok((state, _)) = broker.edge_state(&edge, cancelled) {
             stage.pending_messages = state.messages;
         }
     }
