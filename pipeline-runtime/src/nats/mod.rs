@@ -30,13 +30,18 @@
 //! # How a pipeline maps onto the broker
 //!
 //! - Every edge (source to first stage, stage to stage, last stage to the
-//!   results) is a JetStream stream with work-queue retention, named
-//!   `PARAPIPE_<job>_E<k>`. Its limit is the queue size of the stage that
-//!   feeds it (for the source, [`DEFAULT_QSIZE`](crate::DEFAULT_QSIZE)),
-//!   divided by the job's [batch](Job::batch) size: a message carries up to
-//!   a batch of items. A publish to a full stream waits and retries, so a
-//!   fast stage is held back by a slow one on another machine
-//!   (backpressure).
+//!   results) is a JetStream stream with work-queue retention, named for
+//!   the job and the run (`PARAPIPE_<job>_R<run>_E<k>`), so no process of
+//!   one run ever takes another run's messages. Its limit is the queue size
+//!   of the stage that feeds it (for the source,
+//!   [`DEFAULT_QSIZE`](crate::DEFAULT_QSIZE)), divided by the job's
+//!   [batch](Job::batch) size: a message carries up to a batch of items. A
+//!   publish to a full stream waits and retries, so a fast stage is held
+//!   back by a slow one on another machine (backpressure). A worker holds
+//!   only the messages it is working on or has pulled to work on next: it
+//!   passes a message's outputs on and acknowledges it before it waits for
+//!   more, so however many workers and processes there are, what they hold
+//!   never fills an edge that their own progress would empty.
 //! - Each stage is a durable pull consumer on its input stream, and
 //!   `workers = N` is N pull loops (threads) in *each* process that runs the
 //!   stage: adding a process adds workers.
@@ -47,31 +52,63 @@
 //!   published twice under the same id (its duplicate window is 10 minutes
 //!   by default), so a message redelivered after a worker died is
 //!   processed again without doubling its outputs. The driver also drops
-//!   any result message it has seen already.
+//!   any result message it has seen already. Messages a worker has pulled
+//!   are kept alive too while they wait their turn.
 //! - If any stage is [`ordered`](crate::StageExt::ordered), the driver puts
 //!   the results in source order (by message) before handing them out:
 //!   every stage keeps its order within a message.
 //! - The job's state lives in a control stream `PARAPIPE_<job>_CTL`: the
-//!   run (its stages), the number of source messages once the source ends,
-//!   the outcome (done, failed with the failing task, or cancelled) and
-//!   each process's counts. Every process polls it; a run starts by
-//!   deleting what an earlier run of the same job left, and the driver
-//!   deletes the edge streams (empty by then) when every result is in.
+//!   run (its stages and their item types), the number of source messages
+//!   once the source ends, the outcome (done, failed with the failing task,
+//!   or cancelled) and each process's counts, as typed records. Every
+//!   process polls it. The driver deletes its run's edge streams when its
+//!   part ends; a run whose driver was killed leaves them, and the next
+//!   run of the job deletes them, as does [`Job::cleanup`], which also
+//!   deletes the control stream (nothing else is kept on the broker).
 //!
 //! # Processes
 //!
 //! A [`Job`] names the job, the server and the process's role. The
-//! [driver](Role::Driver) creates the streams, feeds the source and
-//! receives the results through the usual `results()`, `collect()`,
-//! `execute()` and `run()`. A [worker](Role::Worker) process joins the
-//! newest running job of that name (waiting for one up to the join
-//! timeout), runs workers of its [stages](Job::stages) (all by default),
-//! and its `results()` yield no items: they end when the job ends, with the
-//! job's failure if it failed. The driver runs stage workers too unless
-//! told otherwise. A worker that arrives less than 10 seconds after the
-//! newest run ended (by the wall clocks of the two machines) was late for
-//! that run: its results end at once, without error. One that arrives later
-//! waits for the next run.
+//! [driver](Role::Driver) starts a run: it creates the run's streams,
+//! feeds the source and receives the results through the usual
+//! `results()`, `collect()`, `execute()` and `run()`. A job has one driver
+//! at a time: a second driver of a job whose run is live is refused at
+//! once, with an error naming the running driver (a live driver answers
+//! on the broker; one that was killed no longer does, and a new driver
+//! replaces its run at once: the old run's workers see that and stop,
+//! with an error). A [worker](Role::Worker) process joins the newest
+//! running job of that name (waiting for one up to the join timeout),
+//! after checking that its pipeline has the run's stages with the same
+//! item types (type names, sizes and alignments; another build is refused
+//! with a configuration error); it runs workers of its
+//! [stages](Job::stages) (all by default), and its `results()` yield no
+//! items: they end when the job ends, with the job's failure if it failed.
+//! The driver runs stage workers too unless told otherwise. A worker that
+//! arrives less than 10 seconds after the newest run ended (by the wall
+//! clocks of the two machines) was late for that run: it does nothing, and
+//! its results end at once, without error, however that run ended. One
+//! that arrives later waits for the next run.
+//!
+//! # What can cross the broker
+//!
+//! Items are written with `postcard`, a compact format that does not
+//! describe itself: serde shapes that need the format to (an
+//! `#[serde(untagged)]` enum, `#[serde(flatten)]`, `skip_serializing_if`,
+//! anything deserialized with `deserialize_any`) cannot cross. The first
+//! message a process sends on each edge is read back before it is sent,
+//! so such a type fails the job at once, with an error naming it. A
+//! message must also fit the server's `max_payload` (1 MiB by default):
+//! one that does not fails the job at once, naming the limit; lower
+//! [`Job::batch`] for large items.
+//!
+//! # Security
+//!
+//! Start `nats-server` listening on loopback for a one-machine job
+//! (`nats-server -js -a 127.0.0.1`), and with authentication for one that
+//! spans machines: give the credentials in the URL
+//! (`nats://user:password@host:4222`, `nats://token@host:4222`) or with
+//! [`Job::user_password`] and [`Job::token`]. Wrong credentials fail at
+//! once.
 //!
 //! # Failures
 //!
@@ -86,8 +123,14 @@
 //! messages it had not acknowledged to the other processes after the
 //! [ack wait](Job::ack_wait). If the broker is unreachable for longer than
 //! the [broker timeout](Job::broker_timeout), the job fails with a
-//! [`BrokerError`]; the client reconnects by itself within that time, and a
-//! broker that restarts with its store resumes the job. A job never waits
+//! [`BrokerError`], that long after the broker last answered; the client
+//! reconnects by itself within that time, and a broker that restarts with
+//! its store resumes the job. What waiting cannot cure fails at once: a
+//! malformed URL, a scheme that is not NATS, wrong credentials, a server
+//! without JetStream, a job name too long for the broker's names
+//! ([`MAX_JOB_NAME`]), a message over the server's size limit. A server
+//! that does not greet the client as NATS (a port of another service)
+//! counts as unreachable. A job never waits
 //! forever for a process: every process publishes its counts twice a
 //! second, and workers whose driver has been silent for the broker timeout
 //! (at least 10 s) fail with a [`JobError`], as does a driver when no live
