@@ -1253,6 +1253,8 @@ struct Session<'s, O> {
     current: Option<(jetstream::Message, u64, Instant)>,
     /// The outputs since the current message was opened.
     outbox: Vec<O>,
+    /// When the broker last heard from us about the messages in `buffered`.
+    pulled_at: Instant,
     /// Why the input ended early, for the worker to report.
     halt: Option<StageError>,
     /// In a profiled or debugged run, what the worker measures.
@@ -1281,11 +1283,14 @@ impl<O: Wire> Session<'_, O> {
         if let Some((message, _, touched)) = &mut self.current {
             if touched.elapsed() >= every {
                 self.sh.broker.in_progress(message);
-                for waiting in &self.buffered {
-                    self.sh.broker.in_progress(waiting);
-                }
                 *touched = Instant::now();
             }
+        }
+        if !self.buffered.is_empty() && self.pulled_at.elapsed() >= every {
+            for waiting in &self.buffered {
+                self.sh.broker.in_progress(waiting);
+            }
+            self.pulled_at = Instant::now();
         }
     }
 
@@ -1322,6 +1327,7 @@ impl<O: Wire> Session<'_, O> {
                 }
             } else {
                 self.buffered.extend(pulled);
+                self.pulled_at = Instant::now();
             }
         }
     }
@@ -1428,6 +1434,7 @@ where
             buffered: std::mem::take(&mut leftover),
             current: None,
             outbox: Vec::new(),
+            pulled_at: Instant::now(),
             halt: None,
             probe: probe.as_deref_mut(),
         });
