@@ -308,20 +308,40 @@ fn child() {
             30_000,
         )))
         .broker_timeout(Duration::from_secs(20))
-        .join_timeout(Duration::from_secs(30));
+        .join_timeout(Duration::from_secs(30))
+        .batch(var("PARAPIPE_TEST_BATCH", 64) as usize);
     let (n, micros, fail_at) = (
         var("PARAPIPE_TEST_ITEMS", 1000),
         var("PARAPIPE_TEST_MICROS", 0),
         var("PARAPIPE_TEST_FAIL_AT", NEVER),
     );
     let ordered = var("PARAPIPE_TEST_ORDERED", 0) == 1;
+    // Stage settings (the attributes' unless given), and a consumer that
+    // sleeps this long every 100 items.
+    let workers = var("PARAPIPE_TEST_WORKERS", 2) as usize;
+    let qsize = var("PARAPIPE_TEST_QSIZE", 4096) as usize;
+    let slow_ms = var("PARAPIPE_TEST_SLOW_MS", 0);
     let driver = job.is_driver();
-    let mut pipeline =
-        pipe!(distributed(&job): 0..n | spin(micros) | pairs(fail_at) | show.ordered(ordered));
+    let mut pipeline = pipe!(distributed(&job):
+        0..n
+            | spin(micros).workers(workers).qsize(qsize)
+            | pairs(fail_at).workers(workers).qsize(qsize)
+            | show.ordered(ordered)
+    );
     if let Ok(folder) = std::env::var("PARAPIPE_TEST_PROFILE_DIR") {
         pipeline = pipeline.profile_with(Profiler::new().folder(folder).name(job.process()));
     }
-    let result: Result<Vec<String>, PipelineError> = pipeline.collect();
+    let mut results = pipeline.results();
+    let result: Result<Vec<String>, PipelineError> = results
+        .by_ref()
+        .enumerate()
+        .map(|(i, item)| {
+            if slow_ms > 0 && i % 100 == 99 {
+                std::thread::sleep(Duration::from_millis(slow_ms));
+            }
+            item
+        })
+        .collect();
     match result {
         Ok(items) => {
             if driver {
@@ -1017,4 +1037,148 @@ fn filtered_errors_are_counted_per_stage() {
     });
     assert_eq!(n, 2 * 999);
     assert!(filtered.contains(&("pairs".to_owned(), 1)), "{filtered:?}");
+}
+
+/// A tiny seeded generator (xorshift): the cases are reproducible from the
+/// seed the test prints.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+
+    fn pick<T: Copy>(&mut self, of: &[T]) -> T {
+        of[self.below(of.len() as u64) as usize]
+    }
+}
+
+/// What goes wrong in a random distributed case.
+#[derive(Debug, Clone, Copy)]
+enum DistFault {
+    None,
+    /// SIGKILL of a worker process, this long after the start.
+    KillWorker(Duration),
+    /// The broker killed and restarted (same store) after this long.
+    RestartBroker(Duration),
+    /// A stage error at this item.
+    StageError(u64),
+}
+
+/// Fault injection across processes: random jobs of 2 to 4 processes,
+/// batch sizes, worker counts and queue sizes, ordered or not, a slow
+/// consumer or not, with a worker killed mid-run, the broker restarted, or
+/// a stage failing. Every process must exit; the driver's results must be
+/// exactly the local pipeline's (in order when ordered), or, for a stage
+/// error, every process must end with it. `PARAPIPE_NATS_FAULT_CASES`
+/// sets the number of cases (default 4), `PARAPIPE_NATS_FAULT_SEED` the
+/// seed.
+#[test]
+fn random_jobs_with_kills_restarts_and_failures() {
+    let Some(mut server) = Server::start() else {
+        return;
+    };
+    let cases: u64 = std::env::var("PARAPIPE_NATS_FAULT_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let seed: u64 = std::env::var("PARAPIPE_NATS_FAULT_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    eprintln!("distributed fault injection: {cases} cases, PARAPIPE_NATS_FAULT_SEED={seed}");
+    let mut rng = Rng(seed);
+    for case in 0..cases {
+        let processes = 2 + rng.below(3) as usize;
+        let n = 100 + rng.below(3000);
+        let batch = rng.pick(&[1u64, 7, 64, 300]);
+        let workers = 1 + rng.below(4);
+        let qsize = rng.pick(&[8u64, 64, 4096]);
+        let micros = rng.pick(&[0u64, 0, 300]);
+        let ordered = rng.below(3) == 0;
+        let slow = rng.pick(&[0u64, 0, 5]);
+        let fault = match rng.below(5) {
+            0 | 1 => DistFault::None,
+            2 => DistFault::KillWorker(Duration::from_millis(200 + rng.below(1500))),
+            3 => DistFault::RestartBroker(Duration::from_millis(300 + rng.below(1500))),
+            _ => DistFault::StageError(rng.below(n)),
+        };
+        let what = format!(
+            "case {case}: {processes} processes, {n} items, batch {batch}, {workers} workers, qsize {qsize}, {micros} us/item, ordered {ordered}, slow consumer {slow} ms, {fault:?}"
+        );
+        eprintln!("{what}");
+        let job = format!("faults{case}");
+        let mut procs = Processes::new(&job);
+        let fail_at = match fault {
+            DistFault::StageError(at) => at,
+            _ => NEVER,
+        };
+        let env = [
+            ("PARAPIPE_TEST_ITEMS", n.to_string()),
+            ("PARAPIPE_TEST_BATCH", batch.to_string()),
+            ("PARAPIPE_TEST_WORKERS", workers.to_string()),
+            ("PARAPIPE_TEST_QSIZE", qsize.to_string()),
+            ("PARAPIPE_TEST_MICROS", micros.to_string()),
+            ("PARAPIPE_TEST_ORDERED", u64::from(ordered).to_string()),
+            ("PARAPIPE_TEST_SLOW_MS", slow.to_string()),
+            ("PARAPIPE_TEST_FAIL_AT", fail_at.to_string()),
+            ("PARAPIPE_TEST_ACK_WAIT_MS", "2000".to_owned()),
+        ];
+        let names: Vec<String> = std::iter::once("driver".to_owned())
+            .chain((1..processes).map(|w| format!("w{w}")))
+            .collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        procs.start_all(&server, &names, &env);
+        match fault {
+            DistFault::KillWorker(after) => {
+                std::thread::sleep(after);
+                procs.kill("w1");
+            }
+            DistFault::RestartBroker(after) => {
+                std::thread::sleep(after);
+                server.restart(Duration::from_millis(500));
+            }
+            DistFault::None | DistFault::StageError(_) => {}
+        }
+        let mut done = procs.wait(Duration::from_secs(180));
+        if let DistFault::KillWorker(_) = fault {
+            done.remove("w1");
+        }
+        match fault {
+            DistFault::StageError(at) => {
+                // Every process ends; the driver with the stage's error.
+                let (status, stderr) = &done["driver"];
+                assert_eq!(status.code(), Some(3), "{what}: {stderr}");
+                assert!(
+                    stderr.contains(&format!("bad item {}", at * at)),
+                    "{what}: {stderr}"
+                );
+            }
+            DistFault::RestartBroker(_) if !done["driver"].0.success() => {
+                // A restart may also end the job, clearly.
+                let (status, stderr) = &done["driver"];
+                assert_eq!(status.code(), Some(3), "{what}: {stderr}");
+                assert!(stderr.contains("NATS broker"), "{what}: {stderr}");
+            }
+            _ => {
+                assert_all_succeeded(&done);
+                let got = procs.results();
+                let expected = local(n, ordered);
+                if ordered {
+                    assert!(got == expected, "{what}: results out of order or wrong");
+                } else {
+                    assert_eq!(sorted(got), sorted(expected), "{what}");
+                }
+            }
+        }
+    }
 }
