@@ -5,15 +5,17 @@
 //! On one machine, with three processes:
 //!
 //! ```text
-//! nats-server -js &                        # a broker with JetStream
+//! nats-server -js -a 127.0.0.1 &           # a broker with JetStream, on loopback only
 //! cargo build --release --features nats --example wordcount
 //! PARAPIPE_ROLE=worker target/release/examples/wordcount &
 //! PARAPIPE_ROLE=worker target/release/examples/wordcount &
 //! target/release/examples/wordcount [FILE]  # the driver
 //! ```
 //!
-//! Across machines, point every process at the same server with
-//! `PARAPIPE_NATS_URL=nats://HOST:4222` and give them the same job name
+//! Across machines, start the server with credentials
+//! (`nats-server -js --user NAME --pass SECRET`), point every process at it
+//! with `PARAPIPE_NATS_URL=nats://NAME:SECRET@HOST:4222` and give them the
+//! same job name
 //! (`PARAPIPE_JOB`, default `wordcount`). `PARAPIPE_STAGES=words` limits a
 //! process to some stages.
 //!
