@@ -2,6 +2,10 @@
 
 use std::borrow::Cow;
 
+/// The key of the whole pipeline in a profile's maps, and the first level
+/// of every stage's key (`MainPipeline__stage`): a name no stage may take.
+pub const MAIN_PIPELINE_NAME: &str = "MainPipeline";
+
 /// Output queue size of a stage when none is given: items buffered between a
 /// stage and the next before the stage waits (backpressure).
 ///
@@ -131,7 +135,7 @@ impl StageConfig {
 
     /// The stage's name in profiles: `MainPipeline__segment__name`.
     pub(crate) fn profile_key(&self) -> String {
-        let mut key = crate::profile::MAIN_PIPELINE_NAME.to_owned();
+        let mut key = MAIN_PIPELINE_NAME.to_owned();
         for level in self.scope.iter().map(String::as_str).chain([self.name()]) {
             key.push_str("__");
             key.push_str(level);
@@ -164,7 +168,7 @@ impl StageConfig {
                 self.name
             ));
         }
-        if self.name == crate::profile::MAIN_PIPELINE_NAME {
+        if self.name == MAIN_PIPELINE_NAME {
             return Err(format!(
                 "the stage name {:?} is reserved for the whole pipeline in profiles",
                 self.name

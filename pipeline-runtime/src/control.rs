@@ -108,9 +108,3 @@ impl Control {
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
-
-/// `now + timeout`, or `None` ("no limit") when that is past what an
-/// `Instant` can hold: `Duration::MAX` means "wait forever", not a panic.
-pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
-    Instant::now().checked_add(timeout)
-}

@@ -262,3 +262,23 @@ impl Counters {
         Ok(())
     }
 }
+
+/// An error of a stage inside a serial segment, with the stage's name, so the
+/// pipeline reports the stage that failed rather than the segment.
+#[derive(Debug)]
+pub struct Tagged {
+    pub(crate) stage: String,
+    pub(crate) error: BoxError,
+}
+
+impl fmt::Display for Tagged {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl Error for Tagged {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&*self.error)
+    }
+}

@@ -28,15 +28,16 @@ mod source;
 mod stage;
 pub mod stages;
 mod stream;
+mod time;
 mod user_code;
 mod worker;
 
 pub use config::{DEFAULT_QSIZE, QueueSize, StageConfig};
-pub use error::{BoxError, Failure, PipelineError, Skip, StageError};
+pub use error::{BoxError, Failure, PipelineError, Skip, StageError, Tagged};
 pub use pipeline::{IntoSource, Pipeline, Results};
 #[doc(hidden)]
-pub use segment::Clocks;
-pub use segment::{Chain, Leaf, Segment, SerialPipeline, Tagged, Then};
+pub use profile::Clocks;
+pub use segment::{Chain, Leaf, Segment, SerialPipeline, Then};
 pub use stage::{Configurable, Producer, Stage, StageExt};
 pub use stream::{Bucket, Latest, Stopped, Stream};
 pub use worker::{Emitter, Input, Next, Worker};

@@ -20,7 +20,6 @@ use flume::{RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
 use crate::config::QueueSize;
 use crate::control::{Control, POLL, lock};
 use crate::error::Stop;
-use crate::worker::Waiting;
 
 /// The largest batch, for items whose cost is negligible. Measured on two
 /// cores (1M `x + 1` items), 512 items per batch cost a third of what 64 do
@@ -326,7 +325,7 @@ impl<T> Tx<T> {
                 let sent = self.send_blocking(batch, ctl);
                 // Time spent waiting for room is not the cost of producing.
                 self.mark = Instant::now();
-                self.blocked_ns += crate::profile::nanos(self.mark.duration_since(now));
+                self.blocked_ns += crate::time::nanos(self.mark.duration_since(now));
                 sent
             }
         };
@@ -377,6 +376,29 @@ impl<T> Tx<T> {
         if self.buf.is_empty() {
             self.mark = now;
         }
+    }
+}
+
+/// What a link's receiver does around a wait: a worker flushes its output
+/// first, so nothing it holds waits while it sleeps.
+pub(crate) trait Waiting {
+    fn before_wait(&mut self, ctl: &Control) -> Result<(), Stop>;
+    fn after_wait(&mut self, now: Instant);
+    /// Whether the receiver may wait for siblings that could still give
+    /// items back, once the queue is closed. Not an ordered worker that
+    /// keeps its batch open through a timed wait: a sibling ahead of it may
+    /// be waiting for that batch's turn.
+    fn may_wait_for_siblings(&self) -> bool {
+        true
+    }
+}
+
+impl<O> Waiting for Tx<O> {
+    fn before_wait(&mut self, ctl: &Control) -> Result<(), Stop> {
+        self.flush(ctl)
+    }
+    fn after_wait(&mut self, now: Instant) {
+        self.restart_clock(now);
     }
 }
 

@@ -28,8 +28,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 
 use crate::control::{Control, POLL};
 use crate::error::Stop;
-use crate::link::{MAX_BATCH, Recv, Rx, Tx, batch_limit, per_item_ns};
-use crate::worker::Waiting;
+use crate::link::{MAX_BATCH, Recv, Rx, Tx, Waiting, batch_limit, per_item_ns};
 
 /// The most output items a worker ahead of the head holds for its current
 /// batch before it waits for its turn. Twice the largest input batch, so a

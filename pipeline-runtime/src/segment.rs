@@ -7,18 +7,14 @@
 //! of the chain for `workers = N`). A segment nested in a serial segment is
 //! fused into it.
 
-use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
-use std::error::Error;
-use std::fmt;
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Instant;
 
 use crate::config::StageConfig;
-use crate::error::{BoxError, Counters, Failure, PipelineError, StageError};
+use crate::error::{BoxError, Counters, Failure, PipelineError, StageError, Tagged};
 use crate::pipeline::Pipeline;
-use crate::profile::{Probe, nanos};
+use crate::profile::Clocks;
 use crate::stage::{Configurable, Stage};
 use crate::worker::Worker;
 
@@ -77,87 +73,6 @@ pub trait Chain: Send + Sync + 'static {
     fn single_worker_stage(&self) -> Option<String>;
 }
 
-/// The probes of the stages fused in one worker's copy of a serial segment,
-/// handed out in chain order as the chain is built.
-#[doc(hidden)]
-pub struct Clocks {
-    probes: RefCell<VecDeque<Probe>>,
-    /// The counters of the link built last, which the next link reads: its
-    /// upstream's time and items.
-    last: RefCell<Link>,
-}
-
-/// How long a link of a fused chain has spent in its `next` in all (its
-/// upstream's time included), and how many items it has yielded.
-#[derive(Clone, Default)]
-struct Link {
-    spent_ns: Rc<Cell<u64>>,
-    yielded: Rc<Cell<u64>>,
-}
-
-impl Clocks {
-    pub(crate) fn new(probes: Vec<Probe>) -> Rc<Self> {
-        Rc::new(Clocks {
-            probes: RefCell::new(probes.into()),
-            last: RefCell::new(Link::default()),
-        })
-    }
-
-    /// The input of the chain, timed, so that the first stage's time
-    /// excludes waiting for input.
-    fn input<I: Iterator>(&self, input: I) -> Timed<I> {
-        let own = Link::default();
-        let upstream = self.last.replace(own.clone());
-        Timed {
-            inner: input,
-            probe: None,
-            own,
-            upstream,
-        }
-    }
-
-    /// The next link, timed by the next probe.
-    fn link<I: Iterator>(&self, inner: I) -> Timed<I> {
-        let mut timed = self.input(inner);
-        timed.probe = self.probes.borrow_mut().pop_front();
-        timed
-    }
-}
-
-/// A link of a profiled fused chain: times its own share of each `next`.
-struct Timed<I> {
-    inner: I,
-    probe: Option<Probe>,
-    own: Link,
-    upstream: Link,
-}
-
-impl<I: Iterator> Iterator for Timed<I> {
-    type Item = I::Item;
-
-    fn next(&mut self) -> Option<I::Item> {
-        let upstream_before = self.upstream.spent_ns.get();
-        let start = Instant::now();
-        let item = self.inner.next();
-        let now = Instant::now();
-        let spent = nanos(now.saturating_duration_since(start));
-        self.own.spent_ns.set(self.own.spent_ns.get() + spent);
-        if item.is_some() {
-            self.own.yielded.set(self.own.yielded.get() + 1);
-        }
-        if let Some(probe) = &mut self.probe {
-            let upstream = self.upstream.spent_ns.get() - upstream_before;
-            probe.step(
-                spent.saturating_sub(upstream),
-                item.is_some(),
-                self.upstream.yielded.get(),
-                now,
-            );
-        }
-        item
-    }
-}
-
 /// One stage in a chain.
 pub struct Leaf<S>(pub S);
 
@@ -187,26 +102,6 @@ impl FailSlot {
         if !self.failed.replace(true) {
             self.error.set(Some(error));
         }
-    }
-}
-
-/// An error of a stage inside a serial segment, with the stage's name, so the
-/// pipeline reports the stage that failed rather than the segment.
-#[derive(Debug)]
-pub struct Tagged {
-    pub(crate) stage: String,
-    pub(crate) error: BoxError,
-}
-
-impl fmt::Display for Tagged {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.error, f)
-    }
-}
-
-impl Error for Tagged {
-    fn source(&self) -> Option<&(dyn Error + 'static)> {
-        Some(&*self.error)
     }
 }
 
@@ -293,7 +188,7 @@ impl<S: Stage> Chain for Leaf<S> {
         counters: &'a Counters,
         clocks: Rc<Clocks>,
     ) -> impl Iterator<Item = S::Out> + 'a {
-        clocks.link(self.fuse(input, fail, counters))
+        clocks.stage(self.fuse(input, fail, counters))
     }
 
     fn stage_names(&self, prefix: &str, out: &mut Vec<String>) {

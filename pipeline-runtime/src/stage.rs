@@ -5,6 +5,10 @@ use std::borrow::Cow;
 
 use crate::config::{QueueSize, StageConfig};
 use crate::error::{BoxError, StageError};
+// The one cycle between the runtime's modules, and a genuine one: a
+// pipeline appends a stage by asking the stage to attach itself
+// (`Stage::attach`), so that a parallel segment can splice its stages in
+// one by one; every other module only uses those below it.
 use crate::pipeline::Pipeline;
 use crate::worker::{Emitter, Worker};
 

@@ -297,7 +297,7 @@ impl<T> Iterator for TimedChunks<'_, T> {
         // A chunk's first item may take as long as it takes.
         let first = self.input.next()?;
         // `Duration::MAX`: no time limit.
-        let deadline = crate::control::deadline_after(self.timeout);
+        let deadline = crate::time::deadline_after(self.timeout);
         // Room for the items a batch brings; a chunk of millions (or of
         // `usize::MAX`, "all of them") grows as its items come.
         let mut chunk = Vec::with_capacity(self.n.min(crate::link::MAX_BATCH));

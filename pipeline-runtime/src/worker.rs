@@ -9,8 +9,8 @@ use crate::control::Control;
 use crate::error::{BoxError, Counters, StageError, Stop};
 use crate::link::{Recv, Rx, Tx};
 use crate::ordered::Out;
+use crate::profile::Clocks;
 use crate::profile::Probe;
-use crate::segment::Clocks;
 
 /// The queues and state one worker thread owns.
 pub(crate) struct WorkerIo<'c, I, O> {
@@ -79,29 +79,6 @@ impl CallTimer for Probe {
     #[inline]
     fn call(&mut self, start: Instant, emitted: bool) {
         Probe::call(self, start, Instant::now(), emitted);
-    }
-}
-
-/// What a link's receiver does around a wait: a worker flushes its output
-/// first, so nothing it holds waits while it sleeps.
-pub(crate) trait Waiting {
-    fn before_wait(&mut self, ctl: &Control) -> Result<(), Stop>;
-    fn after_wait(&mut self, now: Instant);
-    /// Whether the receiver may wait for siblings that could still give
-    /// items back, once the queue is closed. Not an ordered worker that
-    /// keeps its batch open through a timed wait: a sibling ahead of it may
-    /// be waiting for that batch's turn.
-    fn may_wait_for_siblings(&self) -> bool {
-        true
-    }
-}
-
-impl<O> Waiting for Tx<O> {
-    fn before_wait(&mut self, ctl: &Control) -> Result<(), Stop> {
-        self.flush(ctl)
-    }
-    fn after_wait(&mut self, now: Instant) {
-        self.restart_clock(now);
     }
 }
 
@@ -350,7 +327,7 @@ impl<T> Input<'_, T> {
     /// that act on time as well as on items (a partial chunk flushed after
     /// a while, say). `Duration::MAX` waits as long as it takes.
     pub fn next_timeout(&mut self, timeout: Duration) -> Next<T> {
-        let deadline = crate::control::deadline_after(timeout);
+        let deadline = crate::time::deadline_after(timeout);
         loop {
             if let Some(item) = self.batch.next() {
                 self.read();

@@ -134,6 +134,7 @@
 //! processes and per process ([`job_samples`], [`Profile::job`]). The
 //! viewer's `show` prints the last one.
 
+mod fused;
 mod hist;
 mod stats;
 mod store;
@@ -144,13 +145,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+#[doc(hidden)]
+pub use fused::Clocks;
 pub(crate) use hist::Histogram;
-pub(crate) use stats::{Probe, RunStats, StageStats, nanos, rss_bytes};
+pub(crate) use stats::{Probe, RunStats, StageStats, rss_bytes};
 pub(crate) use store::Writer;
 pub use store::{RunSummary, Sample, job_samples, load, runs, samples};
 
-/// The key of the whole pipeline in a [`Profile`]'s maps.
-pub const MAIN_PIPELINE_NAME: &str = "MainPipeline";
+pub use crate::config::MAIN_PIPELINE_NAME;
 
 /// The environment variable naming the folder of the profile database.
 pub const PROFILE_DIR_ENV: &str = "PARAPIPE_PROFILE_DIR";

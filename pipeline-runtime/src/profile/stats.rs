@@ -11,6 +11,7 @@ use crate::error::Counters;
 use crate::link::Gauge;
 use crate::profile::JobSample;
 use crate::profile::hist::Histogram;
+use crate::time::nanos;
 
 /// What kind of stage a row measures; decides how its latency is defined.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -255,10 +256,6 @@ impl RunStats {
     }
 }
 
-pub(crate) fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
 /// One worker's measurements, kept locally and published per batch.
 pub(crate) struct Probe {
     stats: Arc<StageStats>,
@@ -451,13 +448,19 @@ mod tests {
 
     #[test]
     fn reads_own_cpu_time() {
+        // Busy until the thread's own CPU time shows at least 2 ticks: on a
+        // loaded machine that takes longer than 20 ms of wall time, so the
+        // bound is generous; it only fails if the count never grows.
         let start = Instant::now();
         let mut x = 0u64;
-        while start.elapsed() < Duration::from_millis(60) {
-            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        let mut ticks = read_ticks("/proc/thread-self/stat").expect("Linux /proc");
+        while ticks.user + ticks.system < 2 && start.elapsed() < Duration::from_secs(30) {
+            for _ in 0..100_000 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+            ticks = read_ticks("/proc/thread-self/stat").expect("Linux /proc");
         }
-        let ticks = read_ticks("/proc/thread-self/stat").expect("Linux /proc");
-        assert!(ticks.user + ticks.system >= 2, "{ticks:?} after 60 ms busy");
+        assert!(ticks.user + ticks.system >= 2, "{ticks:?} after 30 s busy");
         assert!(current_tid().is_some());
         assert!(rss_bytes().unwrap() > 0);
     }
