@@ -170,7 +170,7 @@
 /// bounded), `producer`. Integer keys
 /// also take a constant (`workers = N_WORKERS`), checked when the pipeline
 /// starts.
-pub use pipeline_macros::stage;
+pub use parapipe_macros::stage;
 
 /// Turns a per-item function into a pipeline stage.
 ///
@@ -197,7 +197,7 @@ pub use pipeline_macros::stage;
 /// wrap them in a type of your own.
 ///
 /// Keys: as for [`macro@stage`], except `producer`.
-pub use pipeline_macros::map_stage;
+pub use parapipe_macros::map_stage;
 
 /// Wires a source and stages into a [`Pipeline`], checked at compile time.
 ///
@@ -245,7 +245,7 @@ pub use pipeline_macros::map_stage;
 /// `pipe!(serial: source | stage | ...)` runs the whole pipeline in the
 /// calling thread instead, fused into one iterator chain with no thread and
 /// no queue: see [`SerialPipeline`].
-pub use pipeline_macros::pipe;
+pub use parapipe_macros::pipe;
 
 /// A sequence of stages without a source, usable as one stage: in `pipe!`,
 /// in other segments, to any depth.
@@ -288,14 +288,14 @@ pub use pipeline_macros::pipe;
 ///
 /// Type mismatches between its stages are compile errors on the stage, as
 /// in `pipe!`.
-pub use pipeline_macros::segment;
+pub use parapipe_macros::segment;
 
-pub use pipeline_runtime::*;
+pub use parapipe_runtime::*;
 
 /// What a pipeline needs: `use parapipe::prelude::*;`.
 pub mod prelude {
     pub use crate::{map_stage, pipe, segment, stage};
-    pub use pipeline_runtime::{
+    pub use parapipe_runtime::{
         Configurable, Emitter, Input, IntoSource, Pipeline, PipelineError, Producer, QueueSize,
         Results, Segment, Skip, Stage, StageConfig, StageError, StageExt, Worker,
     };

@@ -491,7 +491,7 @@ impl<O> Out<O> {
 }
 
 /// A model of the reorder step, checked over every interleaving by loom:
-/// `RUSTFLAGS="--cfg loom" cargo test -p pipeline-runtime --lib --release ordered::model`.
+/// `RUSTFLAGS="--cfg loom" cargo test -p parapipe-runtime --lib --release ordered::model`.
 #[cfg(all(test, loom))]
 mod model {
     use super::*;
