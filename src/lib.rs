@@ -128,8 +128,22 @@
 //! real-time source ticking at a fixed period ([`Stream::every`], PyStream's
 //! `start_loop`). [`Pipeline::latest`] runs a pipeline in the background and
 //! keeps only its newest result, never holding the producer back.
+//!
+//! # The API at a glance
+//!
+//! | where | what |
+//! | --- | --- |
+//! | [`prelude`] | what writing and running a pipeline needs: the four macros, [`Pipeline`], [`Results`], [`PipelineError`], [`IntoSource`], [`Stage`], [`Producer`], [`StageExt`], [`Configurable`], [`StageConfig`], [`QueueSize`], [`Segment`], [`Skip`], [`StageError`] |
+//! | the crate root | the same, and [`Failure`], [`BoxError`], [`DEFAULT_QSIZE`], [`SerialPipeline`], [`Stream`], [`Bucket`], [`Stopped`], [`Latest`] |
+//! | [`stages`] | built-in stages for closures: `map`, `filter`, `filter_map`, `flat_map`, `inspect`, `flatten`, `chunk`, `take` |
+//! | [`handwritten`] | for stages written by hand: a worker's [`Worker`](handwritten::Worker), [`Input`](handwritten::Input), [`Next`](handwritten::Next), a producer's [`Emitter`](handwritten::Emitter) |
+//! | [`chain`] | a segment's building blocks, to build one without `segment!`: [`Leaf`](chain::Leaf), [`Then`](chain::Then), [`Chain`](chain::Chain), [`Tagged`](chain::Tagged) |
+//! | [`profile`] | the profiler: [`Profiler`](profile::Profiler), [`Profile`](profile::Profile), reading stored runs |
+//! | [`debug`] | the live debugger: [`Debugger`](debug::Debugger), [`Reporter`](debug::Reporter)s |
+//! | `nats` (feature `nats`) | distributed runs: `Job`, `DistPipeline`, `Job::status`, `Job::cleanup` |
 
-#![deny(missing_docs)]
+#![deny(missing_docs, missing_debug_implementations)]
+#![warn(unreachable_pub)]
 
 /// Turns a function from an iterator of inputs to an iterator of outputs
 /// into a pipeline stage.
@@ -290,13 +304,24 @@ pub use parapipe_macros::pipe;
 /// in `pipe!`.
 pub use parapipe_macros::segment;
 
-pub use parapipe_runtime::*;
+pub use parapipe_runtime::{
+    BoxError, Bucket, Configurable, DEFAULT_QSIZE, Failure, IntoSource, Latest, Pipeline,
+    PipelineError, Producer, QueueSize, Results, Segment, SerialPipeline, Skip, Stage, StageConfig,
+    StageError, StageExt, Stopped, Stream,
+};
+pub use parapipe_runtime::{chain, debug, handwritten, profile, stages};
 
-/// What a pipeline needs: `use parapipe::prelude::*;`.
+#[cfg(feature = "nats")]
+pub use parapipe_runtime::nats;
+
+#[doc(hidden)]
+pub use parapipe_runtime::__private;
+
+/// What writing and running a pipeline needs: `use parapipe::prelude::*;`.
 pub mod prelude {
     pub use crate::{map_stage, pipe, segment, stage};
     pub use parapipe_runtime::{
-        Configurable, Emitter, Input, IntoSource, Pipeline, PipelineError, Producer, QueueSize,
-        Results, Segment, Skip, Stage, StageConfig, StageError, StageExt, Worker,
+        Configurable, IntoSource, Pipeline, PipelineError, Producer, QueueSize, Results, Segment,
+        Skip, Stage, StageConfig, StageError, StageExt,
     };
 }

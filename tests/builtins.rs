@@ -22,8 +22,8 @@ fn closures_as_stages() {
     let got: Vec<u64> = pipe!(
         0..100u64
             | stages::map(|x| x + 1).workers(3)
-            | stages::filter(|x: &u64| x % 2 == 0)
-            | stages::filter_map(|x: u64| (x % 4 == 0).then_some(x / 4))
+            | stages::filter(|x: &u64| x.is_multiple_of(2))
+            | stages::filter_map(|x: u64| x.is_multiple_of(4).then_some(x / 4))
             | stages::flat_map(|x: u64| [x, x])
             | stages::inspect(move |_: &u64| {
                 s.fetch_add(1, SeqCst);
@@ -72,7 +72,9 @@ fn misuse_is_a_configuration_error() {
 #[test]
 fn builtins_fuse_in_a_serial_segment() {
     let seg = segment!(
-        stages::map(|x: u64| x + 1) | stages::filter(|x: &u64| x % 3 == 0) | stages::chunk(2)
+        stages::map(|x: u64| x + 1)
+            | stages::filter(|x: &u64| x.is_multiple_of(3))
+            | stages::chunk(2)
     );
     let got: Vec<Vec<u64>> = seg.iter(0..10u64).collect::<Result<_, _>>().unwrap();
     assert_eq!(got, [vec![3, 6], vec![9]]);

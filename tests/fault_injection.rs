@@ -17,8 +17,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{Boom, assert_threads_back_to, thread_count, watchdog};
+use parapipe::chain::{Leaf, Then};
+use parapipe::handwritten::Worker;
 use parapipe::prelude::*;
-use parapipe::{IntoSource, Leaf, Stream, Then};
+use parapipe::{IntoSource, Stream};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 

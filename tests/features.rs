@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
 use common::{Boom, LIMIT, watchdog};
+use parapipe::handwritten::{Emitter, Worker};
 use parapipe::prelude::*;
 
 fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {

@@ -48,7 +48,7 @@ fn map_stage_and_setup_override() {
 fn fetch_urls(urls: impl Iterator<Item = String>) -> impl Iterator<Item = String> {
     urls.map(|url| {
         let n: usize = url.rsplit('/').next().unwrap().parse().unwrap();
-        if n % 5 == 0 {
+        if n.is_multiple_of(5) {
             format!("<html><body>{url}</body></html>")
         } else {
             format!(

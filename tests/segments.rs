@@ -222,7 +222,7 @@ fn early_drop_of_a_pipeline_with_segments() {
 
 #[test]
 fn builder_api_with_segments() {
-    use parapipe::{Leaf, Then};
+    use parapipe::chain::{Leaf, Then};
     let seg = Segment::new(Then(Leaf(add_n::new(1)), Leaf(evens::new()))).serial();
     let got: Vec<u64> = Pipeline::source(0..10u64).then(seg).collect().unwrap();
     assert_eq!(sorted(got), [2, 4, 6, 8, 10]);

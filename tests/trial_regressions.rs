@@ -23,9 +23,10 @@ use std::time::{Duration, Instant};
 
 use common::{Boom, watchdog};
 use parapipe::debug::{Debugger, Report, Reporter};
+use parapipe::handwritten::{Next, Worker};
 use parapipe::prelude::*;
 use parapipe::profile::Profiler;
-use parapipe::{Failure, Next, Stream, stages};
+use parapipe::{Failure, Stream, stages};
 
 /// The watchdog's bound: generous, it detects hangs, not slowness.
 const BOUND: Duration = Duration::from_secs(30);

@@ -155,12 +155,11 @@ impl Element {
     fn validate(&self, errors: &mut Errors) {
         for m in &self.methods {
             let key = m.name.to_string();
-            if key == attr::WORKERS || key == attr::QSIZE {
-                if let Some(arg) = m.args.first() {
-                    if let Err(e) = attr::count(arg, &key) {
-                        errors.push(e);
-                    }
-                }
+            if (key == attr::WORKERS || key == attr::QSIZE)
+                && let Some(arg) = m.args.first()
+                && let Err(e) = attr::count(arg, &key)
+            {
+                errors.push(e);
             }
         }
     }
@@ -202,15 +201,14 @@ fn split(input: TokenStream) -> syn::Result<Vec<(Span, TokenStream)>> {
     while let Some(tt) = tokens.next() {
         match &tt {
             TokenTree::Punct(p) if p.as_char() == '|' => {
-                if p.spacing() == Spacing::Joint {
-                    if let Some(TokenTree::Punct(next)) = tokens.peek() {
-                        if next.as_char() == '|' {
-                            return Err(Error::new(
-                                p.span(),
-                                "`||` is not a stage separator: write one `|` between stages",
-                            ));
-                        }
-                    }
+                if p.spacing() == Spacing::Joint
+                    && let Some(TokenTree::Punct(next)) = tokens.peek()
+                    && next.as_char() == '|'
+                {
+                    return Err(Error::new(
+                        p.span(),
+                        "`||` is not a stage separator: write one `|` between stages",
+                    ));
                 }
                 segments.push((p.span(), TokenStream::new()));
             }

@@ -48,6 +48,12 @@ pub fn link<A: Chain, B: Chain<In = A::Out>>(a: A, b: B) -> Then<A, B> {
 /// a channel receiver becomes a streaming source instead of a plain iterator.
 pub struct SourceArg<S>(Cell<Option<S>>);
 
+impl<S> std::fmt::Debug for SourceArg<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceArg").finish_non_exhaustive()
+    }
+}
+
 impl<S> SourceArg<S> {
     /// Wraps a source.
     pub fn new(source: S) -> Self {

@@ -158,6 +158,12 @@ pub struct TableReporter<W = std::io::Stderr> {
     out: W,
 }
 
+impl<W> std::fmt::Debug for TableReporter<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableReporter").finish_non_exhaustive()
+    }
+}
+
 impl TableReporter {
     /// A table printed to stderr.
     pub fn stderr() -> Self {
@@ -283,6 +289,14 @@ impl Reporter for LogReporter {
 pub struct Progress {
     multi: indicatif::MultiProgress,
     bars: Vec<indicatif::ProgressBar>,
+}
+#[cfg(feature = "progress")]
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Progress")
+            .field("bars", &self.bars.len())
+            .finish_non_exhaustive()
+    }
 }
 
 #[cfg(feature = "progress")]

@@ -11,7 +11,8 @@
 //! the stage and worker; dropping the results stops the pipeline too, and
 //! every thread is joined.
 
-#![deny(missing_docs)]
+#![deny(missing_docs, missing_debug_implementations)]
+#![warn(unreachable_pub)]
 
 mod config;
 mod control;
@@ -33,14 +34,27 @@ mod user_code;
 mod worker;
 
 pub use config::{DEFAULT_QSIZE, QueueSize, StageConfig};
-pub use error::{BoxError, Failure, PipelineError, Skip, StageError, Tagged};
+pub use error::{BoxError, Failure, PipelineError, Skip, StageError};
 pub use pipeline::{IntoSource, Pipeline, Results};
-#[doc(hidden)]
-pub use profile::Clocks;
-pub use segment::{Chain, Leaf, Segment, SerialPipeline, Then};
+pub use segment::{Segment, SerialPipeline};
 pub use stage::{Configurable, Producer, Stage, StageExt};
 pub use stream::{Bucket, Latest, Stopped, Stream};
-pub use worker::{Emitter, Input, Next, Worker};
+
+/// For stages written by hand: what a worker of a [`Stage`] whose
+/// [`run`](Stage::run) is overridden, or of a [`Producer`], works with.
+pub mod handwritten {
+    pub use crate::worker::{Emitter, Input, Next, Worker};
+}
+
+/// The building blocks of a [`Segment`]'s chain of stages, which `segment!`
+/// puts together: to build a segment in code, `Segment::new(Then(Leaf(a),
+/// Leaf(b)))`.
+pub mod chain {
+    pub use crate::error::Tagged;
+    #[doc(hidden)]
+    pub use crate::profile::Clocks;
+    pub use crate::segment::{Chain, FailSlot, Leaf, Then};
+}
 
 #[doc(hidden)]
 pub mod __private;

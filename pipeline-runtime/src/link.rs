@@ -491,10 +491,10 @@ impl<T> Rx<T> {
             return Err(Stop::Cancelled);
         }
         self.publish_cost();
-        if self.shared.has_returned.load(Relaxed) {
-            if let Some(batch) = self.take_returned() {
-                return Ok(Recv::Batch(self.handed_back(batch)));
-            }
+        if self.shared.has_returned.load(Relaxed)
+            && let Some(batch) = self.take_returned()
+        {
+            return Ok(Recv::Batch(self.handed_back(batch)));
         }
         Ok(match self.rx.try_recv() {
             Ok(batch) => Recv::Batch(self.handed_out(batch)),
@@ -685,10 +685,10 @@ impl<T> Rx<T> {
                     }
                     // A sibling that stopped reading may have given its
                     // rest back while this one slept on the queue.
-                    if self.shared.has_returned.load(Relaxed) {
-                        if let Some(batch) = self.take_returned() {
-                            return Ok(Recv::Batch(self.handed_back(batch)));
-                        }
+                    if self.shared.has_returned.load(Relaxed)
+                        && let Some(batch) = self.take_returned()
+                    {
+                        return Ok(Recv::Batch(self.handed_back(batch)));
                     }
                 }
             }

@@ -94,6 +94,15 @@ pub struct Pipeline<T> {
     _items: PhantomData<fn() -> T>,
 }
 
+impl<T> std::fmt::Debug for Pipeline<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("steps", &self.plan.steps.len())
+            .field("invalid", &self.invalid)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What is measured while a pipeline runs: nothing, unless asked.
 #[derive(Default)]
 struct Observe {
@@ -718,6 +727,15 @@ pub struct Results<T> {
     profile: Option<Profile>,
 }
 
+impl<T> std::fmt::Debug for Results<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Results")
+            .field("threads", &self.threads.len())
+            .field("ended", &self.rx.is_none())
+            .finish_non_exhaustive()
+    }
+}
+
 /// A profiled or debugged run in progress.
 struct Observed {
     run: Arc<RunStats>,
@@ -815,6 +833,9 @@ fn join(handle: JoinHandle<()>, name: &str, ctl: &Control) {
         drop_payload(payload);
     }
 }
+
+/// Once it has returned `None`, it always does.
+impl<T> std::iter::FusedIterator for Results<T> {}
 
 impl<T> Iterator for Results<T> {
     type Item = Result<T, PipelineError>;

@@ -76,8 +76,22 @@ pub trait Chain: Send + Sync + 'static {
 /// One stage in a chain.
 pub struct Leaf<S>(pub S);
 
+impl<S: Configurable> std::fmt::Debug for Leaf<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leaf")
+            .field("stage", &self.0.config().name())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Two chains, one after the other.
 pub struct Then<A, B>(pub A, pub B);
+
+impl<A, B> std::fmt::Debug for Then<A, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Then").finish_non_exhaustive()
+    }
+}
 
 /// The first failure inside a fused chain. One per worker, shared by the
 /// links of its chain: single-threaded, hence `Cell`s.
@@ -88,6 +102,14 @@ pub struct FailSlot {
     /// The chain is a segment with `filter_errors`: every stage's failing
     /// items are dropped and counted, whatever the stage's own setting.
     filter_all: bool,
+}
+
+impl std::fmt::Debug for FailSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FailSlot")
+            .field("failed", &self.failed.get())
+            .finish_non_exhaustive()
+    }
 }
 
 impl FailSlot {
@@ -277,6 +299,15 @@ pub struct Segment<C> {
     /// Dropped items of a serial segment used through [`Stage::apply`] or
     /// [`iter`](Segment::iter), where there is no worker to count them.
     counters: Counters,
+}
+
+impl<C> std::fmt::Debug for Segment<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segment")
+            .field("config", &self.config)
+            .field("serial", &self.serial)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<C: Chain> Segment<C> {
@@ -577,6 +608,14 @@ fn parallel_only_setting(config: &StageConfig) -> Option<&'static str> {
 pub struct SerialPipeline<S, C> {
     source: std::cell::Cell<Option<S>>,
     segment: Segment<C>,
+}
+
+impl<S, C> std::fmt::Debug for SerialPipeline<S, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SerialPipeline")
+            .field("segment", &self.segment)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<S, C> SerialPipeline<S, C>

@@ -73,6 +73,14 @@ where
 
 builtin!(map<F, I, O>);
 
+impl<F, I, O> std::fmt::Debug for map<F, I, O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("map")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<F, I, O> Stage for map<F, I, O>
 where
     F: Fn(I) -> O + Send + Sync + 'static,
@@ -130,6 +138,14 @@ macro_rules! adapter {
         }
 
         builtin!($name<F, $($p),*>);
+
+        impl<F, $($p),*> std::fmt::Debug for $name<F, $($p),*> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($name))
+                    .field("config", &self.config)
+                    .finish_non_exhaustive()
+            }
+        }
 
         impl<F, $($p),*> Stage for $name<F, $($p),*>
         where
@@ -203,6 +219,14 @@ impl<T> Default for flatten<T> {
 
 builtin!(flatten<T>);
 
+impl<T> std::fmt::Debug for flatten<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("flatten")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<T> Stage for flatten<T>
 where
     T: IntoIterator + Send + 'static,
@@ -265,6 +289,14 @@ impl<T> chunk<T> {
 }
 
 builtin!(chunk<T>);
+
+impl<T> std::fmt::Debug for chunk<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("chunk")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
 
 /// `Vec`s of up to `n` items of an iterator.
 struct Chunks<I> {
@@ -374,6 +406,14 @@ impl<T> take<T> {
 }
 
 builtin!(take<T>);
+
+impl<T> std::fmt::Debug for take<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("take")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
 
 impl<T: Send + 'static> Stage for take<T> {
     type In = T;

@@ -45,6 +45,14 @@ pub struct Stream<T> {
     idle_timeout: Option<Duration>,
 }
 
+impl<T> std::fmt::Debug for Stream<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("idle_timeout", &self.idle_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
 type Feeder<T> = Box<dyn FnOnce(&Bucket<T>) + Send>;
 
 enum Kind<T> {
@@ -60,6 +68,12 @@ pub struct Bucket<T> {
     user: UserCode,
     /// With an idle time-out: shut when the stream ends (see [`Gate`]).
     gate: Option<Gate>,
+}
+
+impl<T> std::fmt::Debug for Bucket<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bucket").finish_non_exhaustive()
+    }
 }
 
 /// The pipeline behind a [`Bucket`] has stopped: stop feeding it.
@@ -250,6 +264,14 @@ pub struct Latest<T> {
     shared: Arc<Mutex<LatestState<T>>>,
     drainer: Option<JoinHandle<()>>,
     ctl: Arc<Control>,
+}
+
+impl<T> std::fmt::Debug for Latest<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Latest")
+            .field("done", &self.drainer.is_none())
+            .finish_non_exhaustive()
+    }
 }
 
 struct LatestState<T> {

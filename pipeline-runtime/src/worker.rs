@@ -94,6 +94,14 @@ pub struct Worker<'a, I, O> {
     counters: &'a Counters,
 }
 
+impl<I, O> std::fmt::Debug for Worker<'_, I, O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("index", &self.index)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<'a, I: 'a, O: 'a> Worker<'a, I, O> {
     pub(crate) fn new(
         io: &'a WorkerIo<'a, I, O>,
@@ -322,6 +330,14 @@ pub struct Input<'a, T> {
     batch: std::vec::IntoIter<T>,
 }
 
+impl<T> std::fmt::Debug for Input<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Input")
+            .field("buffered", &self.batch.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<T> Input<'_, T> {
     /// The next item, waiting for it no longer than `timeout`: for stages
     /// that act on time as well as on items (a partial chunk flushed after
@@ -413,6 +429,14 @@ pub struct Emitter<'a, O> {
     filter_errors: bool,
     counters: &'a Counters,
     probe: Option<Probe>,
+}
+
+impl<O> std::fmt::Debug for Emitter<'_, O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emitter")
+            .field("index", &self.index)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'a, O> Emitter<'a, O> {

@@ -440,12 +440,12 @@ fn validate_url(urls: &str) -> Result<(), String> {
         return Err("the NATS server URL is empty: give one, as nats://host:port".into());
     }
     for url in urls.split(',').map(str::trim) {
-        if let Some((scheme, _)) = url.split_once("://") {
-            if !["nats", "tls", "ws", "wss"].contains(&scheme) {
-                return Err(format!(
-                    "{url:?} is not a NATS server URL: its scheme must be nats://, tls://, ws:// or wss://, not {scheme}://"
-                ));
-            }
+        if let Some((scheme, _)) = url.split_once("://")
+            && !["nats", "tls", "ws", "wss"].contains(&scheme)
+        {
+            return Err(format!(
+                "{url:?} is not a NATS server URL: its scheme must be nats://, tls://, ws:// or wss://, not {scheme}://"
+            ));
         }
         url.parse::<async_nats::ServerAddr>()
             .map_err(|e| format!("{url:?} is not a NATS server URL: {e}"))?;
@@ -476,6 +476,7 @@ pub struct JobStatus {
 
 /// Whether a job runs, or how it ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum JobState {
     /// Running.
     Running,

@@ -61,6 +61,15 @@ pub struct DistPipeline<T> {
     items: PhantomData<fn() -> T>,
 }
 
+impl<T> std::fmt::Debug for DistPipeline<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DistPipeline")
+            .field("job", &self.job)
+            .field("stages", &self.stages.len())
+            .finish_non_exhaustive()
+    }
+}
+
 type Decode<T> = fn(&jetstream::Message) -> Result<Vec<T>, StageError>;
 
 /// The driver's source: publishes every item, returns the message count.
@@ -284,16 +293,16 @@ impl Shared {
         // The first message of each edge is read back here: a type that
         // serde can write but the wire format cannot read fails at once,
         // named, rather than in whichever process reads it.
-        if !self.checked[edge].swap(true, Relaxed) {
-            if let Err(e) = postcard::from_bytes::<Vec<O>>(&payload) {
-                return Err(Halt::Broker(BrokerError::new(
-                    format!(
-                        "items of type {} cannot cross the broker: they do not read back from the wire format (postcard), which does not support #[serde(untagged)], #[serde(flatten)], skip_serializing_if, or any type that needs deserialize_any; give the type a plain serde shape",
-                        std::any::type_name::<O>()
-                    ),
-                    e,
-                )));
-            }
+        if !self.checked[edge].swap(true, Relaxed)
+            && let Err(e) = postcard::from_bytes::<Vec<O>>(&payload)
+        {
+            return Err(Halt::Broker(BrokerError::new(
+                format!(
+                    "items of type {} cannot cross the broker: they do not read back from the wire format (postcard), which does not support #[serde(untagged)], #[serde(flatten)], skip_serializing_if, or any type that needs deserialize_any; give the type a plain serde shape",
+                    std::any::type_name::<O>()
+                ),
+                e,
+            )));
         }
         // Headers (message id, sequence) take a little of the server's limit.
         let room = self.broker.max_payload().saturating_sub(512);
@@ -867,10 +876,10 @@ fn watch(sh: &Shared) -> Result<(), StageError> {
         }
         match sh.read::<EndRecord>("end") {
             Ok(Some(end)) => {
-                if let Outcome::Failed(failed) = &end.outcome {
-                    if failed.process != sh.job.process {
-                        sh.ctl.fail(remote_failure(failed));
-                    }
+                if let Outcome::Failed(failed) = &end.outcome
+                    && failed.process != sh.job.process
+                {
+                    sh.ctl.fail(remote_failure(failed));
                 }
                 sh.over.store(true, Relaxed);
                 break Ok(());
@@ -1173,10 +1182,10 @@ impl<T: Send + 'static> Producer for Collector<T> {
             })
         };
         loop {
-            if let Some(&total) = sh.source_total.get() {
-                if seen.len() as u64 == total {
-                    break;
-                }
+            if let Some(&total) = sh.source_total.get()
+                && seen.len() as u64 == total
+            {
+                break;
             }
             if sh.stopping() {
                 // Failed or cancelled: the end is someone else's to report.
@@ -1280,11 +1289,11 @@ impl<O: Wire> Session<'_, O> {
     /// from being redelivered while this worker has them.
     fn keep_alive(&mut self) {
         let every = self.sh.job.ack_wait / 3;
-        if let Some((message, _, touched)) = &mut self.current {
-            if touched.elapsed() >= every {
-                self.sh.broker.in_progress(message);
-                *touched = Instant::now();
-            }
+        if let Some((message, _, touched)) = &mut self.current
+            && touched.elapsed() >= every
+        {
+            self.sh.broker.in_progress(message);
+            *touched = Instant::now();
         }
         if !self.buffered.is_empty() && self.pulled_at.elapsed() >= every {
             for waiting in &self.buffered {

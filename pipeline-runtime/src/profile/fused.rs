@@ -19,6 +19,12 @@ pub struct Clocks {
     last: RefCell<Spent>,
 }
 
+impl std::fmt::Debug for Clocks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Clocks").finish_non_exhaustive()
+    }
+}
+
 /// How long a stage of a fused chain has spent in its `next` in all (its
 /// upstream's time included), and how many items it has yielded.
 #[derive(Clone, Default)]

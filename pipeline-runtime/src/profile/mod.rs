@@ -42,7 +42,7 @@
 //!
 //! # What is measured
 //!
-//! - **Latency of a map stage** (`#[map_stage]`, [`Worker::map`](crate::Worker::map)):
+//! - **Latency of a map stage** (`#[map_stage]`, [`Worker::map`](crate::handwritten::Worker::map)):
 //!   the time from taking an item to emitting its result: one call of the
 //!   function.
 //! - **Latency of an iterator stage** (`#[stage]`, segments, hand-written
