@@ -33,12 +33,12 @@
 //! # Stages
 //!
 //! - [`#[stage]`](stage) turns a function from an iterator of inputs to an
-//!   iterator of outputs into a stage (parallelpipe's `@stage`). Each worker
+//!   iterator of outputs into a stage. Each worker
 //!   calls it once, with an iterator over its share of the input, so code
 //!   before and after the loop is per-worker setup and teardown. A function
 //!   without an input iterator is a *producer*: it starts a pipeline.
 //! - [`#[map_stage]`](map_stage) turns a per-item function into a stage
-//!   (parallelpipe's `@map_stage`).
+//!   (one item in, one out).
 //! - Parameters after the input are *bound arguments*, given where the stage
 //!   is used: `add_n(7)`.
 //! - Either attribute generates a struct of the same name as the function
@@ -49,7 +49,7 @@
 //!   the output in input order, whatever the number of workers),
 //!   `name = "..."`.
 //!   Where the stage is used, [`StageExt`] overrides them:
-//!   `add_n(7).workers(2).qsize(5)` (parallelpipe's `setup()`).
+//!   `add_n(7).workers(2).qsize(5)`.
 //! - For state of your own, implement [`Stage`] by hand (its one method,
 //!   [`apply`](Stage::apply), turns an iterator into an iterator of
 //!   `Result`s) and put the value in braces in `pipe!`:
@@ -94,11 +94,11 @@
 //!
 //! [`Pipeline::profile`] measures a run: per-stage latency (mean, median,
 //! p99) and throughput, keyed `MainPipeline`, `MainPipeline__stage` and
-//! `MainPipeline__segment__stage` (PyStream's scheme), returned by
+//! `MainPipeline__segment__stage`, returned by
 //! [`Results::profile`] and stored, run after run, in a SQLite database
 //! ([`profile`] defines each measure and the schema, and [`profile::load`]
 //! reads a run back). [`Pipeline::debug`] reports on a run while it runs
-//! (paipa's runtime debugger): counts, rates, per-stage CPU time, queue
+//! counts, rates, per-stage CPU time, queue
 //! depths and memory growth, to pluggable [`debug::Reporter`]s. Both are
 //! off by default and cost nothing then.
 //!
@@ -123,10 +123,10 @@
 //! [`Pipeline::streaming`], or feed it through a channel.
 //!
 //! [`Stream`] covers input that arrives over time: a channel with an idle
-//! timeout ([`Stream::idle_timeout`], PipeFrame's `timeout`), a closure that
+//! timeout ([`Stream::idle_timeout`]), a closure that
 //! pushes into a bucket on its own thread ([`Stream::feed`]), and a
-//! real-time source ticking at a fixed period ([`Stream::every`], PyStream's
-//! `start_loop`). [`Pipeline::latest`] runs a pipeline in the background and
+//! real-time source ticking at a fixed period ([`Stream::every`]).
+//! [`Pipeline::latest`] runs a pipeline in the background and
 //! keeps only its newest result, never holding the producer back.
 //!
 //! # The API at a glance
@@ -294,7 +294,7 @@ pub use parapipe_macros::pipe;
 /// - [`parallel`](Segment::parallel) (the default) appends each of its stages
 ///   with workers of its own, exactly as if written in the enclosing pipeline;
 /// - [`serial`](Segment::serial) fuses its stages into one iterator chain
-///   (paipa's co-routine pipeline: no queue, no thread between them), run
+///   (no queue, no thread between them), run
 ///   by the segment's own workers (`.workers(N)` runs N copies of the chain).
 ///   A segment nested in a serial one is fused into it. An `Err` of a stage
 ///   inside is reported with that stage's name; a panic inside is reported

@@ -1,5 +1,5 @@
 //! The live debugger: periodic reports on a running pipeline, per stage,
-//! handed to pluggable [`Reporter`]s (paipa's `PipelineRuntimeDebugger`).
+//! handed to pluggable [`Reporter`]s.
 //!
 //! Switch it on with [`Pipeline::debug`](crate::Pipeline::debug). A monitor
 //! thread reads the stages' counters every [`Debugger::every`] (5 s by
@@ -248,8 +248,7 @@ pub fn format_table(report: &Report) -> String {
 }
 
 /// Logs each report through the [`log`](https://docs.rs/log) crate, one line per
-/// stage, at `info` level with target `parapipe::debugger`: paipa's
-/// console-logging reporter.
+/// stage, at `info` level with target `parapipe::debugger`.
 #[derive(Debug, Default)]
 pub struct LogReporter;
 

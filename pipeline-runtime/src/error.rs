@@ -111,7 +111,7 @@ impl PipelineError {
         self.0.worker
     }
 
-    /// The task that failed, as parallelpipe names it: `stage-worker`
+    /// The task that failed: `stage-worker`
     /// (`add_one-0`), or the stage name alone when no worker was involved.
     pub fn task(&self) -> String {
         match self.0.worker {
@@ -200,8 +200,7 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Returned as a stage's error, drops the item without failing the
-/// pipeline (PipeFrame's `keep_going = False`, paipa's `SkipEntry`); skipped
-/// items are counted ([`Results::skipped`](crate::Results::skipped)).
+/// pipeline; skipped items are counted ([`Results::skipped`](crate::Results::skipped)).
 ///
 /// ```
 /// use parapipe::prelude::*;

@@ -416,8 +416,7 @@ impl<T: Send + 'static> Pipeline<T> {
         self.results().collect()
     }
 
-    /// Runs the pipeline to the end and returns its last item, as
-    /// parallelpipe's `execute()` does.
+    /// Runs the pipeline to the end and returns its last item.
     pub fn execute(self) -> Result<Option<T>, PipelineError> {
         last_item(self.results())
     }

@@ -340,8 +340,7 @@ impl<C: Chain> Segment<C> {
     }
 
     /// Runs the segment over `input` in the calling thread, fused, as a
-    /// plain iterator: no thread, no queue, no batching (paipa's co-routine
-    /// pipeline). The first `Err` of a stage ends the iterator as its last
+    /// plain iterator: no thread, no queue, no batching. The first `Err` of a stage ends the iterator as its last
     /// item; items dropped by `filter_errors` are counted in
     /// [`filtered`](Segment::filtered). A panic in a stage unwinds into the
     /// caller, as in any iterator chain.
@@ -574,8 +573,8 @@ fn parallel_only_setting(config: &StageConfig) -> Option<&'static str> {
 }
 
 /// A whole pipeline run serial, in the calling thread, with no thread and no
-/// queue at all: what `pipe!(serial: source | stage | ...)` builds (paipa's
-/// co-routine pipeline, the zero-overhead mode for single-threaded work).
+/// queue at all: what `pipe!(serial: source | stage | ...)` builds: the zero-overhead
+/// mode for single-threaded work.
 ///
 /// Its stages are fused into one iterator chain over the source, as in
 /// [`Segment::iter`]: a 20-stage chain costs what the same hand-written

@@ -150,7 +150,7 @@ pub trait Producer: Configurable + Send + Sync + 'static {
 }
 
 /// Builder methods for any stage or producer: override at the place of use
-/// what its `#[stage(...)]` attribute set (parallelpipe's `setup()`).
+/// what its `#[stage(...)]` attribute set.
 ///
 /// ```
 /// use parapipe::prelude::*;

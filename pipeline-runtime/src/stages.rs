@@ -251,10 +251,10 @@ where
     }
 }
 
-/// Groups items into `Vec`s of `n` (paipa's `chunk`); the last may be shorter.
+/// Groups items into `Vec`s of `n`; the last may be shorter.
 /// Each worker groups its own share of the input. With
 /// [`timeout`](chunk::timeout), a partial chunk is emitted once it has waited
-/// that long for more items (paipa's `TimedChunk`).
+/// that long for more items.
 pub struct chunk<T> {
     n: usize,
     timeout: Option<Duration>,

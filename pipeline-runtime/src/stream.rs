@@ -27,7 +27,7 @@ use crate::user_code::UserCode;
 ///     x * 2
 /// }
 ///
-/// // PipeFrame's `feed(bucket)`: a closure on a thread of its own.
+/// // A closure on a thread of its own, pushing items into the bucket.
 /// let source = Stream::feed(|bucket| {
 ///     for x in 0..5 {
 ///         if bucket.push(x).is_err() {
@@ -143,7 +143,7 @@ impl<T: Send + 'static> Stream<T> {
     }
 
     /// Runs `feed` on a thread of its own; what it pushes into the bucket
-    /// is the stream, which ends when `feed` returns (PipeFrame's `feed`).
+    /// is the stream, which ends when `feed` returns.
     /// A panic in `feed` fails the pipeline as the `source`.
     ///
     /// Once the pipeline stops, `push` fails: return then. While `feed`
@@ -160,7 +160,7 @@ impl<T: Send + 'static> Stream<T> {
     /// A real-time source: calls `tick` once every `period` (at a fixed
     /// rate: a slow call delays the next one but does not shift the
     /// schedule) until it returns `None` or the pipeline stops
-    /// (PyStream's `start_loop(period)`). The wait between ticks ends as
+    /// The wait between ticks ends as
     /// soon as the pipeline stops; `Duration::MAX` ticks once.
     pub fn every(period: Duration, mut tick: impl FnMut() -> Option<T> + Send + 'static) -> Self {
         Self::feed(move |bucket| {
@@ -187,8 +187,7 @@ impl<T: Send + 'static> Stream<T> {
         })
     }
 
-    /// Ends the stream once no item arrived for `idle` (PipeFrame's
-    /// `timeout`): what arrived before is processed and delivered, and the
+    /// Ends the stream once no item arrived for `idle`: what arrived before is processed and delivered, and the
     /// pipeline ends normally. With [`feed`](Stream::feed), a push that
     /// returned `Ok` is always delivered, and a push after the time-out
     /// fails. With [`channel`](Stream::channel), items still in the channel
@@ -244,8 +243,7 @@ impl<T: Send + 'static> IntoSource for Stream<T> {
     }
 }
 
-/// The newest result of a pipeline running in the background (PyStream's
-/// `get_results()`): a thread drains the results as they come, so the
+/// The newest result of a pipeline running in the background: a thread drains the results as they come, so the
 /// pipeline never waits for a reader, and keeps only the latest.
 ///
 /// ```

@@ -186,7 +186,7 @@ impl<'a, I: 'a, O: 'a> Worker<'a, I, O> {
     }
 
     /// Calls `f` once with an iterator over this worker's share of the input
-    /// and emits every item of what it returns: parallelpipe's `@stage`.
+    /// and emits every item of what it returns: what `#[stage]` runs.
     /// Code before and after the loop in `f` is per-worker setup and teardown.
     pub fn transform<R>(self, f: impl FnOnce(Input<'a, I>) -> R) -> Result<(), StageError>
     where

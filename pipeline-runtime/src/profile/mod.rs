@@ -33,7 +33,7 @@
 //!
 //! # Names
 //!
-//! Results are keyed as PyStream keys them: [`MAIN_PIPELINE_NAME`] for the
+//! Results are keyed by name: [`MAIN_PIPELINE_NAME`] for the
 //! whole pipeline, `MainPipeline__stage` for a stage, and, for a stage
 //! inside a named segment, `MainPipeline__segment__stage`: a double
 //! underscore between levels. A stage is named after its function unless
@@ -78,7 +78,7 @@
 //! ([`Latency`]); the percentiles come from a histogram with 16 buckets per
 //! power of two, so they are within about 3% of the exact value. The maps
 //! [`Profile::latency`] and [`Profile::throughput`] hold the mean latency
-//! and the throughput, as PyStream's `get_profiles()` does.
+//! and the throughput.
 //!
 //! Measuring costs two clock reads per item of a map stage and one per item
 //! of an iterator stage, plus a few atomic operations per batch.
@@ -453,7 +453,7 @@ impl fmt::Debug for Histogram {
 }
 
 impl Profile {
-    /// Mean latency in seconds, by hierarchical name (PyStream's `latency`).
+    /// Mean latency in seconds, by hierarchical name.
     pub fn latency(&self) -> BTreeMap<String, f64> {
         self.stages
             .iter()
