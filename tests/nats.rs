@@ -2,7 +2,8 @@
 //! where none is installed): in one process, and across OS processes of
 //! this test binary, which runs itself again (the ignored test `child`) as
 //! the job's other processes.
-#![cfg(feature = "nats")]
+// Its profiled runs store into SQLite (feature `store`, on by default).
+#![cfg(all(feature = "nats", feature = "store"))]
 
 #[path = "common/mod.rs"]
 mod common;

@@ -1,5 +1,8 @@
 //! The profiler and the live debugger: keys, measures, the SQLite store
 //! (reload, concurrent runs, every failure), reporters.
+// The SQLite store is the default feature `store`; without it, see
+// tests/no_store.rs.
+#![cfg(feature = "store")]
 
 mod common;
 

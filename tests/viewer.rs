@@ -9,6 +9,7 @@
 //! cargo run --release --bin parapipe-profile -- \
 //!     --db /tmp/parapipe-example-profile svg -o docs/profile-example.svg
 //! ```
+#![cfg(feature = "store")]
 
 mod common;
 

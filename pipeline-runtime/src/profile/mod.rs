@@ -136,8 +136,12 @@
 
 mod fused;
 mod hist;
+mod sample;
 mod stats;
+#[cfg(feature = "store")]
 mod store;
+#[cfg(not(feature = "store"))]
+mod store_off;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -149,8 +153,13 @@ use std::time::{Duration, SystemTime};
 pub use fused::Clocks;
 pub(crate) use hist::Histogram;
 pub(crate) use stats::{Probe, RunStats, StageStats, rss_bytes};
+pub use sample::Sample;
+#[cfg(feature = "store")]
 pub(crate) use store::Writer;
-pub use store::{RunSummary, Sample, job_samples, load, runs, samples};
+#[cfg(feature = "store")]
+pub use store::{RunSummary, job_samples, load, runs, samples};
+#[cfg(not(feature = "store"))]
+pub(crate) use store_off::Writer;
 
 pub use crate::config::MAIN_PIPELINE_NAME;
 
@@ -295,6 +304,7 @@ impl Outcome {
         }
     }
 
+    #[cfg_attr(not(feature = "store"), allow(dead_code, reason = "only the store reads or writes it"))]
     fn from_parts(outcome: &str, error: Option<String>) -> Outcome {
         match outcome {
             "completed" => Outcome::Completed,
@@ -372,6 +382,7 @@ pub struct StageProfile {
     pub filtered: u64,
     /// Items skipped with [`Skip`](crate::Skip).
     pub skipped: u64,
+    #[cfg_attr(not(feature = "store"), allow(dead_code, reason = "only the store reads or writes it"))]
     hist: Arc<Histogram>,
 }
 
@@ -437,6 +448,7 @@ pub struct ProcessCounts {
 }
 
 impl ProcessCounts {
+    #[cfg_attr(not(feature = "store"), allow(dead_code, reason = "only the store reads or writes it"))]
     pub(crate) fn new(process: String, taken: u64, emitted: u64) -> Self {
         ProcessCounts {
             process,
