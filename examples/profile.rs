@@ -3,7 +3,7 @@
 //! debugger printing a table every half second, and a custom reporter.
 //!
 //! Run with `cargo run --release --example profile`, then look at the run
-//! with `cargo run --release --bin parapipe-profile -- --db <printed path> show`.
+//! with `cargo run --release -p parapipe-profile -- --db <printed path> show`.
 
 use std::thread;
 use std::time::Duration;

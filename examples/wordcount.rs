@@ -21,7 +21,7 @@
 //!
 //! With `PARAPIPE_PROFILE_DIR=DIR` set, every process profiles its part
 //! into `DIR/profiles.sqlite`, with the job's status; then
-//! `cargo run --release --bin parapipe-profile -- --db DIR show` prints the
+//! `cargo run --release -p parapipe-profile -- --db DIR show` prints the
 //! newest run's stages and the job's counts per stage and process (`list`
 //! names the runs after their processes).
 

@@ -22,7 +22,10 @@ fn in_memory_profiles_work() {
     assert_eq!(profile.items(), 1000);
     assert!(profile.store_error().is_none());
     assert!(profile.run_id().is_none());
-    assert_eq!(profile.stage("MainPipeline__double").unwrap().items_out, 1000);
+    assert_eq!(
+        profile.stage("MainPipeline__double").unwrap().items_out,
+        1000
+    );
 }
 
 #[test]
@@ -35,7 +38,9 @@ fn asking_to_store_is_a_clear_error_in_the_profile() {
     assert_eq!(got.len(), 1000, "the results do not depend on the store");
     let profile = results.profile().expect("profiled");
     assert!(profile.run_id().is_none());
-    let error = profile.store_error().expect("the store's absence is reported");
+    let error = profile
+        .store_error()
+        .expect("the store's absence is reported");
     assert!(error.to_string().contains("`store` feature"), "{error}");
     assert!(!dir.join(parapipe::profile::DATABASE_FILE).exists());
 }

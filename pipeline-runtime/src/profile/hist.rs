@@ -74,13 +74,19 @@ impl Histogram {
         self.count
     }
 
-    #[cfg_attr(not(feature = "store"), allow(dead_code, reason = "only the store reads or writes it"))]
+    #[cfg_attr(
+        not(feature = "store"),
+        allow(dead_code, reason = "only the store reads or writes it")
+    )]
     pub(crate) fn sum_ns(&self) -> u128 {
         self.sum_ns
     }
 
     /// The non-empty buckets, as `(bucket, count)`: what the store keeps.
-    #[cfg_attr(not(feature = "store"), allow(dead_code, reason = "only the store reads or writes it"))]
+    #[cfg_attr(
+        not(feature = "store"),
+        allow(dead_code, reason = "only the store reads or writes it")
+    )]
     pub(crate) fn nonzero(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
         self.counts
             .iter()
@@ -90,7 +96,10 @@ impl Histogram {
     }
 
     /// Rebuilds a histogram from stored buckets and the exact sum.
-    #[cfg_attr(not(feature = "store"), allow(dead_code, reason = "only the store reads or writes it"))]
+    #[cfg_attr(
+        not(feature = "store"),
+        allow(dead_code, reason = "only the store reads or writes it")
+    )]
     pub(crate) fn from_parts(
         buckets: impl IntoIterator<Item = (usize, u64)>,
         sum_ns: u128,

@@ -152,8 +152,8 @@ use std::time::{Duration, SystemTime};
 #[doc(hidden)]
 pub use fused::Clocks;
 pub(crate) use hist::Histogram;
-pub(crate) use stats::{Probe, RunStats, StageStats, rss_bytes};
 pub use sample::Sample;
+pub(crate) use stats::{Probe, RunStats, StageStats, rss_bytes};
 #[cfg(feature = "store")]
 pub(crate) use store::Writer;
 #[cfg(feature = "store")]
@@ -304,7 +304,10 @@ impl Outcome {
         }
     }
 
-    #[cfg_attr(not(feature = "store"), allow(dead_code, reason = "only the store reads or writes it"))]
+    #[cfg_attr(
+        not(feature = "store"),
+        allow(dead_code, reason = "only the store reads or writes it")
+    )]
     fn from_parts(outcome: &str, error: Option<String>) -> Outcome {
         match outcome {
             "completed" => Outcome::Completed,
@@ -382,7 +385,10 @@ pub struct StageProfile {
     pub filtered: u64,
     /// Items skipped with [`Skip`](crate::Skip).
     pub skipped: u64,
-    #[cfg_attr(not(feature = "store"), allow(dead_code, reason = "only the store reads or writes it"))]
+    #[cfg_attr(
+        not(feature = "store"),
+        allow(dead_code, reason = "only the store reads or writes it")
+    )]
     hist: Arc<Histogram>,
 }
 
@@ -448,7 +454,10 @@ pub struct ProcessCounts {
 }
 
 impl ProcessCounts {
-    #[cfg_attr(not(feature = "store"), allow(dead_code, reason = "only the store reads or writes it"))]
+    #[cfg_attr(
+        not(feature = "store"),
+        allow(dead_code, reason = "only the store reads or writes it")
+    )]
     pub(crate) fn new(process: String, taken: u64, emitted: u64) -> Self {
         ProcessCounts {
             process,

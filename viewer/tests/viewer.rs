@@ -6,11 +6,9 @@
 //! ```sh
 //! rm -rf /tmp/parapipe-example-profile   # so that the example's run is run 1
 //! cargo run --release --example profile
-//! cargo run --release --bin parapipe-profile -- \
+//! cargo run --release -p parapipe-profile -- \
 //!     --db /tmp/parapipe-example-profile svg -o docs/profile-example.svg
 //! ```
-#![cfg(feature = "store")]
-
 mod common;
 
 use std::path::PathBuf;
