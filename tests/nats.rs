@@ -930,7 +930,7 @@ fn profiled_processes_store_the_jobs_status_for_the_viewer() {
     assert_eq!(profile::load(&db, driver).unwrap().items(), 8_000);
     assert_eq!(profile::load(&db, worker).unwrap().items(), 0);
 
-    let out = Command::new(env!("CARGO_BIN_EXE_parapipe-profile"))
+    let out = Command::new(viewer())
         .args([
             "--db",
             &db.display().to_string(),
@@ -1182,4 +1182,25 @@ fn random_jobs_with_kills_restarts_and_failures() {
             }
         }
     }
+}
+
+/// The `parapipe-profile` viewer (package `parapipe-profile`), beside this
+/// test's binary when the workspace's tests are built together, else built
+/// now.
+fn viewer() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> -> target/<profile>/parapipe-profile
+    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let viewer = dir.join("parapipe-profile");
+    if !viewer.is_file() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "-p", "parapipe-profile"]);
+        if dir.ends_with("release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo runs");
+        assert!(status.success(), "building the viewer failed");
+    }
+    viewer
 }
