@@ -43,6 +43,10 @@ impl Errors {
     pub fn finish(self) -> syn::Result<()> {
         self.0.map_or(Ok(()), Err)
     }
+
+    pub fn into_error(self) -> Option<Error> {
+        self.0
+    }
 }
 
 fn valid_keys(flavor: Flavor) -> String {
@@ -56,10 +60,19 @@ fn valid_keys(flavor: Flavor) -> String {
         .join(", ")
 }
 
-pub(crate) fn parse(args: TokenStream, flavor: Flavor) -> syn::Result<StageArgs> {
-    let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(args)?;
+/// The keys given, as far as they are valid, and every error in them: a
+/// stage is still generated from the valid keys, so that the user sees only
+/// the mistake they made, not its consequences wherever the stage is used.
+pub(crate) fn parse(args: TokenStream, flavor: Flavor) -> (StageArgs, Errors) {
     let mut out = StageArgs::default();
     let mut errors = Errors::default();
+    let metas = match Punctuated::<Meta, Token![,]>::parse_terminated.parse2(args) {
+        Ok(metas) => metas,
+        Err(e) => {
+            errors.push(e);
+            return (out, errors);
+        }
+    };
     let mut seen: Vec<String> = Vec::new();
     let mut unbounded_span = None;
     for meta in metas {
@@ -128,8 +141,9 @@ pub(crate) fn parse(args: TokenStream, flavor: Flavor) -> syn::Result<StageArgs>
             span,
             "`qsize` and `unbounded` cannot be used together: `unbounded` removes the queue limit that `qsize` sets",
         ));
+        out.unbounded = false;
     }
-    errors.finish().map(|()| out)
+    (out, errors)
 }
 
 fn value<'m>(meta: &'m Meta, key: &str) -> syn::Result<&'m Expr> {

@@ -34,18 +34,26 @@ pub(crate) fn stage(args: TokenStream, item: TokenStream, flavor: Flavor) -> Tok
         );
         return fallback(quote!(#item), e);
     };
-    let analyzed = attr::parse(args, flavor).and_then(|args| {
-        let stage = sig::analyze(&func, flavor, &args)?;
-        Ok((args, stage))
-    });
-    match analyzed {
-        Ok((args, stage)) => generate(&func, &args, &stage),
-        Err(e) => fallback(quote!(#func), e),
+    // A bad key still gives the stage, from the keys that are valid (the
+    // defaults for the others): the only error is the one the user made,
+    // not a missing stage wherever `pipe!` uses it.
+    let (args, attr_errors) = attr::parse(args, flavor);
+    match (sig::analyze(&func, flavor, &args), attr_errors.into_error()) {
+        (Ok(stage), None) => generate(&func, &args, &stage),
+        (Ok(stage), Some(e)) => {
+            let mut out = generate(&func, &args, &stage);
+            out.extend(e.into_compile_error());
+            out
+        }
+        (Err(e), None) => fallback(quote!(#func), e),
+        // The signature's error may come from the attribute's (a
+        // `producer` key misspelt): the attribute's is the user's mistake.
+        (Err(_), Some(e)) => fallback(quote!(#func), e),
     }
 }
 
-/// On a bad attribute, still emit the item as written, so one mistake does
-/// not cascade into errors everywhere the function is called.
+/// On an item that cannot be a stage, still emit it as written, so one
+/// mistake does not cascade into errors everywhere the function is called.
 fn fallback(item: TokenStream, error: Error) -> TokenStream {
     let error = error.into_compile_error();
     quote!(#item #error)
