@@ -35,7 +35,9 @@ pub fn then<T: Send + 'static, S: Stage<In = T>>(
     pipeline.then(stage)
 }
 
-pub use crate::segment::{Chain, Leaf, Segment, SerialPipeline, Then};
+pub use crate::chain::{Chain, Leaf, Then};
+pub use crate::segment::Segment;
+pub use crate::serial::SerialPipeline;
 
 /// `segment!`'s `a | b`: the second chain must take what the first emits,
 /// and a mismatch is reported on the second.

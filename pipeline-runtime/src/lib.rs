@@ -14,17 +14,21 @@
 #![deny(missing_docs, missing_debug_implementations)]
 #![warn(unreachable_pub)]
 
+pub mod chain;
 mod config;
 mod control;
 pub mod debug;
 mod error;
+mod launch;
 mod link;
 #[cfg(feature = "nats")]
 pub mod nats;
 mod ordered;
 mod pipeline;
 pub mod profile;
+mod results;
 mod segment;
+mod serial;
 mod source;
 mod stage;
 pub mod stages;
@@ -35,8 +39,10 @@ mod worker;
 
 pub use config::{DEFAULT_QSIZE, QueueSize, StageConfig};
 pub use error::{BoxError, Failure, PipelineError, Skip, StageError};
-pub use pipeline::{IntoSource, Pipeline, Results};
-pub use segment::{Segment, SerialPipeline};
+pub use pipeline::{IntoSource, Pipeline};
+pub use results::Results;
+pub use segment::Segment;
+pub use serial::SerialPipeline;
 pub use stage::{Configurable, Producer, Stage, StageExt};
 pub use stream::{Bucket, Latest, Stopped, Stream};
 
@@ -44,16 +50,6 @@ pub use stream::{Bucket, Latest, Stopped, Stream};
 /// [`run`](Stage::run) is overridden, or of a [`Producer`], works with.
 pub mod handwritten {
     pub use crate::worker::{Emitter, Input, Next, Worker};
-}
-
-/// The building blocks of a [`Segment`]'s chain of stages, which `segment!`
-/// puts together: to build a segment in code, `Segment::new(Then(Leaf(a),
-/// Leaf(b)))`.
-pub mod chain {
-    pub use crate::error::Tagged;
-    #[doc(hidden)]
-    pub use crate::profile::Clocks;
-    pub use crate::segment::{Chain, FailSlot, Leaf, Then};
 }
 
 #[doc(hidden)]

@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 
 use crate::control::{Control, lock};
 use crate::error::{Failure, PipelineError};
+use crate::launch::Launch;
 use crate::link::MAX_BATCH;
-use crate::pipeline::{IntoSource, Launch, Pipeline, Results};
+use crate::pipeline::{IntoSource, Pipeline};
+use crate::results::Results;
 use crate::source::{Channel, Gate, Source};
 use crate::user_code::UserCode;
 

@@ -24,7 +24,8 @@ use crate::config::{DEFAULT_QSIZE, QueueSize, StageConfig};
 use crate::control::Control;
 use crate::debug::Debugger;
 use crate::error::{Counters, Failure, PipelineError, StageError, Stop};
-use crate::pipeline::{Launch, Pipeline};
+use crate::launch::Launch;
+use crate::pipeline::Pipeline;
 use crate::profile::{JobSample, Probe, ProcessCounts, Profiler, RunStats};
 use crate::stage::{Configurable, Producer, Stage};
 use crate::worker::Emitter;
@@ -190,7 +191,7 @@ impl<T: Send + 'static> DistPipeline<T> {
 
     /// Runs this process's part to the end and returns its last item.
     pub fn execute(self) -> Result<Option<T>, PipelineError> {
-        crate::pipeline::last_item(self.results())
+        crate::results::last_item(self.results())
     }
 
     /// Runs this process's part to the end, discarding the items.
