@@ -159,8 +159,15 @@
 //! an item until the output message of the message it came in is stored.
 
 mod broker;
+mod collector;
+mod control;
+mod naming;
 mod records;
 mod run;
+mod session;
+mod shared;
+mod start;
+mod status;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -419,7 +426,7 @@ impl Job {
     /// newest run. Works from any process, including one that is not part
     /// of the job.
     pub fn status(&self) -> Result<JobStatus, BrokerError> {
-        run::status(self)
+        status::status(self)
     }
 
     /// Deletes everything the job keeps on the broker (its control stream,
@@ -429,7 +436,7 @@ impl Job {
     /// deletes its own streams but the control stream; a new run deletes
     /// what earlier runs left.
     pub fn cleanup(&self) -> Result<usize, BrokerError> {
-        run::cleanup(self)
+        status::cleanup(self)
     }
 }
 
