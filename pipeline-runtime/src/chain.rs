@@ -70,6 +70,12 @@ pub trait Chain: Send + Sync + 'static {
     /// the chain per worker, so it must not have such a stage.
     #[doc(hidden)]
     fn single_worker_stage(&self) -> Option<String>;
+
+    /// The first of the chain's stages (or nested segments) whose
+    /// configuration is invalid, and why: `(name, why)`. Fused stages are
+    /// checked as stages with threads of their own are.
+    #[doc(hidden)]
+    fn first_invalid(&self) -> Option<(String, String)>;
 }
 
 /// One stage in a chain.
@@ -225,6 +231,14 @@ impl<S: Stage> Chain for Leaf<S> {
             .runs_on_one_worker()
             .then(|| self.0.config().name().to_owned())
     }
+
+    fn first_invalid(&self) -> Option<(String, String)> {
+        let config = self.0.config();
+        config
+            .validate()
+            .err()
+            .map(|why| (config.name().to_owned(), why))
+    }
 }
 
 impl<A, B> Chain for Then<A, B>
@@ -282,6 +296,10 @@ where
         self.0
             .single_worker_stage()
             .or_else(|| self.1.single_worker_stage())
+    }
+
+    fn first_invalid(&self) -> Option<(String, String)> {
+        self.0.first_invalid().or_else(|| self.1.first_invalid())
     }
 }
 

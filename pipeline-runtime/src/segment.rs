@@ -94,11 +94,20 @@ impl<C: Chain> Segment<C> {
         &'a self,
         input: impl IntoIterator<Item = C::In> + 'a,
     ) -> impl Iterator<Item = Result<C::Out, PipelineError>> + 'a {
-        self.fused(input.into_iter(), &self.counters).map(|item| {
-            item.map_err(|Tagged { stage, error }| {
-                PipelineError::new(&stage, None, Failure::Error(error))
+        // A stage that cannot run fails the run at once, as it would with
+        // threads of its own.
+        let invalid = self
+            .chain
+            .first_invalid()
+            .map(|(stage, why)| Err(PipelineError::new(&stage, None, Failure::Config(why))));
+        let fused = invalid.is_none().then(|| {
+            self.fused(input.into_iter(), &self.counters).map(|item| {
+                item.map_err(|Tagged { stage, error }| {
+                    PipelineError::new(&stage, None, Failure::Error(error))
+                })
             })
-        })
+        });
+        invalid.into_iter().chain(fused.into_iter().flatten())
     }
 
     /// How many failing items `filter_errors` dropped in [`iter`](Segment::iter)
@@ -178,6 +187,14 @@ impl<C: Chain> Stage for Segment<C> {
 
     fn attach(self, pipeline: Pipeline<C::In>) -> Pipeline<C::Out> {
         let config = &self.config;
+        // The segment's own name, and, fused or not, every stage's
+        // configuration, are checked as a stage's are.
+        if let Err(why) = config.validate() {
+            return pipeline.misconfigured(config.name(), why);
+        }
+        if let (true, Some((stage, why))) = (self.serial, self.chain.first_invalid()) {
+            return pipeline.misconfigured(&stage, why);
+        }
         if self.serial {
             if let (true, Some(stage)) = (config.workers() > 1, self.chain.single_worker_stage()) {
                 let why = format!(
@@ -269,6 +286,14 @@ impl<C: Chain> Chain for Segment<C> {
 
     fn single_worker_stage(&self) -> Option<String> {
         self.chain.single_worker_stage()
+    }
+
+    fn first_invalid(&self) -> Option<(String, String)> {
+        let name = self.config.name();
+        match self.config.validate() {
+            Err(why) => Some((name.to_owned(), why)),
+            Ok(()) => self.chain.first_invalid(),
+        }
     }
 }
 

@@ -81,6 +81,10 @@ pub(crate) struct Broker {
     last_ok: Mutex<Instant>,
     /// The largest message the server takes (headers included).
     max_payload: usize,
+    /// A call has given up on the broker: the job is failing, and what is
+    /// left to do (final counts, an end record, deleting streams) gets one
+    /// short attempt, not another broker timeout.
+    gave_up: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for Broker {
@@ -112,6 +116,43 @@ async fn until(cancelled: &dyn Fn() -> bool) {
     while !cancelled() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Credentials in the (first) URL: `user:password@` or `token@`. The client
+/// does not read them from there itself.
+fn url_auth(urls: &str) -> Option<super::Auth> {
+    let first = urls.split(',').next()?.trim();
+    let addr: async_nats::ServerAddr = first.parse().ok()?;
+    let user = decode(addr.username()?);
+    Some(match addr.password() {
+        Some(password) => super::Auth::UserPassword(user, decode(password)),
+        None => super::Auth::Token(user),
+    })
+}
+
+/// `%`-escapes of a URL's user part decoded (`%40` is `@`).
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Connection errors that waiting cannot cure.
@@ -162,12 +203,12 @@ impl Broker {
                         log::log!(target: "parapipe::nats", level, "process {process}: NATS client: {event}");
                     }
                 });
-            options = match &job.auth {
+            options = match job.auth.clone().or_else(|| url_auth(&url)) {
                 None => options,
                 Some(super::Auth::UserPassword(user, password)) => {
-                    options.user_and_password(user.clone(), password.clone())
+                    options.user_and_password(user, password)
                 }
-                Some(super::Auth::Token(token)) => options.token(token.clone()),
+                Some(super::Auth::Token(token)) => options.token(token),
             };
             // The whole handshake is bounded: a listener that is not a NATS
             // server never sends its greeting.
@@ -207,6 +248,7 @@ impl Broker {
             attempt,
             last_ok: Mutex::new(Instant::now()),
             max_payload,
+            gave_up: std::sync::atomic::AtomicBool::new(false),
         };
         broker.check_jetstream(&url)?;
         Ok(broker)
@@ -220,14 +262,13 @@ impl Broker {
             .block_on(async { tokio::time::timeout(self.attempt, self.js.query_account()).await });
         match asked {
             Ok(Ok(_)) => Ok(()),
+            // (The client's own words for it, "requested JetStream resource
+            // does not exist", would mislead.)
             Ok(Err(e)) if e.kind() == AccountErrorKind::JetStreamUnavailable => {
-                Err(BrokerError::new(
-                    format!(
-                        "the server at {} does not have JetStream enabled: start it with `nats-server -js`",
-                        redact(url)
-                    ),
-                    e,
-                ))
+                Err(BrokerError::msg(format!(
+                    "the server at {} does not have JetStream enabled: start it with `nats-server -js`",
+                    redact(url)
+                )))
             }
             // Slow, or something that may pass: the calls that follow retry.
             Ok(Err(_)) | Err(_) => Ok(()),
@@ -284,6 +325,11 @@ impl Broker {
         Ok(answer.filter(|_| !none.get()))
     }
 
+    /// Whether the client is connected to the server now.
+    pub(crate) fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
     /// The largest message the server takes, headers included.
     pub(crate) fn max_payload(&self) -> usize {
         self.max_payload
@@ -335,7 +381,13 @@ impl Broker {
         Fut: Future<Output = Result<T, E>>,
     {
         use futures_util::future::{Either, select};
+        use std::sync::atomic::Ordering::Relaxed;
         let started = Instant::now();
+        let given_up = self.gave_up.load(Relaxed);
+        let limit = match given_up {
+            true => limit.min(Duration::from_secs(1)),
+            false => limit,
+        };
         loop {
             let left = self
                 .deadline(started)
@@ -364,7 +416,8 @@ impl Broker {
             if cancelled() {
                 return Err(Halt::Cancelled);
             }
-            if Instant::now() >= self.deadline(started) {
+            if given_up || Instant::now() >= self.deadline(started) {
+                self.gave_up.store(true, Relaxed);
                 return Err(Halt::Broker(error.after(self.timeout)));
             }
             std::thread::sleep(Duration::from_millis(100));

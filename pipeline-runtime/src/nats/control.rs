@@ -12,7 +12,6 @@ use super::{JobState, RemoteError, Role};
 use crate::error::{Failure, PipelineError, StageError};
 use crate::profile::JobSample;
 
-
 use super::shared::{
     Shared, halt_to_stage_error, heard_within, job_error, read_record, silence, stats_records,
     unix_ms,
@@ -69,6 +68,11 @@ pub(super) fn watch(sh: &Shared) -> Result<(), StageError> {
         }
         std::thread::sleep(WATCH);
     };
+    // The broker is out of reach: fail now, without trying it again for
+    // final counts (another broker timeout).
+    if let Err(Halt::Broker(_)) = &result {
+        return result.map_err(halt_to_stage_error);
+    }
     // The final counts, best effort: the job is over either way.
     let _ = publish_stats(sh, true);
     sample_job(sh, true);

@@ -134,7 +134,9 @@ impl Drop for Shared {
     /// process's own workers could still be waiting on them. A driver that
     /// dies leaves them to the next run or to [`Job::cleanup`].
     fn drop(&mut self) {
-        if self.job.role == Role::Driver && self.run != 0 {
+        // A broker out of reach: the streams stay, for the next run or
+        // `Job::cleanup` (trying would only delay the results' end).
+        if self.job.role == Role::Driver && self.run != 0 && self.broker.connected() {
             let names = self.edges.iter().map(|e| e.stream.as_str());
             // On the caller's async runtime, if the pipeline ended there.
             off_runtime(|| self.broker.delete_streams(names));
