@@ -287,3 +287,23 @@ fn serial_pipeline_errors_panics_and_reruns() {
     assert_eq!(pipeline.filtered(), 1);
     assert_eq!(pipe!(serial: 0..10u64 | total).execute().unwrap(), Some(45));
 }
+
+#[test]
+fn fused_stages_and_segment_names_are_checked_as_stages_are() {
+    use parapipe::{Failure, stages};
+    let config_error = |r: Result<Vec<Vec<u64>>, PipelineError>| match r {
+        Err(e) => matches!(e.failure(), Failure::Config(_)),
+        Ok(_) => false,
+    };
+    // chunk(0) fused in a serial segment: an error, as with workers of its own.
+    let seg = segment!(stages::chunk(0)).serial();
+    assert!(config_error(pipe!(0..10u64 | { seg }).collect()));
+    // Also run in the calling thread.
+    let seg = segment!(stages::chunk::<u64>(0)).serial();
+    assert!(seg.iter(0..10u64).next().unwrap().is_err());
+    // A bad name of a fused stage, and of a parallel segment.
+    let seg = segment!(stages::chunk(2).name("")).serial();
+    assert!(config_error(pipe!(0..10u64 | { seg }).collect()));
+    let seg = segment!(stages::chunk(2)).name("a__b");
+    assert!(config_error(pipe!(0..10u64 | { seg }).collect()));
+}

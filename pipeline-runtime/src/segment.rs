@@ -192,9 +192,6 @@ impl<C: Chain> Stage for Segment<C> {
         if let Err(why) = config.validate() {
             return pipeline.misconfigured(config.name(), why);
         }
-        if let (true, Some((stage, why))) = (self.serial, self.chain.first_invalid()) {
-            return pipeline.misconfigured(&stage, why);
-        }
         if self.serial {
             if let (true, Some(stage)) = (config.workers() > 1, self.chain.single_worker_stage()) {
                 let why = format!(
@@ -202,6 +199,9 @@ impl<C: Chain> Stage for Segment<C> {
                     config.workers()
                 );
                 return pipeline.misconfigured(config.name(), why);
+            }
+            if let Some((stage, why)) = self.chain.first_invalid() {
+                return pipeline.misconfigured(&stage, why);
             }
             pipeline.spawn_stage(self)
         } else if let Some(setting) = parallel_only_setting(config) {
