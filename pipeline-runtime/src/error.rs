@@ -16,9 +16,10 @@ pub type BoxError = Box<dyn Error + Send + Sync + 'static>;
 pub struct StageError(pub(crate) Stop);
 
 #[derive(Debug)]
-pub(crate) enum Stop {
-    /// The stage failed with this error.
-    Failed(BoxError),
+pub(crate) enum Stop<E = BoxError> {
+    /// The stage failed with this error (a distributed run's broker calls
+    /// fail with a `BrokerError`: `nats::broker::Halt`).
+    Failed(E),
     /// The pipeline was cancelled (another stage failed, or the consumer went
     /// away) or the next stage stopped taking input: not an error of this stage.
     Cancelled,

@@ -43,7 +43,7 @@ use crate::user_code::UserCode;
 /// # Ok::<(), PipelineError>(())
 /// ```
 pub struct Stream<T> {
-    kind: Kind<T>,
+    origin: Origin<T>,
     idle_timeout: Option<Duration>,
 }
 
@@ -57,7 +57,7 @@ impl<T> std::fmt::Debug for Stream<T> {
 
 type Feeder<T> = Box<dyn FnOnce(&Bucket<T>) + Send>;
 
-enum Kind<T> {
+enum Origin<T> {
     Channel(flume::Receiver<T>),
     Feed(Feeder<T>),
 }
@@ -139,7 +139,7 @@ impl<T: Send + 'static> Stream<T> {
     /// every sender is dropped.
     pub fn channel(receiver: flume::Receiver<T>) -> Self {
         Stream {
-            kind: Kind::Channel(receiver),
+            origin: Origin::Channel(receiver),
             idle_timeout: None,
         }
     }
@@ -154,7 +154,7 @@ impl<T: Send + 'static> Stream<T> {
     /// thread ends when `feed` returns.
     pub fn feed(feed: impl FnOnce(&Bucket<T>) + Send + 'static) -> Self {
         Stream {
-            kind: Kind::Feed(Box::new(feed)),
+            origin: Origin::Feed(Box::new(feed)),
             idle_timeout: None,
         }
     }
@@ -209,9 +209,9 @@ impl<T: Send + 'static> IntoSource for Stream<T> {
     fn into_pipeline(self) -> Pipeline<T> {
         let idle = self.idle_timeout;
         let gate = idle.map(|_| Gate::default());
-        let (receiver, feed) = match self.kind {
-            Kind::Channel(rx) => (rx, None),
-            Kind::Feed(feed) => {
+        let (receiver, feed) = match self.origin {
+            Origin::Channel(rx) => (rx, None),
+            Origin::Feed(feed) => {
                 let (tx, rx) = flume::bounded(MAX_BATCH);
                 (rx, Some((feed, tx)))
             }

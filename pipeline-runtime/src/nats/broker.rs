@@ -27,19 +27,10 @@ pub(crate) fn redact(url: &str) -> String {
         .join(",")
 }
 
-/// Why a broker call gave up.
-pub(crate) enum Halt {
-    /// The run is being cancelled: not an error of the call.
-    Cancelled,
-    /// The broker failed, for longer than the job's broker timeout.
-    Broker(BrokerError),
-}
-
-impl From<BrokerError> for Halt {
-    fn from(e: BrokerError) -> Self {
-        Halt::Broker(e)
-    }
-}
+/// Why a broker call gave up: the run is being cancelled (not an error of
+/// the call), or the broker failed for longer than the job's broker
+/// timeout.
+pub(crate) type Halt = crate::error::Stop<BrokerError>;
 
 /// One attempt of a call never waits longer than this, so a call notices
 /// cancellation and its own deadline in time.
@@ -418,7 +409,7 @@ impl Broker {
             }
             if given_up || Instant::now() >= self.deadline(started) {
                 self.gave_up.store(true, Relaxed);
-                return Err(Halt::Broker(error.after(self.timeout)));
+                return Err(Halt::Failed(error.after(self.timeout)));
             }
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -70,7 +70,7 @@ pub(super) fn watch(sh: &Shared) -> Result<(), StageError> {
     };
     // The broker is out of reach: fail now, without trying it again for
     // final counts (another broker timeout).
-    if let Err(Halt::Broker(_)) = &result {
+    if let Err(Halt::Failed(_)) = &result {
         return result.map_err(halt_to_stage_error);
     }
     // The final counts, best effort: the job is over either way.

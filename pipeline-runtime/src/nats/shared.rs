@@ -62,14 +62,14 @@ impl Shared {
     /// Publishes the message of `seq` (a source message's number) on edge `edge`.
     pub(super) fn publish<O: Wire>(&self, edge: usize, seq: u64, items: &[O]) -> Result<(), Halt> {
         let payload = postcard::to_stdvec(items)
-            .map_err(|e| Halt::Broker(BrokerError::new("could not serialise items", e)))?;
+            .map_err(|e| Halt::Failed(BrokerError::new("could not serialise items", e)))?;
         // The first message of each edge is read back here: a type that
         // serde can write but the wire format cannot read fails at once,
         // named, rather than in whichever process reads it.
         if !self.checked[edge].swap(true, Relaxed)
             && let Err(e) = postcard::from_bytes::<Vec<O>>(&payload)
         {
-            return Err(Halt::Broker(BrokerError::new(
+            return Err(Halt::Failed(BrokerError::new(
                 format!(
                     "items of type {} cannot cross the broker: they do not read back from the wire format (postcard), which does not support #[serde(untagged)], #[serde(flatten)], skip_serializing_if, or any type that needs deserialize_any; give the type a plain serde shape",
                     std::any::type_name::<O>()
@@ -80,7 +80,7 @@ impl Shared {
         // Headers (message id, sequence) take a little of the server's limit.
         let room = self.broker.max_payload().saturating_sub(512);
         if payload.len() > room {
-            return Err(Halt::Broker(BrokerError::msg(format!(
+            return Err(Halt::Failed(BrokerError::msg(format!(
                 "a message of {} bytes ({} items of type {}) is over the server's limit of {} bytes (max_payload): lower Job::batch (now {}), or raise max_payload in nats-server's configuration",
                 payload.len(),
                 items.len(),
@@ -104,7 +104,7 @@ impl Shared {
     pub(super) fn record(&self, what: &str, record: &impl Record) -> Result<(), Halt> {
         let id = format!("{}.{what}.{}", self.run, rand_u64());
         let payload = serde_json::to_vec(record)
-            .map_err(|e| Halt::Broker(BrokerError::new("could not write a control record", e)))?;
+            .map_err(|e| Halt::Failed(BrokerError::new("could not write a control record", e)))?;
         self.broker
             .publish(&self.subject(what), &id, &[], payload.into(), &|| false)
     }
@@ -172,7 +172,7 @@ pub(super) fn read_record_seq<R: Record>(
     };
     match serde_json::from_slice(&bytes) {
         Ok(record) => Ok(Some((record, seq))),
-        Err(e) => Err(Halt::Broker(BrokerError::new(
+        Err(e) => Err(Halt::Failed(BrokerError::new(
             format!(
                 "the job's control record {what:?} is malformed (written by another version of parapipe, or by another program?)"
             ),
@@ -199,7 +199,7 @@ pub(super) fn stats_records(
 pub(super) fn halt_to_stage_error(halt: Halt) -> StageError {
     match halt {
         Halt::Cancelled => StageError(Stop::Cancelled),
-        Halt::Broker(e) => StageError::failed(e),
+        Halt::Failed(e) => StageError::failed(e),
     }
 }
 
@@ -229,7 +229,7 @@ pub(super) fn broker_error(e: BrokerError) -> PipelineError {
 
 pub(super) fn halt_error(h: Halt) -> PipelineError {
     match h {
-        Halt::Broker(e) => broker_error(e),
+        Halt::Failed(e) => broker_error(e),
         Halt::Cancelled => PipelineError::new("broker", None, Failure::Config("cancelled".into())),
     }
 }

@@ -24,7 +24,7 @@ pub(crate) fn status(job: &Job) -> Result<JobStatus, BrokerError> {
         // not exist (yet) is an answer, not something to wait for.
         match read_status(&broker, &control_spec(&job.name), &job.name, &|| true) {
             Ok((status, _)) => Ok(status),
-            Err(Halt::Broker(e)) => Err(e),
+            Err(Halt::Failed(e)) => Err(e),
             Err(Halt::Cancelled) => Err(BrokerError::msg("cancelled")),
         }
     })
@@ -36,7 +36,7 @@ pub(crate) fn cleanup(job: &Job) -> Result<usize, BrokerError> {
     off_runtime(|| {
         let broker = Broker::connect(job)?;
         let halt = |h: Halt| match h {
-            Halt::Broker(e) => e,
+            Halt::Failed(e) => e,
             Halt::Cancelled => BrokerError::msg("cancelled"),
         };
         let control = control_spec(&job.name);
@@ -81,7 +81,7 @@ pub(super) fn read_status(
     name: &str,
     cancelled: &dyn Fn() -> bool,
 ) -> Result<(JobStatus, bool), Halt> {
-    let no_run = || Halt::Broker(BrokerError::msg(format!("job {name:?} has no run")));
+    let no_run = || Halt::Failed(BrokerError::msg(format!("job {name:?} has no run")));
     // A direct get from a stream that does not exist is never answered.
     if !broker.exists(&control.stream) {
         return Err(no_run());

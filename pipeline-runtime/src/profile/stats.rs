@@ -15,7 +15,7 @@ use crate::time::nanos;
 
 /// What kind of stage a row measures; decides how its latency is defined.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub(crate) enum StageKind {
     /// One output per input: latency is the time of one call.
     Map,
     /// An iterator stage (or a segment run as one): latency is busy time
@@ -25,12 +25,12 @@ pub(crate) enum Kind {
     Producer,
 }
 
-impl Kind {
+impl StageKind {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
-            Kind::Map => "map",
-            Kind::Iter => "iter",
-            Kind::Producer => "producer",
+            StageKind::Map => "map",
+            StageKind::Iter => "iter",
+            StageKind::Producer => "producer",
         }
     }
 }
@@ -41,7 +41,7 @@ pub(crate) struct StageStats {
     pub(crate) key: String,
     /// When the run started: the origin of `first_ns` and `last_ns`.
     epoch: Instant,
-    /// A [`Kind`], set by the loop the workers run.
+    /// A [`StageKind`], set by the loop the workers run.
     kind: AtomicU8,
     pub(crate) workers: usize,
     pub(crate) taken: AtomicU64,
@@ -98,7 +98,7 @@ impl StageStats {
         StageStats {
             key,
             epoch,
-            kind: AtomicU8::new(Kind::Iter as u8),
+            kind: AtomicU8::new(StageKind::Iter as u8),
             workers,
             taken: AtomicU64::new(0),
             emitted: AtomicU64::new(0),
@@ -112,15 +112,15 @@ impl StageStats {
         }
     }
 
-    pub(crate) fn set_kind(&self, kind: Kind) {
+    pub(crate) fn set_kind(&self, kind: StageKind) {
         self.kind.store(kind as u8, Relaxed);
     }
 
-    pub(crate) fn kind(&self) -> Kind {
+    pub(crate) fn kind(&self) -> StageKind {
         match self.kind.load(Relaxed) {
-            k if k == Kind::Map as u8 => Kind::Map,
-            k if k == Kind::Producer as u8 => Kind::Producer,
-            _ => Kind::Iter,
+            k if k == StageKind::Map as u8 => StageKind::Map,
+            k if k == StageKind::Producer as u8 => StageKind::Producer,
+            _ => StageKind::Iter,
         }
     }
 
@@ -332,13 +332,13 @@ impl Probe {
 
     /// A producer starts: it is active from now, with no input to take.
     pub(crate) fn started(&self) {
-        self.stats.set_kind(Kind::Producer);
+        self.stats.set_kind(StageKind::Producer);
         self.stats.first_ns.fetch_min(self.at(self.since), Relaxed);
     }
 
     /// The stage runs a map loop: its latency is per call.
     pub(crate) fn is_map(&self) {
-        self.stats.set_kind(Kind::Map);
+        self.stats.set_kind(StageKind::Map);
     }
 
     fn at(&self, t: Instant) -> u64 {
