@@ -20,6 +20,7 @@ use flume::{RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
 use crate::config::QueueSize;
 use crate::control::{Control, POLL, lock};
 use crate::error::Stop;
+use crate::user_code::UserCode;
 
 /// The largest batch, for items whose cost is negligible. Measured on two
 /// cores (1M `x + 1` items), 512 items per batch cost a third of what 64 do
@@ -177,6 +178,7 @@ pub(crate) fn link_with<T>(
         born: None,
         stamps: false,
         blocked_ns: 0,
+        user: None,
     };
     let rx = Rx {
         rx,
@@ -207,6 +209,9 @@ pub(crate) struct Tx<T> {
     stamps: bool,
     /// Time spent waiting for room in the queue, in all.
     blocked_ns: u64,
+    /// A source's sender: its thread is in the user's code (the source's
+    /// iterator) except while this sends a batch.
+    user: Option<UserCode>,
 }
 
 impl<T> Clone for Tx<T> {
@@ -221,6 +226,7 @@ impl<T> Clone for Tx<T> {
             born: None,
             stamps: self.stamps,
             blocked_ns: 0,
+            user: None,
         }
     }
 }
@@ -252,6 +258,13 @@ impl<T> Tx<T> {
     /// How long this sender has waited for room in its queue, in all.
     pub(crate) fn blocked_ns(&self) -> u64 {
         self.blocked_ns
+    }
+
+    /// Makes this the sender of a source whose thread runs the user's code
+    /// (see [`UserCode`]) but while it sends a batch: marked per batch, not
+    /// per item, which a cheap source would feel.
+    pub(crate) fn in_user_code(&mut self, user: UserCode) {
+        self.user = Some(user);
     }
 
     #[inline]
@@ -293,6 +306,13 @@ impl<T> Tx<T> {
         if self.buf.is_empty() {
             return Ok(());
         }
+        match self.user.clone() {
+            None => self.send_buffered(ctl),
+            Some(user) => user.outside(|| self.send_buffered(ctl)),
+        }
+    }
+
+    fn send_buffered(&mut self, ctl: &Control) -> Result<(), Stop> {
         if ctl.is_cancelled() {
             // Items of a cancelled pipeline must not reach the consumer.
             self.buf.clear();

@@ -305,6 +305,16 @@ impl Waiting for NoFlush {
 }
 
 impl<O> Held<O> {
+    /// Out of the item loop: a worker's hot path stays small.
+    #[cold]
+    #[inline(never)]
+    fn offer_held(&mut self, ctl: &Control) -> Result<(), Stop> {
+        // A worker ahead of the head waits here once it holds `HOLD`
+        // items: its memory stays bounded.
+        let wait = self.held.len() >= HOLD;
+        self.offer(wait, ctl)
+    }
+
     /// Sends the held output if this batch is the head (or, with `wait`,
     /// once it is); adapts when to offer next.
     fn offer(&mut self, wait: bool, ctl: &Control) -> Result<(), Stop> {
@@ -372,10 +382,7 @@ impl<O> Out<O> {
             Out::Ordered(h) => {
                 h.held.push(item);
                 if h.held.len() >= h.limit {
-                    // A worker ahead of the head waits here once it holds
-                    // `HOLD` items: its memory stays bounded.
-                    let wait = h.held.len() >= HOLD;
-                    h.offer(wait, ctl)?;
+                    h.offer_held(ctl)?;
                 }
                 Ok(())
             }
