@@ -28,7 +28,12 @@ pub(super) const STATS: Duration = Duration::from_millis(500);
 /// a failure of this process on to the others (and theirs to this one),
 /// and publishes this process's counts.
 pub(super) fn watch(sh: &Shared) -> Result<(), StageError> {
-    let mut last_stats = Instant::now();
+    // Counts at once, then twice a second: a process that joins a short run
+    // is known to the others (whose last status sample waits for its final
+    // counts) before the run ends.
+    let mut last_stats = Instant::now()
+        .checked_sub(STATS)
+        .unwrap_or_else(Instant::now);
     let mut peers = Peers::new();
     let result = loop {
         if sh.ctl.is_cancelled() {
@@ -81,7 +86,9 @@ pub(super) fn watch(sh: &Shared) -> Result<(), StageError> {
 
 /// How long a profiled process's last job sample waits for the other
 /// processes' final counts.
-pub(super) const FINAL_COUNTS: Duration = Duration::from_secs(2);
+/// (2 s was too short for a worker process on a loaded machine, CI
+/// included: the driver stored counts without the worker's last ones.)
+pub(super) const FINAL_COUNTS: Duration = Duration::from_secs(5);
 
 /// In a profiled or debugged run, records the job's status as the broker
 /// tells it now (best effort: a status that cannot be read is skipped).

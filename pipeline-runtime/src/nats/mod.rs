@@ -149,7 +149,7 @@
 //! end-to-end latency from the source publishing an item's message to the
 //! driver receiving its result. It also records the job's status, as
 //! `Job::status` reads it, every half second and once at the end (after
-//! waiting up to 2 s for the other processes' final counts), readable with
+//! waiting up to 5 s for the other processes' final counts), readable with
 //! [`Profile::job`](crate::profile::Profile::job) and
 //! [`job_samples`](crate::profile::job_samples) and printed by the viewer's
 //! `show`. [`DistPipeline::debug`] reports the process's own rows live.
