@@ -7,7 +7,7 @@
 
 #[path = "common/mod.rs"]
 mod common;
-#[path = "nats_trial/server.rs"]
+#[path = "nats/server.rs"]
 mod server;
 
 use std::collections::HashMap;

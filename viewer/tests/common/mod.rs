@@ -1,9 +1,9 @@
-//! Helpers shared by the integration tests.
-#![allow(dead_code, reason = "each test binary uses some of these")]
+//! The hang watchdog of the viewer's tests (as in the workspace's own
+//! tests/common: a package is published on its own, so it keeps a copy).
 
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A hang is a failure: runs `f` on its own thread and panics if it has not
 /// finished within `limit` (generous: this detects hangs, not slowness).
@@ -39,43 +39,3 @@ pub fn watchdog<T: Send + 'static>(
 
 /// The default watchdog bound.
 pub const LIMIT: Duration = Duration::from_secs(60);
-
-/// Threads of this process, from /proc (Linux).
-pub fn thread_count() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-/// Waits (up to a generous bound) for the thread count to fall back to
-/// `baseline`: a joined thread may take a moment to leave /proc.
-pub fn assert_threads_back_to(baseline: usize, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let now = thread_count();
-        if now <= baseline {
-            return;
-        }
-        if Instant::now() > deadline {
-            panic!("{what}: {now} threads still running, expected {baseline}");
-        }
-        thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// An error type of the tests' own, to check downcasting.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Boom(pub u64);
-
-impl std::fmt::Display for Boom {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "boom at {}", self.0)
-    }
-}
-
-impl std::error::Error for Boom {}
