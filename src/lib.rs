@@ -305,14 +305,16 @@ pub use parapipe_macros::pipe;
 pub use parapipe_macros::segment;
 
 pub use parapipe_runtime::{
-    BoxError, Bucket, Configurable, DEFAULT_QSIZE, Failure, IntoSource, Latest, Pipeline,
-    PipelineError, Producer, QueueSize, Results, Segment, SerialPipeline, Skip, Stage, StageConfig,
-    StageError, StageExt, Stopped, Stream,
+    BoxError, Bucket, Configurable, DEFAULT_CONCURRENCY, DEFAULT_QSIZE, Failure, IntoSource,
+    Latest, Pipeline, PipelineError, Producer, QueueSize, Results, Segment, SerialPipeline, Skip,
+    Stage, StageConfig, StageError, StageExt, Stopped, Stream,
 };
 pub use parapipe_runtime::{chain, debug, handwritten, profile, stages};
 
 #[cfg(feature = "nats")]
 pub use parapipe_runtime::nats;
+#[cfg(feature = "async")]
+pub use parapipe_runtime::{AsyncStage, AsyncStageExt, ResultStream, TimedOut};
 
 #[doc(hidden)]
 pub use parapipe_runtime::__private;
@@ -320,6 +322,8 @@ pub use parapipe_runtime::__private;
 /// What writing and running a pipeline needs: `use parapipe::prelude::*;`.
 pub mod prelude {
     pub use crate::{map_stage, pipe, segment, stage};
+    #[cfg(feature = "async")]
+    pub use parapipe_runtime::AsyncStageExt;
     pub use parapipe_runtime::{
         Configurable, IntoSource, Pipeline, PipelineError, Producer, QueueSize, Results, Segment,
         Skip, Stage, StageConfig, StageError, StageExt,

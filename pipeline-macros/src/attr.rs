@@ -15,6 +15,8 @@ const FILTER_ERRORS: &str = "filter_errors";
 const NAME: &str = "name";
 const ORDERED: &str = "ordered";
 const PRODUCER: &str = "producer";
+pub(crate) const CONCURRENCY: &str = "concurrency";
+pub(crate) const TIMEOUT_MS: &str = "timeout_ms";
 
 /// The parsed and validated arguments.
 #[derive(Default)]
@@ -26,6 +28,10 @@ pub(crate) struct StageArgs {
     pub name: Option<LitStr>,
     pub producer: bool,
     pub ordered: bool,
+    /// `async fn` stages only: futures in flight.
+    pub concurrency: Option<Expr>,
+    /// `async fn` stages only: per-item timeout, in milliseconds.
+    pub timeout_ms: Option<Expr>,
 }
 
 /// Collects every error instead of stopping at the first.
@@ -51,8 +57,9 @@ impl Errors {
 
 fn valid_keys(flavor: Flavor) -> String {
     let mut keys = vec![WORKERS, QSIZE, UNBOUNDED, FILTER_ERRORS, NAME, ORDERED];
-    if flavor == Flavor::Iter {
-        keys.push(PRODUCER);
+    match flavor {
+        Flavor::Iter => keys.push(PRODUCER),
+        Flavor::Map => keys.extend([CONCURRENCY, TIMEOUT_MS]),
     }
     keys.iter()
         .map(|k| format!("`{k}`"))
@@ -127,6 +134,12 @@ pub(crate) fn parse(args: TokenStream, flavor: Flavor) -> (StageArgs, Errors) {
             }),
             PRODUCER if flavor == Flavor::Iter => flag(&meta, &key).map(|()| out.producer = true),
             ORDERED => flag(&meta, &key).map(|()| out.ordered = true),
+            CONCURRENCY if flavor == Flavor::Map => value(&meta, &key)
+                .and_then(|e| count(e, &key))
+                .map(|e| out.concurrency = Some(e)),
+            TIMEOUT_MS if flavor == Flavor::Map => value(&meta, &key)
+                .and_then(|e| count(e, &key))
+                .map(|e| out.timeout_ms = Some(e)),
             _ => Err(Error::new_spanned(
                 path,
                 format!("unknown key `{key}`; valid keys are {}", valid_keys(flavor)),

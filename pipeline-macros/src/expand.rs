@@ -37,8 +37,12 @@ pub(crate) fn stage(args: TokenStream, item: TokenStream, flavor: Flavor) -> Tok
     // A bad key still gives the stage, from the keys that are valid (the
     // defaults for the others): the only error is the one the user made,
     // not a missing stage wherever `pipe!` uses it.
-    let (args, attr_errors) = attr::parse(args, flavor);
-    match (sig::analyze(&func, flavor, &args), attr_errors.into_error()) {
+    let (args, mut attr_errors) = attr::parse(args, flavor);
+    let analyzed = sig::analyze(&func, flavor, &args);
+    if let Ok(stage) = &analyzed {
+        check_async(&args, stage, &mut attr_errors);
+    }
+    match (analyzed, attr_errors.into_error()) {
         (Ok(stage), None) => generate(&func, &args, &stage),
         (Ok(stage), Some(e)) => {
             let mut out = generate(&func, &args, &stage);
@@ -49,6 +53,41 @@ pub(crate) fn stage(args: TokenStream, item: TokenStream, flavor: Flavor) -> Tok
         // The signature's error may come from the attribute's (a
         // `producer` key misspelt): the attribute's is the user's mistake.
         (Err(_), Some(e)) => fallback(quote!(#func), e),
+    }
+}
+
+/// The keys and the function must agree on whether the stage is async; and
+/// async stages need the `async` feature. Like an attribute's errors, these
+/// still give the stage, so they are the only errors the user sees.
+fn check_async(args: &StageArgs, stage: &StageFn, errors: &mut attr::Errors) {
+    match &stage.asyncness {
+        Some(token) => {
+            if !cfg!(feature = "async") {
+                errors.push(Error::new_spanned(
+                    token,
+                    "`async fn` stages need parapipe's `async` feature: enable it in Cargo.toml with `features = [\"async\"]` on the parapipe dependency",
+                ));
+            }
+            if let Some(workers) = &args.workers {
+                errors.push(Error::new_spanned(
+                    workers,
+                    "an async stage runs its futures from one worker thread: bound them with `concurrency = N` (futures in flight), not `workers`",
+                ));
+            }
+        }
+        None => {
+            for (key, value) in [
+                (attr::CONCURRENCY, &args.concurrency),
+                (attr::TIMEOUT_MS, &args.timeout_ms),
+            ] {
+                if let Some(value) = value {
+                    errors.push(Error::new_spanned(
+                        value,
+                        format!("`{key}` is for `async fn` stages; a stage of threads runs `workers = N` of them"),
+                    ));
+                }
+            }
+        }
     }
 }
 
@@ -170,6 +209,17 @@ fn generate(func: &ItemFn, args: &StageArgs, stage: &StageFn) -> TokenStream {
     if args.ordered {
         config.extend(quote!(#cfg.set_ordered(true);));
     }
+    if stage.asyncness.is_some() {
+        let n = args
+            .concurrency
+            .as_ref()
+            .map_or_else(|| quote!(#rt::DEFAULT_CONCURRENCY), |n| quote!(#n));
+        config.extend(quote!(#cfg.set_concurrency(#n);));
+        if let Some(ms) = &args.timeout_ms {
+            config.extend(quote_spanned!(ms.span()=>
+                #cfg.set_timeout(::core::time::Duration::from_millis(#ms));));
+        }
+    }
 
     let output = &stage.output;
     let (out_item, error) = if stage.fallible {
@@ -191,6 +241,22 @@ fn generate(func: &ItemFn, args: &StageArgs, stage: &StageFn) -> TokenStream {
     );
 
     let run = match stage.kind {
+        Kind::Map if stage.asyncness.is_some() => {
+            let input = stage.input.as_ref().expect("a map stage has an input");
+            async_map(
+                stage,
+                input,
+                &out_item,
+                &call,
+                AsyncParts {
+                    rt: &rt,
+                    ident,
+                    impl_generics: &impl_generics,
+                    ty_generics: &ty_generics,
+                    full_where: &full_where,
+                },
+            )
+        }
         Kind::Map | Kind::Iter => {
             let input = stage
                 .input
@@ -324,5 +390,124 @@ fn generate(func: &ItemFn, args: &StageArgs, stage: &StageFn) -> TokenStream {
         }
 
         #run
+    }
+}
+
+struct AsyncParts<'a> {
+    rt: &'a TokenStream,
+    ident: &'a Ident,
+    impl_generics: &'a syn::ImplGenerics<'a>,
+    ty_generics: &'a syn::TypeGenerics<'a>,
+    full_where: &'a TokenStream,
+}
+
+/// The `Stage` impl of `#[map_stage] async fn`: each item's future is the
+/// function's, boxed with clones of the bound arguments it owns, so that it
+/// is `'static` and may run on any thread of the runtime.
+///
+/// Output: impl Stage for fetch { type Error = BoxError; fn apply(..) { apply_async_map(..) } fn run(..) { run_async_map(..) } }
+///         impl AsyncStage for fetch {}
+///         impl fetch { fn __parapipe_future(&self) -> impl FnMut(In) -> BoxFuture<Out> }
+fn async_map(
+    stage: &StageFn,
+    input: &Type,
+    out_item: &TokenStream,
+    call: &TokenStream,
+    parts: AsyncParts<'_>,
+) -> TokenStream {
+    let AsyncParts {
+        rt,
+        ident,
+        impl_generics,
+        ty_generics,
+        full_where,
+    } = parts;
+    let item = Ident::new("item", Span::mixed_site());
+    let input_var = Ident::new("input", Span::mixed_site());
+    let worker = Ident::new("worker", Span::mixed_site());
+    let owned: Vec<Ident> = (0..stage.bound.len())
+        .map(|i| Ident::new(&format!("arg{i}"), Span::mixed_site()))
+        .collect();
+    let clones = owned.iter().enumerate().map(|(i, var)| {
+        let i = syn::Index::from(i);
+        quote!(let #var = ::core::clone::Clone::clone(&self.__args.#i);)
+    });
+    let uses = stage
+        .bound
+        .iter()
+        .zip(&owned)
+        .map(|(b, var)| match &b.borrowed {
+            Some(t) => quote!(::core::borrow::Borrow::<#t>::borrow(&#var)),
+            None => quote!(#var),
+        });
+    let awaited = quote!(#call(#item, #(#uses),*).await);
+    let result = if stage.fallible {
+        quote!(::core::result::Result::map_err(#awaited, ::core::convert::Into::<#rt::BoxError>::into))
+    } else {
+        quote!(::core::result::Result::Ok(#awaited))
+    };
+    let token = stage
+        .asyncness
+        .as_ref()
+        .map_or_else(Span::call_site, |t| t.span);
+    // Spanned on `async`: a future that is not `Send` is reported there.
+    let boxed = quote_spanned!(token=>
+        ::std::boxed::Box::pin(async move { #result }) as #rt::BoxFuture<#out_item>
+    );
+    let body = if cfg!(feature = "async") {
+        quote! {
+            fn apply<'a>(
+                &'a self,
+                #input_var: impl ::core::iter::Iterator<Item = Self::In> + 'a,
+            ) -> impl ::core::iter::Iterator<
+                Item = ::core::result::Result<Self::Out, Self::Error>,
+            > + 'a {
+                #rt::apply_async_map(#input_var, &self.__config, self.__parapipe_future())
+            }
+            fn run(
+                &self,
+                #worker: #rt::Worker<'_, Self::In, Self::Out>,
+            ) -> ::core::result::Result<(), #rt::StageError> {
+                #rt::run_async_map(#worker, &self.__config, self.__parapipe_future())
+            }
+        }
+    } else {
+        // Only ever compiled beside the error that asks for the `async`
+        // feature, which stops the build: the stage exists so that its uses
+        // add no errors of their own.
+        quote! {
+            fn apply<'a>(
+                &'a self,
+                #input_var: impl ::core::iter::Iterator<Item = Self::In> + 'a,
+            ) -> impl ::core::iter::Iterator<
+                Item = ::core::result::Result<Self::Out, Self::Error>,
+            > + 'a {
+                let _ = #input_var;
+                ::core::iter::empty()
+            }
+        }
+    };
+    let future_fn = cfg!(feature = "async").then(|| {
+        quote! {
+            impl #impl_generics #ident #ty_generics #full_where {
+                #[doc(hidden)]
+                fn __parapipe_future(&self) -> impl FnMut(#input) -> #rt::BoxFuture<#out_item> + '_ {
+                    move |#item| {
+                        #(#clones)*
+                        #boxed
+                    }
+                }
+            }
+            impl #impl_generics #rt::AsyncStage for #ident #ty_generics #full_where {}
+        }
+    });
+    quote! {
+        impl #impl_generics #rt::Stage for #ident #ty_generics #full_where {
+            type In = #input;
+            type Out = #out_item;
+            type Error = #rt::BoxError;
+            #body
+        }
+        #future_fn
     }
 }

@@ -45,15 +45,17 @@ pub(crate) struct StageFn {
     /// Whether `output` is a `Result` whose `Err` fails the stage.
     pub fallible: bool,
     pub bound: Vec<BoundArg>,
+    /// `async fn`: a map stage whose futures run on tokio.
+    pub asyncness: Option<syn::token::Async>,
 }
 
 pub(crate) fn analyze(func: &ItemFn, flavor: Flavor, args: &StageArgs) -> syn::Result<StageFn> {
     let sig = &func.sig;
     let mut errors = Errors::default();
-    if let Some(token) = &sig.asyncness {
+    if let (Some(token), Flavor::Iter) = (&sig.asyncness, flavor) {
         errors.push(Error::new_spanned(
             token,
-            "a stage function cannot be `async`",
+            "a `#[stage]` function cannot be `async`: for one future per item write `#[map_stage] async fn` (with `concurrency = N` futures in flight)",
         ));
     }
     if let Some(variadic) = &sig.variadic {
@@ -173,6 +175,7 @@ pub(crate) fn analyze(func: &ItemFn, flavor: Flavor, args: &StageArgs) -> syn::R
         output,
         fallible,
         bound,
+        asyncness: sig.asyncness,
     })
 }
 

@@ -3,7 +3,7 @@
 
 use std::cell::Cell;
 
-pub use crate::config::{QueueSize, StageConfig};
+pub use crate::config::{DEFAULT_CONCURRENCY, QueueSize, StageConfig};
 pub use crate::error::Counters;
 pub use crate::error::StageError;
 pub use crate::pipeline::{IntoSource, Pipeline};
@@ -162,3 +162,30 @@ pub fn nats_then<T: Send + 'static, S: Stage<In = T>>(
 ) -> Pipeline<S::Out> {
     pipeline.then(stage)
 }
+
+pub use crate::error::BoxError;
+
+/// `#[map_stage] async fn`'s `run`: see `async_map`.
+#[cfg(feature = "async")]
+pub fn run_async_map<I, O: Send + 'static>(
+    worker: Worker<'_, I, O>,
+    config: &StageConfig,
+    make: impl FnMut(I) -> BoxFuture<O>,
+) -> Result<(), StageError> {
+    crate::async_map::run(worker, config, make)
+}
+
+/// `#[map_stage] async fn`'s `apply`: see `async_map`.
+#[cfg(feature = "async")]
+pub fn apply_async_map<'a, I: 'a, O: Send + 'static>(
+    input: impl Iterator<Item = I> + 'a,
+    config: &StageConfig,
+    make: impl FnMut(I) -> BoxFuture<O> + 'a,
+) -> impl Iterator<Item = Result<O, BoxError>> + 'a {
+    crate::async_map::apply(input, config, make)
+}
+
+#[cfg(feature = "async")]
+pub use crate::async_map::BoxFuture;
+#[cfg(feature = "async")]
+pub use crate::stage::AsyncStage;

@@ -1,6 +1,7 @@
 //! Per-stage configuration: name, worker count, output queue, error policy.
 
 use std::borrow::Cow;
+use std::time::Duration;
 
 /// The key of the whole pipeline in a profile's maps, and the first level
 /// of every stage's key (`MainPipeline__stage`): a name no stage may take.
@@ -14,6 +15,11 @@ pub const MAIN_PIPELINE_NAME: &str = "MainPipeline";
 /// 1024), while memory stays bounded whatever the input length. Costlier
 /// items travel in smaller batches, so fewer of them are queued.
 pub const DEFAULT_QSIZE: usize = 4096;
+
+/// Futures in flight of an async stage when its attribute sets no
+/// `concurrency`: enough to hide the latency of a network round trip for
+/// most services, few enough not to flood one.
+pub const DEFAULT_CONCURRENCY: usize = 100;
 
 /// How many items a stage's output queue holds before the stage waits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +47,10 @@ pub struct StageConfig {
     /// Names of the parallel segments the stage is in, outermost first.
     scope: Vec<String>,
     stack_size: Option<usize>,
+    /// For an async stage: how many of its futures may be in flight.
+    concurrency: Option<usize>,
+    /// For an async stage: how long one item's future may take.
+    timeout: Option<Duration>,
 }
 
 impl StageConfig {
@@ -56,6 +66,8 @@ impl StageConfig {
             invalid: None,
             scope: Vec::new(),
             stack_size: None,
+            concurrency: None,
+            timeout: None,
         }
     }
 
@@ -128,6 +140,31 @@ impl StageConfig {
         self
     }
 
+    /// For an async stage, how many of its futures may be in flight at once;
+    /// `None` for a stage whose workers are threads.
+    pub fn concurrency(&self) -> Option<usize> {
+        self.concurrency
+    }
+
+    /// Makes the stage async with at most `n` futures in flight. Zero is
+    /// reported as a configuration error when the pipeline starts.
+    pub fn set_concurrency(&mut self, n: usize) -> &mut Self {
+        self.concurrency = Some(n);
+        self
+    }
+
+    /// For an async stage, how long one item's future may take before the
+    /// item fails; `None` for no limit.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// Sets how long one item's future may take before the item fails.
+    pub fn set_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
     /// Puts the stage inside a segment named `segment` (called outermost first).
     pub(crate) fn enter_scope(&mut self, segment: &str) {
         self.scope.push(segment.to_owned());
@@ -176,6 +213,15 @@ impl StageConfig {
         }
         if self.workers == 0 {
             return Err("workers must be at least 1, got 0".into());
+        }
+        if self.concurrency == Some(0) {
+            return Err("concurrency must be at least 1, got 0".into());
+        }
+        if self.concurrency.is_some() && self.workers > 1 {
+            return Err(format!(
+                "an async stage runs all its futures from one worker: set `concurrency` (futures in flight), not `workers` (got {})",
+                self.workers
+            ));
         }
         if self.queue == QueueSize::Bounded(0) {
             return Err("qsize must be at least 1, got 0 (use `unbounded` for no limit)".into());

@@ -23,6 +23,9 @@ pub(crate) struct Control {
     followers: AtomicUsize,
     /// In a distributed run, this process's name, given to its failures.
     process: OnceLock<String>,
+    /// Where the pipeline's async stages run their futures.
+    #[cfg(feature = "async")]
+    pub(crate) executor: crate::executor::Executor,
 }
 
 impl Control {

@@ -14,11 +14,17 @@
 #![deny(missing_docs, missing_debug_implementations)]
 #![warn(unreachable_pub)]
 
+#[cfg(feature = "async")]
+mod async_map;
+#[cfg(feature = "async")]
+mod async_results;
 pub mod chain;
 mod config;
 mod control;
 pub mod debug;
 mod error;
+#[cfg(feature = "async")]
+mod executor;
 mod launch;
 mod link;
 #[cfg(feature = "nats")]
@@ -37,12 +43,18 @@ mod time;
 mod user_code;
 mod worker;
 
-pub use config::{DEFAULT_QSIZE, QueueSize, StageConfig};
+#[cfg(feature = "async")]
+pub use async_map::TimedOut;
+#[cfg(feature = "async")]
+pub use async_results::ResultStream;
+pub use config::{DEFAULT_CONCURRENCY, DEFAULT_QSIZE, QueueSize, StageConfig};
 pub use error::{BoxError, Failure, PipelineError, Skip, StageError};
 pub use pipeline::{IntoSource, Pipeline};
 pub use results::Results;
 pub use segment::Segment;
 pub use serial::SerialPipeline;
+#[cfg(feature = "async")]
+pub use stage::{AsyncStage, AsyncStageExt};
 pub use stage::{Configurable, Producer, Stage, StageExt};
 pub use stream::{Bucket, Latest, Stopped, Stream};
 

@@ -92,6 +92,9 @@ pub struct Pipeline<T> {
     /// before any thread starts.
     invalid: Option<PipelineError>,
     observe: Observe,
+    /// The tokio runtime its async stages' futures run on, if given.
+    #[cfg(feature = "async")]
+    pub(crate) runtime: Option<tokio::runtime::Handle>,
     _items: PhantomData<fn() -> T>,
 }
 
@@ -217,6 +220,8 @@ impl<T: Send + 'static> Pipeline<T> {
             plan: Plan::first(step),
             invalid: None,
             observe: Observe::default(),
+            #[cfg(feature = "async")]
+            runtime: None,
             _items: PhantomData,
         }
     }
@@ -251,6 +256,8 @@ impl<T: Send + 'static> Pipeline<T> {
             plan: Plan::first(step),
             invalid,
             observe: Observe::default(),
+            #[cfg(feature = "async")]
+            runtime: None,
             _items: PhantomData,
         }
     }
@@ -295,6 +302,8 @@ impl<T: Send + 'static> Pipeline<T> {
             plan: Plan::first(step),
             invalid: Some(invalid),
             observe: self.observe,
+            #[cfg(feature = "async")]
+            runtime: self.runtime,
             _items: PhantomData,
         }
     }
@@ -329,6 +338,8 @@ impl<T: Send + 'static> Pipeline<T> {
             plan,
             invalid,
             observe: self.observe,
+            #[cfg(feature = "async")]
+            runtime: self.runtime,
             _items: PhantomData,
         }
     }
@@ -350,6 +361,10 @@ impl<T: Send + 'static> Pipeline<T> {
             counters: Vec::new(),
             run: (observe.any() && self.invalid.is_none()).then(|| Arc::new(RunStats::new())),
         };
+        #[cfg(feature = "async")]
+        if let Some(handle) = self.runtime {
+            launch.ctl.executor.give(handle);
+        }
         let rx = match self.invalid {
             Some(error) => {
                 launch.ctl.fail(error);

@@ -134,6 +134,9 @@ impl<T> Results<T> {
                 join(handle, &name, &self.ctl);
             }
         }
+        // No async stage runs any more: a runtime of the pipeline's own stops.
+        #[cfg(feature = "async")]
+        self.ctl.executor.stop();
     }
 }
 

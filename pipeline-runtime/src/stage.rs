@@ -216,3 +216,46 @@ pub trait StageExt: Configurable + Sized {
 }
 
 impl<S: Configurable> StageExt for S {}
+
+/// An async stage: what `#[map_stage] async fn` generates. Its futures run
+/// on a tokio runtime, at most [`concurrency`](StageConfig::concurrency) in
+/// flight, from one worker thread.
+#[cfg(feature = "async")]
+pub trait AsyncStage: Stage {}
+
+/// Builder methods of async stages, beside those of [`StageExt`]:
+///
+/// ```
+/// use parapipe::prelude::*;
+/// use std::time::Duration;
+///
+/// #[map_stage(concurrency = 100)]
+/// async fn double(x: u64) -> u64 {
+///     x * 2
+/// }
+///
+/// let stage = double::new().concurrency(8).timeout(Duration::from_secs(5));
+/// assert_eq!(stage.config().concurrency(), Some(8));
+/// let out: Vec<u64> = pipe!(0..10u64 | { stage }).collect()?;
+/// assert_eq!(out.len(), 10);
+/// # Ok::<(), PipelineError>(())
+/// ```
+#[cfg(feature = "async")]
+pub trait AsyncStageExt: AsyncStage + Sized {
+    /// Keeps at most `n` of the stage's futures in flight (at least 1).
+    fn concurrency(mut self, n: usize) -> Self {
+        self.config_mut().set_concurrency(n);
+        self
+    }
+
+    /// Fails an item whose future takes longer than `timeout` (with
+    /// [`TimedOut`](crate::TimedOut), or, with `filter_errors`, drops and
+    /// counts it); the future is cancelled.
+    fn timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.config_mut().set_timeout(timeout);
+        self
+    }
+}
+
+#[cfg(feature = "async")]
+impl<S: AsyncStage> AsyncStageExt for S {}

@@ -127,6 +127,12 @@ impl<'a, I: 'a, O: 'a> Worker<'a, I, O> {
         self.io.clocks.borrow_mut().take()
     }
 
+    /// The tokio runtime this pipeline's async stages run their futures on.
+    #[cfg(feature = "async")]
+    pub(crate) fn executor(&self) -> std::io::Result<tokio::runtime::Handle> {
+        self.io.ctl.executor.handle()
+    }
+
     /// Where the stage counts the items it drops instead of failing.
     pub(crate) fn counters(&self) -> &'a Counters {
         self.counters
@@ -249,6 +255,8 @@ trait BatchSource<T> {
     /// The worker stopped reading with these items unread: they go to its
     /// siblings (or, with none left, nowhere: the stage stopped reading).
     fn give_back(&self, items: Vec<T>);
+    /// Whether the pipeline has stopped.
+    fn is_cancelled(&self) -> bool;
 }
 
 impl<I, O> BatchSource<I> for WorkerIo<'_, I, O> {
@@ -300,6 +308,10 @@ impl<I, O> BatchSource<I> for WorkerIo<'_, I, O> {
         if self.out.borrow_mut().park(self.ctl).is_ok() {
             rx.give_back(items);
         }
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.cancelled.get() || self.ctl.is_cancelled()
     }
 }
 
@@ -355,6 +367,12 @@ impl<T> Input<'_, T> {
                 Next::Timeout => return Next::Timeout,
             }
         }
+    }
+
+    /// Whether the pipeline has stopped: the input then ends early, and
+    /// what the stage emits afterwards is discarded.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.source.is_cancelled()
     }
 
     /// An item was taken: once the batch's last one is, nothing unread is

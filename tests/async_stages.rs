@@ -1,0 +1,351 @@
+//! Async map stages (`#[map_stage] async fn`, feature `async`): results,
+//! the cap on futures in flight, order, timeouts, failures, panics, and
+//! every way a pipeline with one ends, from plain threads and from inside
+//! tokio runtimes of both flavours.
+#![cfg(feature = "async")]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::time::{Duration, Instant};
+
+use parapipe::prelude::*;
+use parapipe::{Failure, TimedOut};
+
+/// Fails the test instead of hanging it.
+fn watchdog<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(secs))
+        .unwrap_or_else(|_| panic!("no result within {secs} s: hung"))
+}
+
+/// Counts futures started, finished and dropped unfinished, and the most in
+/// flight at once.
+#[derive(Default)]
+struct Census {
+    started: AtomicUsize,
+    finished: AtomicUsize,
+    dropped: AtomicUsize,
+    now: AtomicUsize,
+    most: AtomicUsize,
+}
+
+/// Held by a future while it runs.
+struct Flying(Arc<Census>, bool);
+
+impl Flying {
+    fn new(census: &Arc<Census>) -> Self {
+        census.started.fetch_add(1, SeqCst);
+        let now = census.now.fetch_add(1, SeqCst) + 1;
+        census.most.fetch_max(now, SeqCst);
+        Flying(census.clone(), false)
+    }
+    fn done(mut self) {
+        self.1 = true;
+    }
+}
+
+impl Drop for Flying {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, SeqCst);
+        if self.1 {
+            self.0.finished.fetch_add(1, SeqCst);
+        } else {
+            self.0.dropped.fetch_add(1, SeqCst);
+        }
+    }
+}
+
+#[map_stage(concurrency = 16)]
+async fn sleepy(x: u64, census: Arc<Census>, ms: u64) -> u64 {
+    let flying = Flying::new(&census);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    flying.done();
+    x * 2
+}
+
+#[map_stage(concurrency = 8)]
+async fn jittered(x: u64) -> u64 {
+    // Later items finish first: order must come from the stage, not timing.
+    tokio::time::sleep(Duration::from_millis(20 - x % 20)).await;
+    x
+}
+
+#[map_stage(concurrency = 4)]
+async fn checked(x: u64) -> Result<u64, std::io::Error> {
+    tokio::task::yield_now().await;
+    if x == 13 {
+        return Err(std::io::Error::other("thirteen"));
+    }
+    Ok(x)
+}
+
+#[map_stage(concurrency = 4)]
+async fn explodes(x: u64) -> u64 {
+    tokio::task::yield_now().await;
+    if x == 7 {
+        panic!("seven");
+    }
+    x
+}
+
+#[map_stage(concurrency = 4, timeout_ms = 50)]
+async fn maybe_slow(x: u64) -> u64 {
+    if x % 10 == 3 {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    }
+    x
+}
+
+#[map_stage(workers = 2)]
+fn plus_one(x: u64) -> u64 {
+    x + 1
+}
+
+#[test]
+fn every_item_once_and_the_cap_holds() {
+    let census = Arc::new(Census::default());
+    let c = census.clone();
+    let out: Vec<u64> = watchdog(60, move || {
+        pipe!(0..500u64 | plus_one | sleepy(c, 5) | plus_one).collect()
+    })
+    .unwrap();
+    let got: HashSet<u64> = out.iter().copied().collect();
+    let want: HashSet<u64> = (0..500u64).map(|x| (x + 1) * 2 + 1).collect();
+    assert_eq!(out.len(), 500);
+    assert_eq!(got, want);
+    assert_eq!(census.finished.load(SeqCst), 500);
+    assert_eq!(census.dropped.load(SeqCst), 0);
+    let most = census.most.load(SeqCst);
+    assert!(most <= 16, "{most} futures in flight, cap 16");
+    assert!(most > 1, "futures ran one at a time");
+}
+
+#[test]
+fn concurrency_overrides_in_place() {
+    let census = Arc::new(Census::default());
+    let c = census.clone();
+    let out: Vec<u64> = watchdog(60, move || {
+        pipe!(0..100u64 | { sleepy::new(c, 2).concurrency(3) }).collect()
+    })
+    .unwrap();
+    assert_eq!(out.len(), 100);
+    let most = census.most.load(SeqCst);
+    assert!((1..=3).contains(&most), "{most} in flight, cap 3");
+}
+
+#[test]
+fn ordered_keeps_input_order() {
+    let out: Vec<u64> = watchdog(60, || {
+        pipe!(0..300u64 | { jittered::new().ordered(true) }).collect()
+    })
+    .unwrap();
+    assert_eq!(out, (0..300).collect::<Vec<_>>());
+}
+
+#[test]
+fn an_error_fails_the_pipeline_naming_the_stage() {
+    let err = watchdog(60, || pipe!(0..100u64 | checked).collect::<Vec<u64>>()).unwrap_err();
+    assert_eq!(err.stage(), "checked");
+    assert!(err.to_string().contains("thirteen"), "{err}");
+}
+
+#[test]
+fn filter_errors_drops_and_counts() {
+    let (out, filtered) = watchdog(60, || {
+        let mut results = pipe!(0..100u64 | { checked::new().filter_errors(true) }).results();
+        let out: Vec<u64> = results.by_ref().map(Result::unwrap).collect();
+        (out, results.filtered())
+    });
+    assert_eq!(out.len(), 99);
+    assert_eq!(filtered, 1);
+}
+
+#[test]
+fn a_panic_in_a_future_fails_the_pipeline() {
+    let err = watchdog(60, || pipe!(0..100u64 | explodes).collect::<Vec<u64>>()).unwrap_err();
+    assert_eq!(err.stage(), "explodes");
+    assert!(
+        matches!(err.failure(), Failure::Panic(m) if m.contains("seven")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_timeout_fails_the_item_naming_the_time() {
+    let started = Instant::now();
+    let err = watchdog(60, || pipe!(0..10u64 | maybe_slow).collect::<Vec<u64>>()).unwrap_err();
+    assert_eq!(err.stage(), "maybe_slow");
+    let source = std::error::Error::source(&err).expect("the item's error");
+    let timed_out = source.downcast_ref::<TimedOut>().expect("a TimedOut");
+    assert_eq!(timed_out.after, Duration::from_millis(50));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "waited for the slow future"
+    );
+}
+
+#[test]
+fn timeouts_with_filter_errors_keep_the_rest() {
+    let out: Vec<u64> = watchdog(60, || {
+        pipe!(
+            0..100u64 | {
+                maybe_slow::new()
+                    .filter_errors(true)
+                    .timeout(Duration::from_millis(20))
+            }
+        )
+        .collect()
+    })
+    .unwrap();
+    assert_eq!(out.len(), 90);
+}
+
+#[test]
+fn empty_input() {
+    let out: Vec<u64> = watchdog(30, || pipe!(Vec::<u64>::new() | jittered).collect()).unwrap();
+    assert!(out.is_empty());
+}
+
+#[test]
+fn dropping_the_results_cancels_futures_in_flight() {
+    let census = Arc::new(Census::default());
+    let c = census.clone();
+    watchdog(60, move || {
+        let results = pipe!(0..1_000_000u64 | sleepy(c, 10_000)).results();
+        // Nothing finishes for 10 s; let the stage fill its 16 slots.
+        std::thread::sleep(Duration::from_millis(300));
+        let started = Instant::now();
+        drop(results);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the drop waited for the futures"
+        );
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while census.now.load(SeqCst) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        census.now.load(SeqCst),
+        0,
+        "futures still running after the drop"
+    );
+    assert_eq!(census.finished.load(SeqCst), 0);
+    assert_eq!(census.dropped.load(SeqCst), census.started.load(SeqCst));
+    assert!(census.started.load(SeqCst) <= 16);
+}
+
+#[test]
+fn called_directly_as_an_iterator() {
+    let stage = jittered::new();
+    let out: Vec<u64> = stage.apply(0..50u64).map(Result::unwrap).collect();
+    let mut sorted = out.clone();
+    sorted.sort();
+    assert_eq!(sorted, (0..50).collect::<Vec<_>>());
+}
+
+#[test]
+fn in_a_serial_segment() {
+    let out: Vec<u64> = watchdog(60, || {
+        pipe!(0..100u64 | segment!(plus_one | jittered) | plus_one).collect()
+    })
+    .unwrap();
+    assert_eq!(out.len(), 100);
+}
+
+#[test]
+fn workers_on_an_async_stage_is_a_configuration_error() {
+    let err = pipe!(0..10u64 | { jittered::new().workers(2) })
+        .collect::<Vec<u64>>()
+        .unwrap_err();
+    assert!(
+        matches!(err.failure(), Failure::Config(m) if m.contains("concurrency")),
+        "{err}"
+    );
+}
+
+#[test]
+fn concurrency_zero_is_a_configuration_error() {
+    let err = pipe!(0..10u64 | { jittered::new().concurrency(0) })
+        .collect::<Vec<u64>>()
+        .unwrap_err();
+    assert!(
+        matches!(err.failure(), Failure::Config(m) if m.contains("at least 1")),
+        "{err}"
+    );
+}
+
+// Inside tokio: blocking consumption (the futures then run on the
+// pipeline's own runtime) and async consumption (on the caller's), in both
+// runtime flavours.
+
+#[tokio::test(flavor = "current_thread")]
+async fn blocking_collect_inside_a_current_thread_runtime() {
+    let out: Vec<u64> = pipe!(0..200u64 | jittered | plus_one).collect().unwrap();
+    assert_eq!(out.len(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn blocking_collect_inside_a_one_worker_runtime() {
+    let out: Vec<u64> = pipe!(0..200u64 | jittered | plus_one).collect().unwrap();
+    assert_eq!(out.len(), 200);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn collect_async_on_a_current_thread_runtime() {
+    let out: Vec<u64> = pipe!(0..200u64 | plus_one | jittered)
+        .collect_async()
+        .await
+        .unwrap();
+    assert_eq!(out.len(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collect_async_on_a_multi_thread_runtime() {
+    let out: Vec<u64> = pipe!(0..200u64 | jittered | plus_one)
+        .collect_async()
+        .await
+        .unwrap();
+    assert_eq!(out.len(), 200);
+    let last = pipe!(0..10u64 | { jittered::new().ordered(true) })
+        .execute_async()
+        .await
+        .unwrap();
+    assert_eq!(last, Some(9));
+    pipe!(0..10u64 | jittered).run_async().await.unwrap();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn errors_reach_async_consumers() {
+    let err = pipe!(0..100u64 | checked).run_async().await.unwrap_err();
+    assert_eq!(err.stage(), "checked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_stream_cancels_futures_in_flight() {
+    let census = Arc::new(Census::default());
+    let mut stream = pipe!(0..1_000_000u64 | sleepy(census.clone(), 10_000)).stream();
+    let first = tokio::time::timeout(
+        Duration::from_millis(300),
+        std::future::poll_fn(|cx| {
+            futures_core::Stream::poll_next(std::pin::Pin::new(&mut stream), cx)
+        }),
+    )
+    .await;
+    assert!(first.is_err(), "nothing can finish in 300 ms");
+    drop(stream);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while census.now.load(SeqCst) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        census.now.load(SeqCst),
+        0,
+        "futures still running after the drop"
+    );
+    assert_eq!(census.finished.load(SeqCst), 0);
+}
