@@ -102,6 +102,17 @@
 //! depths and memory growth, to pluggable [`debug::Reporter`]s. Both are
 //! off by default and cost nothing then.
 //!
+//! # Async stages
+//!
+//! With the `async` feature, `#[map_stage(concurrency = N)]` takes an
+//! `async fn`: one future per item, run as a task on tokio, at most `N` in
+//! flight, beside thread stages in the same `pipe!`. `timeout_ms = T` (or
+//! [`AsyncStageExt::timeout`](prelude)) fails an item whose future takes
+//! longer. Blocking consumption runs the futures on a runtime of the
+//! pipeline's own; `stream()`, `collect_async()`, `execute_async()` and
+//! `run_async()` consume a pipeline from async code without blocking, and
+//! run the futures on the caller's runtime. See the README's "Async stages".
+//!
 //! # Distributed runs
 //!
 //! With the `nats` feature, `pipe!(distributed(&job): source | a | b)` runs
@@ -141,6 +152,7 @@
 //! | [`profile`] | the profiler: [`Profiler`](profile::Profiler), [`Profile`](profile::Profile), reading stored runs |
 //! | [`debug`] | the live debugger: [`Debugger`](debug::Debugger), [`Reporter`](debug::Reporter)s |
 //! | `nats` (feature `nats`) | distributed runs: `Job`, `DistPipeline`, `Job::status`, `Job::cleanup` |
+//! | the crate root, feature `async` | `AsyncStageExt` (also in the prelude: `.concurrency(n)`, `.timeout(d)`), `AsyncStage`, `ResultStream`, `TimedOut`, `DEFAULT_CONCURRENCY`; `Pipeline::{stream, collect_async, execute_async, run_async, on_runtime}` |
 
 #![deny(missing_docs, missing_debug_implementations)]
 #![warn(unreachable_pub)]
@@ -211,6 +223,29 @@ pub use parapipe_macros::stage;
 /// wrap them in a type of your own.
 ///
 /// Keys: as for [`macro@stage`], except `producer`.
+///
+/// With the `async` feature it also takes an `async fn`, whose futures run
+/// on tokio, `concurrency = N` of them in flight at most (default
+/// `DEFAULT_CONCURRENCY`, 100), each failing its item with `TimedOut`
+/// after `timeout_ms = T` milliseconds if given. An async stage runs from
+/// one worker thread, so it takes `concurrency` instead of `workers`:
+///
+/// ```
+/// # #[cfg(feature = "async")] {
+/// use parapipe::prelude::*;
+///
+/// #[map_stage(concurrency = 64, timeout_ms = 5_000)]
+/// async fn lookup(key: u32, offset: u32) -> Result<u32, std::io::Error> {
+///     // An IO call would be awaited here.
+///     Ok(key + offset)
+/// }
+///
+/// let mut v: Vec<u32> = pipe!(0..100u32 | lookup(1)).collect()?;
+/// v.sort();
+/// assert_eq!(v, (1..101).collect::<Vec<_>>());
+/// # }
+/// # Ok::<(), parapipe::PipelineError>(())
+/// ```
 pub use parapipe_macros::map_stage;
 
 /// Wires a source and stages into a [`Pipeline`], checked at compile time.

@@ -14,4 +14,10 @@ fn ui() {
     t.compile_fail("tests/ui/nats/*.rs");
     #[cfg(not(feature = "nats"))]
     t.compile_fail("tests/ui/nats_off/*.rs");
+    // Async stages: what the `async` feature refuses, and the error
+    // without it.
+    #[cfg(feature = "async")]
+    t.compile_fail("tests/ui/async/*.rs");
+    #[cfg(not(feature = "async"))]
+    t.compile_fail("tests/ui/async_off/*.rs");
 }

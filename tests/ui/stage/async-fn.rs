@@ -1,8 +1,0 @@
-use parapipe::prelude::*;
-
-#[map_stage]
-async fn add_one(x: u32) -> u32 {
-    x + 1
-}
-
-fn main() {}
