@@ -349,3 +349,198 @@ async fn a_dropped_stream_cancels_futures_in_flight() {
     );
     assert_eq!(census.finished.load(SeqCst), 0);
 }
+
+// Random pipelines mixing async and thread stages, with random delays,
+// errors and panics inside futures and random early drops: every run ends
+// (no hang), a clean run delivers every item once, a faulty one fails
+// naming the stage, and no future outlives its pipeline.
+
+/// A small deterministic generator, so a failing case can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n.max(1)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    None,
+    Error(u64),
+    Panic(u64),
+}
+
+#[map_stage]
+async fn faulty(
+    x: u64,
+    fault: Fault,
+    max_delay_us: u64,
+    census: Arc<Census>,
+) -> Result<u64, std::io::Error> {
+    let flying = Flying::new(&census);
+    let delay = (x * 7919) % (max_delay_us + 1);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_micros(delay)).await;
+    } else {
+        tokio::task::yield_now().await;
+    }
+    match fault {
+        Fault::Error(at) if x == at => return Err(std::io::Error::other("injected")),
+        Fault::Panic(at) if x == at => panic!("injected panic"),
+        _ => {}
+    }
+    flying.done();
+    Ok(x)
+}
+
+#[map_stage]
+fn pass(x: u64) -> u64 {
+    x
+}
+
+fn random_case(seed: u64) {
+    let mut rng = Rng(seed);
+    let n = rng.below(2_000);
+    let fault = match rng.below(4) {
+        0 | 1 => Fault::None,
+        2 => Fault::Error(rng.below(n.max(1))),
+        _ => Fault::Panic(rng.below(n.max(1))),
+    };
+    let concurrency = 1 + rng.below(64) as usize;
+    let ordered = rng.below(2) == 0;
+    let max_delay_us = [0, 50, 2_000][rng.below(3) as usize];
+    let workers = 1 + rng.below(3) as usize;
+    let drop_after = (rng.below(4) == 0).then(|| rng.below(n + 1));
+    let census = Arc::new(Census::default());
+    let c = census.clone();
+    let what = format!(
+        "seed {seed}: n {n}, {fault:?}, concurrency {concurrency}, ordered {ordered}, delay {max_delay_us} us, workers {workers}, drop after {drop_after:?}"
+    );
+    let w = what.clone();
+    watchdog(60, move || {
+        let stage = faulty::new(fault, max_delay_us, c)
+            .concurrency(concurrency)
+            .ordered(ordered);
+        let mut results = pipe!(
+            0..n | { pass::new().workers(workers) } | { stage } | { pass::new().workers(workers) }
+        )
+        .results();
+        let mut got = Vec::new();
+        let mut failure = None;
+        for item in results.by_ref() {
+            match item {
+                Ok(x) => got.push(x),
+                Err(e) => failure = Some(e),
+            }
+            if drop_after.is_some_and(|d| got.len() as u64 >= d) {
+                break;
+            }
+        }
+        drop(results);
+        let fault_hit = match fault {
+            Fault::Error(at) | Fault::Panic(at) => at < n,
+            Fault::None => false,
+        };
+        match (&failure, fault_hit, drop_after) {
+            (Some(e), true, _) => assert_eq!(e.stage(), "faulty", "{w}: {e}"),
+            (Some(e), false, _) => panic!("{w}: unexpected failure {e}"),
+            (None, true, Some(_)) => {}
+            (None, true, None) => panic!("{w}: the fault did not fail the pipeline"),
+            (None, false, Some(d)) => assert!(got.len() as u64 >= d.min(n), "{w}"),
+            (None, false, None) => {
+                let mut sorted = got.clone();
+                sorted.sort_unstable();
+                assert_eq!(
+                    sorted,
+                    (0..n).collect::<Vec<_>>(),
+                    "{w}: lost or repeated items"
+                );
+                if ordered && workers == 1 {
+                    assert_eq!(got, sorted, "{w}: out of order");
+                }
+            }
+        }
+    });
+    // Futures are cancelled at their next `.await`: none outlives the
+    // pipeline for long.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while census.now.load(SeqCst) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(census.now.load(SeqCst), 0, "{what}: futures still running");
+}
+
+#[test]
+fn random_pipelines_with_async_stages() {
+    let cases: u64 = std::env::var("PARAPIPE_ASYNC_FAULT_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let first: u64 = std::env::var("PARAPIPE_ASYNC_FAULT_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    for seed in first..first + cases {
+        random_case(seed);
+    }
+}
+
+/// Threads named like the pipeline's own tokio runtime's, in this process.
+fn runtime_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|tasks| {
+            tasks
+                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .filter(|name| name.trim() == "parapipe-async")
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_pipelines_own_runtime_stops_with_it() {
+    // Run in a child process, alone: other tests' pipelines start runtimes.
+    if std::env::var_os("PARAPIPE_ASYNC_RUNTIME_CHILD").is_none() {
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "the_pipelines_own_runtime_stops_with_it",
+                "--nocapture",
+            ])
+            .env("PARAPIPE_ASYNC_RUNTIME_CHILD", "1")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        return;
+    }
+    for round in 0..3 {
+        let out: Vec<u64> = pipe!(0..100u64 | jittered).collect().unwrap();
+        assert_eq!(out.len(), 100);
+        assert_eq!(
+            runtime_threads(),
+            0,
+            "round {round}: runtime threads left after a completed run"
+        );
+        let results = pipe!(0..1_000_000u64 | jittered).results();
+        drop(results);
+        assert_eq!(
+            runtime_threads(),
+            0,
+            "round {round}: runtime threads left after a dropped run"
+        );
+        let err = pipe!(0..100u64 | explodes)
+            .collect::<Vec<u64>>()
+            .unwrap_err();
+        assert_eq!(err.stage(), "explodes");
+        assert_eq!(
+            runtime_threads(),
+            0,
+            "round {round}: runtime threads left after a panic"
+        );
+    }
+}
