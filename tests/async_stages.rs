@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt as _;
 use parapipe::prelude::*;
 use parapipe::{Failure, TimedOut};
 
@@ -543,4 +544,75 @@ fn the_pipelines_own_runtime_stops_with_it() {
             "round {round}: runtime threads left after a panic"
         );
     }
+}
+
+// A `futures_core::Stream` as the source.
+
+#[test]
+fn a_stream_is_a_source() {
+    let out: Vec<u64> = watchdog(60, || {
+        pipe!(futures_util::stream::iter(0..1_000u64) | plus_one | jittered).collect()
+    })
+    .unwrap();
+    let mut sorted = out;
+    sorted.sort_unstable();
+    assert_eq!(sorted, (1..=1_000).collect::<Vec<_>>());
+}
+
+/// Items that come over time, on the runtime's timer.
+fn ticking(n: u64, every: Duration) -> impl futures_core::Stream<Item = u64> + Send + 'static {
+    futures_util::stream::unfold(0u64, move |i| async move {
+        if i == n {
+            return None;
+        }
+        tokio::time::sleep(every).await;
+        Some((i, i + 1))
+    })
+}
+
+#[test]
+fn a_stream_on_the_runtimes_timer() {
+    let out: Vec<u64> = watchdog(60, || {
+        pipe!(ticking(50, Duration::from_millis(2)) | { jittered::new().ordered(true) }).collect()
+    })
+    .unwrap();
+    assert_eq!(out, (0..50).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_stream_source_consumed_from_async_code() {
+    let out: Vec<u64> = pipe!(ticking(30, Duration::from_millis(1)) | plus_one)
+        .collect_async()
+        .await
+        .unwrap();
+    assert_eq!(out.len(), 30);
+}
+
+#[test]
+fn a_pending_stream_does_not_hold_a_dropped_pipeline() {
+    watchdog(30, || {
+        let results = pipe!(futures_util::stream::pending::<u64>() | plus_one).results();
+        std::thread::sleep(Duration::from_millis(100));
+        let started = Instant::now();
+        drop(results);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the drop waited"
+        );
+    });
+}
+
+#[test]
+fn a_panicking_stream_fails_the_pipeline() {
+    let err = watchdog(30, || {
+        let items = futures_util::stream::iter(0..10u64)
+            .map(|x| if x == 5 { panic!("bad stream") } else { x });
+        pipe!(items | plus_one).collect::<Vec<u64>>()
+    })
+    .unwrap_err();
+    assert_eq!(err.stage(), "source");
+    assert!(
+        matches!(err.failure(), Failure::Panic(m) if m.contains("bad stream")),
+        "{err}"
+    );
 }

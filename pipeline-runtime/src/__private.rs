@@ -45,9 +45,12 @@ pub fn link<A: Chain, B: Chain<In = A::Out>>(a: A, b: B) -> Then<A, B> {
     Then(a, b)
 }
 
-/// A `pipe!` source, taken once by whichever of [`ViaChannel`] and
-/// [`ViaIntoSource`] applies: method resolution tries `ViaChannel` first, so
-/// a channel receiver becomes a streaming source instead of a plain iterator.
+/// A `pipe!` source, taken once by whichever of [`ViaChannel`],
+/// [`ViaStream`] and [`ViaIntoSource`] applies, in that order: `pipe!`
+/// calls the method on `&&&SourceArg`, and method resolution tries each
+/// level of references before the next, so a channel receiver becomes a
+/// streaming source instead of a plain iterator, and a
+/// `futures_core::Stream` (feature `async`) is polled.
 pub struct SourceArg<S>(Cell<Option<S>>);
 
 impl<S> std::fmt::Debug for SourceArg<S> {
@@ -77,17 +80,37 @@ pub trait ViaChannel {
     fn __parapipe_source(&self) -> Pipeline<Self::Item>;
 }
 
-impl<T: Send + 'static> ViaChannel for &SourceArg<flume::Receiver<T>> {
+impl<T: Send + 'static> ViaChannel for &&SourceArg<flume::Receiver<T>> {
     type Item = T;
     fn __parapipe_source(&self) -> Pipeline<T> {
         Pipeline::from_receiver(self.take())
     }
 }
 
-impl<T: Send + 'static> ViaChannel for &SourceArg<std::sync::mpsc::Receiver<T>> {
+impl<T: Send + 'static> ViaChannel for &&SourceArg<std::sync::mpsc::Receiver<T>> {
     type Item = T;
     fn __parapipe_source(&self) -> Pipeline<T> {
         Pipeline::from_std_receiver(self.take())
+    }
+}
+
+/// `futures_core::Stream`s as sources (feature `async`): see [`SourceArg`].
+pub trait ViaStream {
+    /// The item type.
+    type Item;
+    /// The pipeline polling the stream.
+    fn __parapipe_source(&self) -> Pipeline<Self::Item>;
+}
+
+#[cfg(feature = "async")]
+impl<S> ViaStream for &SourceArg<S>
+where
+    S: futures_core::Stream + Send + 'static,
+    S::Item: Send + 'static,
+{
+    type Item = S::Item;
+    fn __parapipe_source(&self) -> Pipeline<S::Item> {
+        Pipeline::from_stream(self.take())
     }
 }
 

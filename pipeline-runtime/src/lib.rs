@@ -18,6 +18,8 @@
 mod async_map;
 #[cfg(feature = "async")]
 mod async_results;
+#[cfg(feature = "async")]
+mod async_source;
 pub mod chain;
 mod config;
 mod control;

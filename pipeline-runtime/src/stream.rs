@@ -65,7 +65,7 @@ enum Origin<T> {
 /// Where a [`Stream::feed`] closure puts its items.
 pub struct Bucket<T> {
     tx: flume::Sender<T>,
-    ctl: Arc<Control>,
+    pub(crate) ctl: Arc<Control>,
     /// Counts the feed closure as the user's code, except inside `push`.
     user: UserCode,
     /// With an idle time-out: shut when the stream ends (see [`Gate`]).

@@ -103,7 +103,7 @@ pub(crate) fn pipe(pipe: &Pipe) -> TokenStream {
         Mode::Parallel => {
             // Input:  pipe!(0..100 | add_n(7).workers(2))
             // Output: {
-            //             let p = (&&SourceArg::new(0..100)).__parapipe_source();
+            //             let p = (&&&SourceArg::new(0..100)).__parapipe_source();
             //             let p = then(p, add_n::new(7).workers(2));   // spanned on `add_n`
             //             p
             //         }
@@ -111,11 +111,11 @@ pub(crate) fn pipe(pipe: &Pipe) -> TokenStream {
             let wiring = wiring(&stages, "then");
             let source_span = source_first_span(source);
             let source_call = quote_spanned! {source_span=>
-                (&&#rt::SourceArg::new(#source)).__parapipe_source()
+                (&&&#rt::SourceArg::new(#source)).__parapipe_source()
             };
             quote! {{
                 #[allow(unused_imports, reason = "not every pipe! uses every trait")]
-                use #rt::{StageExt as _, ViaChannel as _, ViaIntoSource as _};
+                use #rt::{StageExt as _, ViaChannel as _, ViaIntoSource as _, ViaStream as _};
                 let #var = #source_call;
                 #(#wiring)*
                 #var
