@@ -107,6 +107,58 @@ fn one_process_matches_the_local_pipeline() {
     assert_eq!(sorted(got), sorted(local(10_000, false)));
 }
 
+/// An async stage (feature `async`) in a distributed job.
+#[cfg(feature = "async")]
+#[map_stage(concurrency = 32)]
+async fn delayed_square(x: u64) -> u64 {
+    tokio::time::sleep(Duration::from_micros(200)).await;
+    x * x
+}
+
+/// An async stage in a distributed job is refused when the job starts,
+/// before anything is published: a process acknowledges an input message
+/// with the outputs made so far, and an async stage reads ahead of them.
+#[cfg(feature = "async")]
+#[test]
+fn async_stage_in_a_distributed_job_is_a_clear_error() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let job = job(&server, "async");
+    let err = watchdog(
+        Duration::from_secs(60),
+        "distributed async run",
+        move || {
+            pipe!(distributed(&job): 0..100u64 | delayed_square | pairs(NEVER) | show)
+                .collect::<Vec<String>>()
+        },
+    )
+    .unwrap_err();
+    assert_eq!(err.stage(), "delayed_square");
+    assert!(
+        matches!(err.failure(), parapipe::Failure::Config(m) if m.contains("distributed job")),
+        "{err}"
+    );
+}
+
+#[cfg(feature = "async")]
+#[tokio::test(flavor = "current_thread")]
+async fn async_stage_locally_inside_tokio_beside_a_distributed_job() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let job = job(&server, "async-local-feed");
+    // The supported shape: the async stage runs locally and feeds the job.
+    let squares: Vec<u64> = pipe!(0..500u64 | delayed_square)
+        .collect_async()
+        .await
+        .unwrap();
+    let got: Vec<String> = pipe!(distributed(&job): squares | spin(0) | pairs(NEVER) | show)
+        .collect()
+        .unwrap();
+    assert_eq!(got.len(), 1_000);
+}
+
 #[test]
 fn ordered_stage_keeps_source_order() {
     let Some(server) = Server::start() else {
