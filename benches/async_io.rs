@@ -89,7 +89,7 @@ fn timer(c: &mut Criterion) {
             assert_eq!(n as u64, TIMER_ITEMS);
         })
     });
-    group.bench_function("threads_500_workers", |b| {
+    group.bench_function("parapipe_threads_500_workers", |b| {
         b.iter(|| {
             let n = pipe!(0..TIMER_ITEMS | wait_thread).results().count();
             assert_eq!(n as u64, TIMER_ITEMS);
@@ -123,7 +123,7 @@ fn overhead(c: &mut Criterion) {
             assert_eq!(n as u64, CHEAP_ITEMS);
         })
     });
-    group.bench_function("thread_map_stage", |b| {
+    group.bench_function("parapipe_thread_map_stage", |b| {
         b.iter(|| {
             let n = pipe!(0..CHEAP_ITEMS | add_one).results().count();
             assert_eq!(n as u64, CHEAP_ITEMS);

@@ -55,9 +55,20 @@ GROUPS = [
      "Five stages costing fib(12), fib(14), fib(13), fib(12), fib(12) per item."),
     ("uneven", "uneven_stages_heavy", "4b. Uneven stages, heavy",
      "Five stages costing fib(17), fib(19), fib(18), fib(17), fib(17) per item."),
+    ("async_io", "async_timer", "6a. Async stages: a 10 ms timer per item",
+     "10,000 items whose future awaits a 10 ms tokio timer, 500 in flight: the physical limit "
+     "is 200 ms. Speed-ups are relative to `buffer_unordered(500)` on tokio; `parapipe` starts "
+     "its own runtime every run, `parapipe_on_runtime` is given one."),
+    ("async_io", "async_overhead", "6b. Async stages: per-item overhead",
+     "100,000 items through a future that returns at once, 256 in flight (a thread map stage "
+     "with 2 workers beside them). Speed-ups are relative to `buffer_unordered(256)` on tokio."),
 ]
-BENCHES = ["overhead", "serial", "granularity", "mandelbrot", "uneven"]
-BASELINES = ("sequential", "hand_written_chain")
+BENCHES = ["overhead", "serial", "granularity", "mandelbrot", "uneven", "async_io"]
+BASELINES = ("sequential", "hand_written_chain", "buffer_unordered")
+# Every cargo call builds with these, so that no bench rebuilds the crate
+# with other features (the async bench needs `async`; it changes nothing in
+# the code the other benches run).
+FEATURES = ["--features", "async"]
 
 # Workload 5: item counts and modes of examples/memory.rs.
 MEMORY_COUNTS = [1_000_000, 10_000_000]
@@ -167,7 +178,7 @@ def run_benches(names, criterion, logs, max_wait, retries):
     `retries` times, while other processes took more than BUSY of the cores
     during the run); returns what each bench's last run saw of the machine."""
     print("building the benches ...", file=sys.stderr)
-    subprocess.run(["cargo", "bench", "--benches", "--no-run"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "bench", "--benches", "--no-run"] + FEATURES, cwd=ROOT, check=True)
     runs = []
     for name in names:
         for _ in range(retries + 1):
@@ -189,7 +200,7 @@ def run_bench(name, criterion, logs, max_wait):
     print(f"running bench {name} (load {fmt_load(before)}) ...", file=sys.stderr)
     log = logs / f"{name}.log"
     with open(log, "w") as out:
-        subprocess.run(["cargo", "bench", "--bench", name, "--", "--noplot"],
+        subprocess.run(["cargo", "bench", "--bench", name] + FEATURES + ["--", "--noplot"],
                        cwd=ROOT, check=True, stdout=out, stderr=subprocess.STDOUT)
     wall = time.time() - start
     return {"bench": name, "load_before": before, "load_after": loadavg(),
@@ -382,6 +393,16 @@ def targets(results, memory):
             if seq and pp:
                 add("uneven", f"W4: {group}, {name}: at least 1.8x sequential", f"{seq / pp:.2f}x",
                     seq / pp >= 1.8, short(seq / pp, 1.8))
+    limit_ns = 200e6  # 10,000 items / 500 in flight x 10 ms
+    for name in ("parapipe", "parapipe_on_runtime"):
+        pp = median(results, "async_timer", name)
+        if pp:
+            add("async_io", f"Async: 10 ms timers, 500 in flight ({name}): within 1.2x of the 200 ms limit",
+                f"{pp / limit_ns:.2f}x the limit", pp / limit_ns <= 1.2, over(pp / limit_ns, 1.2, "x"))
+        bu = median(results, "async_timer", "buffer_unordered")
+        if pp and bu:
+            add("async_io", f"Async: 10 ms timers ({name}): within 1.1x of buffer_unordered",
+                f"{pp / bu:.2f}x buffer_unordered's time", pp / bu <= 1.1, over(pp / bu, 1.1, "x"))
     bounded = {m["n"]: m["rss_kb"] for m in memory if m["mode"] == "bounded"}
     if len(bounded) == len(MEMORY_COUNTS):
         lo, hi = bounded[MEMORY_COUNTS[0]], bounded[MEMORY_COUNTS[-1]]
