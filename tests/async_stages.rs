@@ -616,3 +616,45 @@ fn a_panicking_stream_fails_the_pipeline() {
         "{err}"
     );
 }
+
+#[test]
+fn an_async_stage_is_profiled_per_future() {
+    let dir = std::env::temp_dir().join(format!("parapipe-async-profile-{}", std::process::id()));
+    let census = Arc::new(Census::default());
+    let c = census.clone();
+    let profile = watchdog(60, move || {
+        let mut results = pipe!(0..200u64 | sleepy(c, 20))
+            .profile_with(parapipe::profile::Profiler::new().folder(&dir))
+            .results();
+        assert_eq!(results.by_ref().count(), 200);
+        let profile = results.profile().expect("a profile").clone();
+        let _ = std::fs::remove_dir_all(&dir);
+        profile
+    });
+    let row = profile
+        .stages()
+        .iter()
+        .find(|s| s.name == "MainPipeline__sleepy")
+        .expect("the async stage's row");
+    assert_eq!(row.kind, "async");
+    assert_eq!(row.items_out, 200);
+    // Each future sleeps 20 ms: its latency is at least that.
+    assert!(
+        row.latency.median >= 0.020,
+        "median {} s",
+        row.latency.median
+    );
+    assert!(
+        (2..=16).contains(&row.in_flight_max),
+        "in flight at most {}",
+        row.in_flight_max
+    );
+    // 200 futures of 20 ms, 16 at a time: busy (any in flight) for at
+    // least 200 / 16 x 20 ms, and far less than their sum (4 s).
+    assert!(
+        row.busy >= Duration::from_millis(240),
+        "busy {:?}",
+        row.busy
+    );
+    assert!(row.busy < Duration::from_secs(4), "busy {:?}", row.busy);
+}

@@ -30,6 +30,7 @@ use tokio::task::AbortHandle;
 use crate::config::StageConfig;
 use crate::control::POLL;
 use crate::error::{BoxError, StageError};
+use crate::profile::Flights;
 use crate::worker::{Input, Next, Worker};
 
 /// How long the worker waits for a task before it looks at its input again,
@@ -85,7 +86,12 @@ pub(crate) fn run<I, O: Send + 'static>(
             "could not start a tokio runtime for the async stage: {e}"
         ))
     })?;
-    worker.try_transform(|input| AsyncMap::new(input, make, handle, None, config))
+    let flights = worker.flights();
+    worker.try_transform(|input| {
+        let mut map = AsyncMap::new(input, make, handle, None, config);
+        map.flights = flights;
+        map
+    })
 }
 
 /// An async map stage over a plain iterator, on a tokio runtime of its own
@@ -206,6 +212,8 @@ impl<O> Drop for Task<O> {
 struct Flight {
     abort: AbortHandle,
     deadline: Option<Instant>,
+    /// When it started, in a profiled run.
+    started: Option<Instant>,
 }
 
 /// The stage's loop, as an iterator over its outputs and failing items.
@@ -229,6 +237,8 @@ struct AsyncMap<Fd, F, I, O> {
     finished: BTreeMap<u64, Option<O>>,
     /// In an ordered stage, the position of the next output to emit.
     next_out: u64,
+    /// In a profiled or debugged run, what is measured of the futures.
+    flights: Option<Flights>,
     _input: PhantomData<fn(I)>,
 }
 
@@ -256,6 +266,7 @@ where
             flying: HashMap::new(),
             finished: BTreeMap::new(),
             next_out: 0,
+            flights: None,
             _input: PhantomData,
         }
     }
@@ -277,13 +288,28 @@ where
         };
         let abort = self.handle.spawn(task).abort_handle();
         let deadline = self.timeout.and_then(|t| Instant::now().checked_add(t));
-        self.flying.insert(seq, Flight { abort, deadline });
+        let started = self.flights.as_mut().map(|flights| {
+            let now = Instant::now();
+            flights.started(now, self.flying.len());
+            now
+        });
+        self.flying.insert(
+            seq,
+            Flight {
+                abort,
+                deadline,
+                started,
+            },
+        );
     }
 
     /// Takes in what a task reported; a failure is returned at once.
     fn ended(&mut self, ended: Ended<Result<O, BoxError>>) -> Option<Result<O, BoxError>> {
         // An aborted task reports too: it is no longer in flight then.
-        self.flying.remove(&ended.seq)?;
+        let flight = self.flying.remove(&ended.seq)?;
+        if let (Some(flights), Some(started)) = (&mut self.flights, flight.started) {
+            flights.ended(started, Instant::now(), self.flying.len());
+        }
         match ended.outcome {
             Outcome::Done(Ok(output)) => {
                 self.finished.insert(ended.seq, Some(output));
@@ -327,6 +353,9 @@ where
             .find(|(_, f)| f.deadline.is_some_and(|d| d <= now))?;
         let flight = self.flying.remove(&seq)?;
         flight.abort.abort();
+        if let Some(flights) = &mut self.flights {
+            flights.cancelled(self.flying.len());
+        }
         let after = self.timeout.unwrap_or_default();
         self.failed(seq, Box::new(TimedOut { after }))
     }
@@ -419,6 +448,11 @@ impl<Fd, F, I, O> Drop for AsyncMap<Fd, F, I, O> {
         // awaited. Aborted tasks are dropped at their next `.await`.
         for flight in self.flying.values() {
             flight.abort.abort();
+        }
+        if let Some(flights) = &mut self.flights {
+            for left in (0..self.flying.len()).rev() {
+                flights.cancelled(left);
+            }
         }
         if let Some(runtime) = self.own.take() {
             crate::executor::stop(runtime);

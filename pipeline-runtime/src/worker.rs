@@ -133,6 +133,13 @@ impl<'a, I: 'a, O: 'a> Worker<'a, I, O> {
         self.io.ctl.executor.handle()
     }
 
+    /// In a profiled or debugged run, what an async stage measures of its
+    /// futures.
+    #[cfg(feature = "async")]
+    pub(crate) fn flights(&self) -> Option<crate::profile::Flights> {
+        self.io.probe.borrow_mut().as_mut().map(Probe::is_async)
+    }
+
     /// Where the stage counts the items it drops instead of failing.
     pub(crate) fn counters(&self) -> &'a Counters {
         self.counters
@@ -256,6 +263,7 @@ trait BatchSource<T> {
     /// siblings (or, with none left, nowhere: the stage stopped reading).
     fn give_back(&self, items: Vec<T>);
     /// Whether the pipeline has stopped.
+    #[cfg(feature = "async")]
     fn is_cancelled(&self) -> bool;
 }
 
@@ -310,6 +318,7 @@ impl<I, O> BatchSource<I> for WorkerIo<'_, I, O> {
         }
     }
 
+    #[cfg(feature = "async")]
     fn is_cancelled(&self) -> bool {
         self.cancelled.get() || self.ctl.is_cancelled()
     }
@@ -371,6 +380,7 @@ impl<T> Input<'_, T> {
 
     /// Whether the pipeline has stopped: the input then ends early, and
     /// what the stage emits afterwards is discarded.
+    #[cfg(feature = "async")]
     pub(crate) fn is_cancelled(&self) -> bool {
         self.source.is_cancelled()
     }

@@ -54,6 +54,13 @@
 //!   stages share their segment's threads, whose CPU time is reported on
 //!   the segment's row (theirs show zero), and have no queue of their own.
 //! - **Latency of a producer**: the same, busy time per item emitted.
+//! - **Latency of an async stage** (`#[map_stage] async fn`, kind
+//!   `async`): from an item's future starting to its output (or failure);
+//!   futures cancelled unfinished are not counted. Its busy time is the
+//!   time during which any of its futures was in flight, and
+//!   [`StageProfile::in_flight_max`] the most in flight at once (the
+//!   debugger does not show it yet). Its CPU time is its worker thread's;
+//!   the futures run on the tokio runtime's threads, which are not counted.
 //! - **The source** (a plain iterator, a channel, a `Stream`) has a row of
 //!   its own, `MainPipeline__source`, measured as a producer: the time its
 //!   iterator took per item (a channel source: less the time it waited for
@@ -153,6 +160,8 @@ use std::time::{Duration, SystemTime};
 pub use fused::Clocks;
 pub(crate) use hist::Histogram;
 pub use sample::Sample;
+#[cfg(feature = "async")]
+pub(crate) use stats::Flights;
 pub(crate) use stats::{Probe, RunStats, StageStats, rss_bytes};
 #[cfg(feature = "store")]
 pub(crate) use store::Writer;
@@ -381,6 +390,9 @@ pub struct StageProfile {
     pub cpu_system: Duration,
     /// The most items its output queue held.
     pub queue_max: u64,
+    /// For an async stage, the most of its futures in flight at once; 0 for
+    /// other stages. Not stored in the database yet.
+    pub in_flight_max: u64,
     /// Failing items dropped by `filter_errors`.
     pub filtered: u64,
     /// Items skipped with [`Skip`](crate::Skip).
@@ -638,6 +650,7 @@ pub(crate) fn summarize(
         cpu_user: Duration::ZERO,
         cpu_system: Duration::ZERO,
         queue_max: 0,
+        in_flight_max: 0,
         filtered: 0,
         skipped: 0,
         hist: Arc::new(e2e),
@@ -666,6 +679,7 @@ pub(crate) fn summarize(
             cpu_user,
             cpu_system,
             queue_max: stage.queue.max_depth(),
+            in_flight_max: stage.in_flight_max.load(Relaxed),
             filtered: stage.counters.filtered.load(Relaxed),
             skipped: stage.counters.skipped.load(Relaxed),
             hist: Arc::new(hist),

@@ -23,6 +23,9 @@ pub(crate) enum StageKind {
     Iter,
     /// A producer: busy time per item emitted.
     Producer,
+    /// An async stage: latency from an item's future starting to its
+    /// output; busy while any future is in flight.
+    Async,
 }
 
 impl StageKind {
@@ -31,6 +34,7 @@ impl StageKind {
             StageKind::Map => "map",
             StageKind::Iter => "iter",
             StageKind::Producer => "producer",
+            StageKind::Async => "async",
         }
     }
 }
@@ -57,6 +61,13 @@ pub(crate) struct StageStats {
     /// The stage's output queue.
     pub(crate) queue: Arc<Gauge>,
     pub(crate) counters: Arc<Counters>,
+    /// An async stage's futures in flight now, and the most at once.
+    #[cfg_attr(
+        not(feature = "async"),
+        allow(dead_code, reason = "only async stages have futures")
+    )]
+    pub(crate) in_flight: AtomicU64,
+    pub(crate) in_flight_max: AtomicU64,
 }
 
 /// CPU time of a stage's threads, in clock ticks.
@@ -109,6 +120,8 @@ impl StageStats {
             cpu: Mutex::new(Cpu::default()),
             queue,
             counters,
+            in_flight: AtomicU64::new(0),
+            in_flight_max: AtomicU64::new(0),
         }
     }
 
@@ -120,6 +133,7 @@ impl StageStats {
         match self.kind.load(Relaxed) {
             k if k == StageKind::Map as u8 => StageKind::Map,
             k if k == StageKind::Producer as u8 => StageKind::Producer,
+            k if k == StageKind::Async as u8 => StageKind::Async,
             _ => StageKind::Iter,
         }
     }
@@ -276,6 +290,9 @@ pub(crate) struct Probe {
     /// Whether this probe owns its thread's CPU time (a stage fused in a
     /// serial segment shares the segment's thread, which counts it).
     owns_cpu: bool,
+    /// Whether an emitted item's busy time is its latency: not for an
+    /// async stage, whose futures are timed one by one (see [`Flights`]).
+    per_emit: bool,
 }
 
 impl Probe {
@@ -306,6 +323,7 @@ impl Probe {
             taken_seen: 0,
             tid,
             owns_cpu,
+            per_emit: true,
         }
     }
 
@@ -341,6 +359,20 @@ impl Probe {
         self.stats.set_kind(StageKind::Map);
     }
 
+    /// The stage is async: its latency and busy time come from its
+    /// futures, through the returned [`Flights`].
+    #[cfg(feature = "async")]
+    pub(crate) fn is_async(&mut self) -> Flights {
+        self.stats.set_kind(StageKind::Async);
+        self.per_emit = false;
+        Flights {
+            stats: self.stats.clone(),
+            hist: Histogram::default(),
+            busy_since: None,
+            busy_ns: 0,
+        }
+    }
+
     fn at(&self, t: Instant) -> u64 {
         nanos(t.saturating_duration_since(self.stats.epoch))
     }
@@ -371,10 +403,12 @@ impl Probe {
         let now = Instant::now();
         let blocked =
             blocked_total.saturating_sub(std::mem::replace(&mut self.blocked_seen, blocked_total));
-        let ns = nanos(now.saturating_duration_since(self.since))
-            .saturating_sub(self.waited_ns + blocked);
-        self.hist.record(ns);
-        self.busy_ns += ns;
+        if self.per_emit {
+            let ns = nanos(now.saturating_duration_since(self.since))
+                .saturating_sub(self.waited_ns + blocked);
+            self.hist.record(ns);
+            self.busy_ns += ns;
+        }
         self.emitted += 1;
         self.since = now;
         self.waited_ns = 0;
@@ -395,6 +429,66 @@ impl Probe {
         }
         s.busy_ns
             .fetch_add(std::mem::take(&mut self.busy_ns), Relaxed);
+    }
+}
+
+/// What an async stage measures of its futures: each one's latency, from
+/// its start to its end; the time any is in flight (its busy time); how
+/// many are in flight now and at most.
+#[cfg(feature = "async")]
+pub(crate) struct Flights {
+    stats: Arc<StageStats>,
+    hist: Histogram,
+    busy_since: Option<Instant>,
+    busy_ns: u64,
+}
+
+#[cfg(feature = "async")]
+impl Flights {
+    /// A future starts now; `flying` were in flight before it.
+    pub(crate) fn started(&mut self, now: Instant, flying: usize) {
+        if flying == 0 {
+            self.busy_since = Some(now);
+        }
+        let n = self.stats.in_flight.fetch_add(1, Relaxed) + 1;
+        self.stats.in_flight_max.fetch_max(n, Relaxed);
+    }
+
+    /// A future that started at `started` ended now (its output made, or
+    /// failed); `flying` are still in flight.
+    pub(crate) fn ended(&mut self, started: Instant, now: Instant, flying: usize) {
+        self.hist
+            .record(nanos(now.saturating_duration_since(started)));
+        self.stats.in_flight.fetch_sub(1, Relaxed);
+        if flying == 0
+            && let Some(since) = self.busy_since.take()
+        {
+            self.busy_ns += nanos(now.saturating_duration_since(since));
+            self.stats
+                .busy_ns
+                .fetch_add(std::mem::take(&mut self.busy_ns), Relaxed);
+        }
+    }
+
+    /// A future was cancelled (aborted or dropped): no latency to record.
+    pub(crate) fn cancelled(&mut self, flying: usize) {
+        self.stats.in_flight.fetch_sub(1, Relaxed);
+        if flying == 0
+            && let Some(since) = self.busy_since.take()
+        {
+            self.busy_ns += nanos(Instant::now().saturating_duration_since(since));
+        }
+    }
+}
+
+#[cfg(feature = "async")]
+impl Drop for Flights {
+    fn drop(&mut self) {
+        if let Some(since) = self.busy_since.take() {
+            self.busy_ns += nanos(Instant::now().saturating_duration_since(since));
+        }
+        self.stats.busy_ns.fetch_add(self.busy_ns, Relaxed);
+        lock(&self.stats.hist).merge(&self.hist);
     }
 }
 

@@ -483,6 +483,8 @@ pub fn load(db: impl AsRef<Path>, run: i64) -> Result<Profile, StoreError> {
                 cpu_user: secs(12)?,
                 cpu_system: secs(13)?,
                 queue_max: r.get::<_, i64>(14)? as u64,
+                // Not stored yet: see the field's docs.
+                in_flight_max: 0,
                 filtered: r.get::<_, i64>(15)? as u64,
                 skipped: r.get::<_, i64>(16)? as u64,
                 hist: Arc::new(Histogram::from_parts(hist, sum_ns)),
