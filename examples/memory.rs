@@ -6,7 +6,9 @@
 //! With a second argument `unbounded`, the stage's queue has no limit, and
 //! peak memory grows with N instead: the contrast shows the bound at work.
 //! With `sequential`, the same items reach the same consumer with no
-//! pipeline at all: the process's own footprint, for reference.
+//! pipeline at all: the process's own footprint, for reference. With
+//! `async` (built with `--features async`), the items go through an async
+//! stage with 64 futures in flight instead: bounded the same way.
 //! `scripts/bench-report.py` runs all three and reports the peaks.
 
 use std::hint::black_box;
@@ -16,6 +18,14 @@ use parapipe::prelude::*;
 /// Items of some size, so a runaway queue would show.
 #[map_stage(workers = 2, qsize = 30)]
 fn payload(x: u64) -> [u64; 8] {
+    [x; 8]
+}
+
+/// The same, as an async stage: its futures are bounded by `concurrency`,
+/// its output by the queue.
+#[cfg(feature = "async")]
+#[map_stage(concurrency = 64, qsize = 30)]
+async fn payload_async(x: u64) -> [u64; 8] {
     [x; 8]
 }
 
@@ -39,7 +49,17 @@ fn main() -> Result<(), PipelineError> {
         Some("sequential") => (0..n).map(payload).fold(0, consume),
         Some("unbounded") => run(n, payload::new().unbounded())?,
         None | Some("bounded") => run(n, payload::new())?,
-        Some(other) => panic!("unknown mode {other:?}: bounded, unbounded or sequential"),
+        #[cfg(feature = "async")]
+        Some("async") => {
+            let mut checksum = 0u64;
+            for item in pipe!(0..n | payload_async).results() {
+                checksum = consume(checksum, item?);
+            }
+            checksum
+        }
+        Some(other) => panic!(
+            "unknown mode {other:?}: bounded, unbounded, sequential, or async (with --features async)"
+        ),
     };
     println!("{n} items, checksum {checksum}");
     Ok(())
