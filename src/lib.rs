@@ -105,7 +105,7 @@
 //! # Async stages
 //!
 //! With the `async` feature, `#[map_stage(concurrency = N)]` takes an
-//! `async fn`: one future per item, run as a task on tokio, at most `N` in
+//! `async fn`: one future per item, polled inside a tokio runtime, at most `N` in
 //! flight, beside thread stages in the same `pipe!`. `timeout_ms = T` (or
 //! [`AsyncStageExt::timeout`](prelude)) fails an item whose future takes
 //! longer. Blocking consumption runs the futures on a runtime of the

@@ -1,46 +1,55 @@
 //! An async map stage: one worker thread that starts a future per input
-//! item on a tokio runtime, keeps at most `concurrency` of them in flight,
-//! and emits their outputs (in input order if the stage is `ordered`).
+//! item, keeps at most `concurrency` of them in flight, polls them itself
+//! inside a tokio runtime's context (their timers and sockets are the
+//! runtime's, which wakes them), and emits their outputs, in input order
+//! if the stage is `ordered`.
 //!
-//! Each future runs as a task of its own on the runtime, so futures run in
-//! parallel on the runtime's threads, a panic inside one is caught where it
-//! happens, and a future can be cancelled (aborted) at its next `.await`.
-//! A task reports how it ended on a channel the worker waits on. The worker
-//! thread itself never runs a future: it moves items between the stage's
-//! queues and the tasks, so a slow downstream queue holds back new futures
-//! (backpressure), not the ones in flight.
+//! The futures are polled where `futures`' `buffer_unordered` polls them:
+//! on the one thread that drives them, so one that is ready at once costs
+//! no hand-off between threads, and one that is cancelled (the stage
+//! failed, its results were dropped, its item timed out) is dropped on the
+//! spot. A panic inside a future is caught where it happens and raised on
+//! the worker's thread, where the runtime's panic policy reports it. CPU
+//! work inside a future holds up the stage's other futures: it belongs in
+//! a thread stage.
 //!
 //! While futures are in flight and more input may come, the worker looks at
-//! its input and at the tasks' channel in turn, waiting at most
-//! [`INPUT_POLL`] on the second: the input queue cannot wake a thread that
-//! waits on another channel. Once the input has ended, or `concurrency`
-//! futures are in flight, it only waits for tasks.
+//! its input and at its futures in turn, sleeping at most [`INPUT_POLL`]
+//! between the two: the input queue cannot wake a thread that sleeps until
+//! a future wakes it. Once the input has ended, or `concurrency` futures
+//! are in flight, only the futures (or a deadline) wake it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
+use std::thread;
 use std::time::{Duration, Instant};
 
+use futures_core::Stream;
+use futures_util::stream::FuturesUnordered;
+use futures_util::task::AtomicWaker;
 use tokio::runtime::{Handle, Runtime};
-use tokio::task::AbortHandle;
 
 use crate::config::StageConfig;
 use crate::control::POLL;
 use crate::error::{BoxError, StageError};
 use crate::profile::Flights;
+use crate::wake::ThreadWaker;
 use crate::worker::{Input, Next, Worker};
 
-/// How long the worker waits for a task before it looks at its input again,
-/// while it has room for more futures and the input has not ended: the most
-/// an item that arrives then waits before its future starts.
+/// How long the worker sleeps before it looks at its input again, while it
+/// has room for more futures and the input has not ended: the most an item
+/// that arrives then waits before its future starts.
 const INPUT_POLL: Duration = Duration::from_millis(1);
 
-/// An item's future, as an async stage's function returns it: boxed (its
-/// task is spawned boxed anyway) and `Send`, since it may run on any of the
-/// runtime's threads.
+/// An item's future, as an async stage's function returns it: boxed, so
+/// that futures of one stage share a type, and `Send`, so that the stage,
+/// and the pipeline, may move between threads.
 pub type BoxFuture<O> = Pin<Box<dyn Future<Output = Result<O, BoxError>> + Send + 'static>>;
 
 /// The error of an item whose future took longer than the stage's
@@ -58,21 +67,6 @@ impl std::fmt::Display for TimedOut {
 }
 
 impl std::error::Error for TimedOut {}
-
-/// The error of an item whose future its runtime dropped before it finished:
-/// the runtime was shut down while the pipeline still ran.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct DroppedByRuntime;
-
-impl std::fmt::Display for DroppedByRuntime {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(
-            "the item's future was dropped by its tokio runtime before it finished (was the runtime shut down?)",
-        )
-    }
-}
-
-impl std::error::Error for DroppedByRuntime {}
 
 /// Runs one worker of an async map stage: what `#[map_stage] async fn`
 /// generates as the stage's `run`.
@@ -153,65 +147,60 @@ impl<I: Iterator> Feed<I::Item> for Blocking<I> {
     }
 }
 
-/// How an item's task ended.
+/// How an item's future ended.
 enum Outcome<R> {
     Done(R),
     Panicked(Box<dyn std::any::Any + Send>),
-    /// Dropped before it finished: aborted by the stage, or dropped by a
-    /// runtime shutting down.
-    Dropped,
+    /// Past its deadline: the stage has failed the item already.
+    Expired,
 }
 
-struct Ended<R> {
-    seq: u64,
-    outcome: Outcome<R>,
+/// Tells a future in flight that its item timed out, and wakes it so that
+/// it is polled, ends, and is dropped at once.
+#[derive(Default)]
+struct Expiry {
+    expired: AtomicBool,
+    waker: AtomicWaker,
 }
 
-/// An item's future, as a task: catches a panic where it happens, and
-/// reports how the future ended, even when it is dropped unfinished.
-struct Task<O> {
-    future: BoxFuture<O>,
-    seq: u64,
-    report: Option<flume::Sender<Ended<Result<O, BoxError>>>>,
-}
-
-impl<O> Future for Task<O> {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = &mut *self;
-        let outcome = match catch_unwind(AssertUnwindSafe(|| this.future.as_mut().poll(cx))) {
-            Ok(Poll::Pending) => return Poll::Pending,
-            Ok(Poll::Ready(output)) => Outcome::Done(output),
-            Err(payload) => Outcome::Panicked(payload),
-        };
-        this.report(outcome);
-        Poll::Ready(())
+impl Expiry {
+    fn expire(&self) {
+        self.expired.store(true, Ordering::Release);
+        self.waker.wake();
     }
 }
 
-impl<O> Task<O> {
-    fn report(&mut self, outcome: Outcome<Result<O, BoxError>>) {
-        if let Some(report) = self.report.take() {
-            // The stage may be gone: then nobody needs to know.
-            let _ = report.send(Ended {
-                seq: self.seq,
-                outcome,
-            });
+/// An item's future in flight: catches a panic where it happens, and ends
+/// early once its item timed out.
+struct InFlight<O> {
+    future: BoxFuture<O>,
+    seq: u64,
+    expiry: Option<Arc<Expiry>>,
+}
+
+impl<O> Future for InFlight<O> {
+    type Output = (u64, Outcome<Result<O, BoxError>>);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if let Some(expiry) = &this.expiry {
+            if expiry.expired.load(Ordering::Acquire) {
+                return Poll::Ready((this.seq, Outcome::Expired));
+            }
+            expiry.waker.register(cx.waker());
+        }
+        match catch_unwind(AssertUnwindSafe(|| this.future.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(output)) => Poll::Ready((this.seq, Outcome::Done(output))),
+            Err(payload) => Poll::Ready((this.seq, Outcome::Panicked(payload))),
         }
     }
 }
 
-impl<O> Drop for Task<O> {
-    fn drop(&mut self) {
-        self.report(Outcome::Dropped);
-    }
-}
-
-/// A future in flight.
+/// What the stage knows of a future in flight.
 struct Flight {
-    abort: AbortHandle,
     deadline: Option<Instant>,
+    expiry: Option<Arc<Expiry>>,
     /// When it started, in a profiled run.
     started: Option<Instant>,
 }
@@ -227,8 +216,8 @@ struct AsyncMap<Fd, F, I, O> {
     limit: usize,
     ordered: bool,
     timeout: Option<Duration>,
-    report: flume::Sender<Ended<Result<O, BoxError>>>,
-    reports: flume::Receiver<Ended<Result<O, BoxError>>>,
+    futures: FuturesUnordered<InFlight<O>>,
+    waker: ThreadWaker,
     next_seq: u64,
     flying: HashMap<u64, Flight>,
     /// Outputs waiting to be emitted, by input position; `None` marks an
@@ -249,7 +238,6 @@ where
     O: Send + 'static,
 {
     fn new(feed: Fd, make: F, handle: Handle, own: Option<Runtime>, config: &StageConfig) -> Self {
-        let (report, reports) = flume::unbounded();
         AsyncMap {
             feed,
             input_ended: false,
@@ -260,8 +248,8 @@ where
             limit: config.concurrency().unwrap_or(1).max(1),
             ordered: config.ordered(),
             timeout: config.timeout(),
-            report,
-            reports,
+            futures: FuturesUnordered::new(),
+            waker: ThreadWaker::default(),
             next_seq: 0,
             flying: HashMap::new(),
             finished: BTreeMap::new(),
@@ -281,45 +269,71 @@ where
     fn start(&mut self, item: I) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let task = Task {
-            future: (self.make)(item),
-            seq,
-            report: Some(self.report.clone()),
-        };
-        let abort = self.handle.spawn(task).abort_handle();
         let deadline = self.timeout.and_then(|t| Instant::now().checked_add(t));
+        let expiry = deadline.map(|_| Arc::new(Expiry::default()));
         let started = self.flights.as_mut().map(|flights| {
             let now = Instant::now();
             flights.started(now, self.flying.len());
             now
         });
+        self.futures.push(InFlight {
+            future: (self.make)(item),
+            seq,
+            expiry: expiry.clone(),
+        });
         self.flying.insert(
             seq,
             Flight {
-                abort,
                 deadline,
+                expiry,
                 started,
             },
         );
     }
 
-    /// Takes in what a task reported; a failure is returned at once.
-    fn ended(&mut self, ended: Ended<Result<O, BoxError>>) -> Option<Result<O, BoxError>> {
-        // An aborted task reports too: it is no longer in flight then.
-        let flight = self.flying.remove(&ended.seq)?;
+    /// Polls the futures in flight (inside the runtime's context), taking
+    /// in every one that has ended; a failure is returned at once.
+    fn poll_futures(&mut self) -> Option<Result<O, BoxError>> {
+        if self.futures.is_empty() {
+            return None;
+        }
+        let handle = self.handle.clone();
+        let _runtime = handle.enter();
+        loop {
+            let mut cx = Context::from_waker(self.waker.get());
+            match Pin::new(&mut self.futures).poll_next(&mut cx) {
+                Poll::Ready(Some((seq, outcome))) => {
+                    if let Some(failure) = self.ended(seq, outcome) {
+                        return Some(failure);
+                    }
+                }
+                Poll::Ready(None) | Poll::Pending => return None,
+            }
+        }
+    }
+
+    /// Takes in how a future ended; a failure is returned at once.
+    fn ended(
+        &mut self,
+        seq: u64,
+        outcome: Outcome<Result<O, BoxError>>,
+    ) -> Option<Result<O, BoxError>> {
+        // An expired future ends too: it is no longer in flight then.
+        let flight = self.flying.remove(&seq)?;
         if let (Some(flights), Some(started)) = (&mut self.flights, flight.started) {
             flights.ended(started, Instant::now(), self.flying.len());
         }
-        match ended.outcome {
+        match outcome {
             Outcome::Done(Ok(output)) => {
-                self.finished.insert(ended.seq, Some(output));
+                self.finished.insert(seq, Some(output));
                 None
             }
-            Outcome::Done(Err(e)) => self.failed(ended.seq, e),
-            Outcome::Dropped => self.failed(ended.seq, Box::new(DroppedByRuntime)),
+            Outcome::Done(Err(e)) => self.failed(seq, e),
+            // Removed from `flying` when it expired: not reached.
+            Outcome::Expired => None,
             // On the worker's thread, as if the stage's code had panicked
             // there: the pipeline fails naming the stage and worker. The
-            // futures still in flight are aborted as the iterator drops.
+            // futures still in flight are dropped as the iterator drops.
             Outcome::Panicked(payload) => resume_unwind(payload),
         }
     }
@@ -352,7 +366,9 @@ where
             .iter()
             .find(|(_, f)| f.deadline.is_some_and(|d| d <= now))?;
         let flight = self.flying.remove(&seq)?;
-        flight.abort.abort();
+        if let Some(expiry) = &flight.expiry {
+            expiry.expire();
+        }
         if let Some(flights) = &mut self.flights {
             flights.cancelled(self.flying.len());
         }
@@ -378,10 +394,8 @@ where
             if let Some(output) = self.ready() {
                 return Some(Ok(output));
             }
-            while let Ok(ended) = self.reports.try_recv() {
-                if let Some(failure) = self.ended(ended) {
-                    return Some(failure);
-                }
+            if let Some(failure) = self.poll_futures() {
+                return Some(failure);
             }
             if self.ready_now() {
                 continue;
@@ -423,11 +437,9 @@ where
             if let Some(deadline) = self.next_deadline() {
                 wait = wait.min(deadline.saturating_duration_since(Instant::now()));
             }
-            if let Ok(ended) = self.reports.recv_timeout(wait)
-                && let Some(failure) = self.ended(ended)
-            {
-                return Some(failure);
-            }
+            // A future's wake-up, or one that came since the last poll,
+            // ends the sleep at once.
+            thread::park_timeout(wait);
         }
     }
 }
@@ -444,10 +456,12 @@ impl<Fd, F, I, O> AsyncMap<Fd, F, I, O> {
 
 impl<Fd, F, I, O> Drop for AsyncMap<Fd, F, I, O> {
     fn drop(&mut self) {
-        // The stage is done or stopped: what is still in flight is not
-        // awaited. Aborted tasks are dropped at their next `.await`.
-        for flight in self.flying.values() {
-            flight.abort.abort();
+        // The stage is done or stopped: what is still in flight is
+        // dropped now, not awaited, inside the runtime's context (a
+        // future's sockets and timers deregister from it).
+        {
+            let _runtime = self.handle.enter();
+            self.futures = FuturesUnordered::new();
         }
         if let Some(flights) = &mut self.flights {
             for left in (0..self.flying.len()).rev() {

@@ -6,9 +6,8 @@
 //! that stays pending does not keep a stopped pipeline's thread.
 
 use std::pin::pin;
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
-use std::thread::{self, Thread};
+use std::task::{Context, Poll};
+use std::thread;
 
 use futures_core::Stream;
 
@@ -16,6 +15,7 @@ use crate::control::POLL;
 use crate::error::{Failure, PipelineError};
 use crate::pipeline::{IntoSource, Pipeline};
 use crate::stream::Bucket;
+use crate::wake::ThreadWaker;
 
 impl<T: Send + 'static> Pipeline<T> {
     /// A pipeline whose items come from a [`futures_core::Stream`]: each
@@ -51,19 +51,6 @@ impl<T: Send + 'static> Pipeline<T> {
     }
 }
 
-/// Wakes the polling thread.
-struct Unpark(Thread);
-
-impl Wake for Unpark {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
 fn poll_into<S: Stream>(stream: S, bucket: &Bucket<S::Item>) {
     let handle = match bucket.ctl.executor.handle() {
         Ok(handle) => handle,
@@ -75,8 +62,8 @@ fn poll_into<S: Stream>(stream: S, bucket: &Bucket<S::Item>) {
         }
     };
     let _runtime = handle.enter();
-    let waker = Waker::from(Arc::new(Unpark(thread::current())));
-    let mut cx = Context::from_waker(&waker);
+    let mut waker = ThreadWaker::default();
+    let mut cx = Context::from_waker(waker.get());
     let mut stream = pin!(stream);
     loop {
         match stream.as_mut().poll_next(&mut cx) {

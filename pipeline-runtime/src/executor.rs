@@ -66,10 +66,13 @@ impl Drop for Executor {
     }
 }
 
-/// A runtime of the pipeline's own: one worker per core, with the IO and
-/// time drivers that clients such as `reqwest` need.
+/// A runtime of the pipeline's own, with the IO and time drivers that
+/// clients such as `reqwest` need. An async stage polls its futures on its
+/// own worker thread, so the runtime's one thread only drives sockets and
+/// timers (and runs what the futures `tokio::spawn`).
 pub(crate) fn start() -> io::Result<Runtime> {
     Builder::new_multi_thread()
+        .worker_threads(1)
         .thread_name("parapipe-async")
         .enable_all()
         .build()

@@ -43,6 +43,8 @@ pub mod stages;
 mod stream;
 mod time;
 mod user_code;
+#[cfg(feature = "async")]
+mod wake;
 mod worker;
 
 #[cfg(feature = "async")]

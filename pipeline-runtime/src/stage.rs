@@ -217,9 +217,9 @@ pub trait StageExt: Configurable + Sized {
 
 impl<S: Configurable> StageExt for S {}
 
-/// An async stage: what `#[map_stage] async fn` generates. Its futures run
-/// on a tokio runtime, at most [`concurrency`](StageConfig::concurrency) in
-/// flight, from one worker thread.
+/// An async stage: what `#[map_stage] async fn` generates. Its one worker
+/// thread polls its futures inside a tokio runtime's context, at most
+/// [`concurrency`](StageConfig::concurrency) in flight.
 #[cfg(feature = "async")]
 pub trait AsyncStage: Stage {}
 
