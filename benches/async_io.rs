@@ -10,10 +10,21 @@
 //!    in flight: the per-item cost of the machinery. Beside it:
 //!    `buffer_unordered(256)` and a thread map stage with 2 workers.
 //!
+//! 3. `fetch`: the workload of `examples/fetch.rs`: 400 pages from a real
+//!    HTTP server on loopback (hyper, the tests' `tests/http/server.rs`),
+//!    50 ms per request, 100 requests in flight, with a real client
+//!    (reqwest), the titles pulled out of the pages. parapipe (an async
+//!    fetch stage, then a thread stage of 2 workers for the titles) beside
+//!    a tokio + reqwest + `buffer_unordered(100)` program doing the same.
+//!    The limit is 400 / 100 x 50 ms = 200 ms.
+//!
 //! Run with `cargo bench --features async --bench async_io`.
 
 #[allow(dead_code, reason = "each bench uses part of the shared module")]
 mod common;
+#[allow(dead_code, reason = "the bench uses part of the tests' server")]
+#[path = "../tests/http/server.rs"]
+mod server;
 
 use std::time::Duration;
 
@@ -46,6 +57,84 @@ async fn add_one_async(x: u64) -> u64 {
 #[map_stage(workers = 2)]
 fn add_one(x: u64) -> u64 {
     x + 1
+}
+
+const PAGES: usize = 400;
+const REQUESTS_IN_FLIGHT: usize = 100;
+
+#[map_stage(concurrency = REQUESTS_IN_FLIGHT)]
+async fn fetch(url: String, client: reqwest::Client) -> Result<String, reqwest::Error> {
+    client
+        .get(url)
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await
+}
+
+fn title_of(html: &str) -> Option<String> {
+    let start = html.find("<title>")? + "<title>".len();
+    let end = html[start..].find("</title>")? + start;
+    Some(html[start..end].to_owned())
+}
+
+#[map_stage(workers = 2)]
+fn title(html: String) -> Option<String> {
+    title_of(&html)
+}
+
+fn fetching(c: &mut Criterion) {
+    let rt = runtime();
+    let server = server::start(server::Options {
+        pages: PAGES,
+        latency: Duration::from_millis(50),
+        ..server::Options::default()
+    });
+    let urls: Vec<String> = (0..PAGES)
+        .map(|i| server.url(&format!("/page/{i}")))
+        .collect();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("a reqwest client");
+    let mut group = c.benchmark_group("async_fetch");
+    group.throughput(Throughput::Elements(PAGES as u64));
+    common::configure(&mut group, Duration::from_secs(5));
+    group.bench_function("parapipe", |b| {
+        b.iter(|| {
+            let titles: Vec<Option<String>> = pipe!(urls.clone() | fetch(client.clone()) | title)
+                .on_runtime(rt.handle().clone())
+                .collect()
+                .unwrap();
+            assert_eq!(titles.iter().flatten().count(), PAGES);
+        })
+    });
+    group.bench_function("buffer_unordered", |b| {
+        b.iter(|| {
+            let titles: Vec<Option<String>> = rt.block_on(
+                futures_util::stream::iter(urls.clone())
+                    .map(|url| {
+                        let client = client.clone();
+                        async move {
+                            let html = client
+                                .get(url)
+                                .send()
+                                .await?
+                                .error_for_status()?
+                                .text()
+                                .await?;
+                            Ok::<_, reqwest::Error>(title_of(&html))
+                        }
+                    })
+                    .buffer_unordered(REQUESTS_IN_FLIGHT)
+                    .map(Result::unwrap)
+                    .collect(),
+            );
+            assert_eq!(titles.iter().flatten().count(), PAGES);
+        })
+    });
+    group.finish();
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -132,5 +221,5 @@ fn overhead(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, timer, overhead);
+criterion_group!(benches, timer, overhead, fetching);
 criterion_main!(benches);

@@ -62,6 +62,10 @@ GROUPS = [
     ("async_io", "async_overhead", "6b. Async stages: per-item overhead",
      "100,000 items through a future that returns at once, 256 in flight (a thread map stage "
      "with 2 workers beside them). Speed-ups are relative to `buffer_unordered(256)` on tokio."),
+    ("async_io", "async_fetch", "6c. Async stages: fetching 400 pages over HTTP",
+     "The workload of `examples/fetch.rs`: 400 pages from a hyper server on loopback, 50 ms "
+     "per request, 100 in flight, reqwest as the client, titles pulled out of the pages. The "
+     "limit is 200 ms. Speed-ups are relative to a tokio + reqwest + `buffer_unordered(100)` program."),
 ]
 BENCHES = ["overhead", "serial", "granularity", "mandelbrot", "uneven", "async_io"]
 BASELINES = ("sequential", "hand_written_chain", "buffer_unordered")
