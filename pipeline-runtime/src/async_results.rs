@@ -18,6 +18,7 @@ use tokio::runtime::Handle;
 use crate::control::Control;
 use crate::error::{Failure, PipelineError};
 use crate::pipeline::Pipeline;
+use crate::results::Results;
 
 /// Results handed to the stream ahead of the task that awaits them.
 const AHEAD: usize = 1024;
@@ -74,7 +75,33 @@ impl<T: Send + 'static> Pipeline<T> {
         if self.runtime.is_none() {
             self.runtime = Handle::try_current().ok();
         }
-        let results = self.results();
+        ResultStream::of(self.results())
+    }
+
+    /// Runs the pipeline to the end and collects its items (in arrival
+    /// order), or returns its first failure: [`collect`](Pipeline::collect)
+    /// for async code. See [`stream`](Pipeline::stream) for where the
+    /// futures of async stages run.
+    pub async fn collect_async<C: Default + Extend<T>>(self) -> Result<C, PipelineError> {
+        self.stream().collect_all().await
+    }
+
+    /// Runs the pipeline to the end and returns its last item:
+    /// [`execute`](Pipeline::execute) for async code.
+    pub async fn execute_async(self) -> Result<Option<T>, PipelineError> {
+        self.stream().last().await
+    }
+
+    /// Runs the pipeline to the end, discarding its items:
+    /// [`run`](Pipeline::run) for async code.
+    pub async fn run_async(self) -> Result<(), PipelineError> {
+        self.stream().drain().await
+    }
+}
+
+impl<T: Send + 'static> ResultStream<T> {
+    /// Hands `results` over to a stream, on a thread of their own.
+    pub(crate) fn of(results: Results<T>) -> Self {
         let ctl = results.control();
         let (tx, rx) = flume::bounded(AHEAD);
         let handed = std::thread::Builder::new()
@@ -105,41 +132,33 @@ impl<T: Send + 'static> Pipeline<T> {
         }
     }
 
-    /// Runs the pipeline to the end and collects its items (in arrival
-    /// order), or returns its first failure: [`collect`](Pipeline::collect)
-    /// for async code. See [`stream`](Pipeline::stream) for where the
-    /// futures of async stages run.
-    pub async fn collect_async<C: Default + Extend<T>>(self) -> Result<C, PipelineError> {
-        let mut stream = self.stream();
+    async fn next_item(&mut self) -> Option<Result<T, PipelineError>> {
+        poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+
+    /// Every item, or the first failure.
+    pub(crate) async fn collect_all<C: Default + Extend<T>>(mut self) -> Result<C, PipelineError> {
         let mut collected = C::default();
-        while let Some(item) = next(&mut stream).await {
+        while let Some(item) = self.next_item().await {
             collected.extend(Some(item?));
         }
         Ok(collected)
     }
 
-    /// Runs the pipeline to the end and returns its last item:
-    /// [`execute`](Pipeline::execute) for async code.
-    pub async fn execute_async(self) -> Result<Option<T>, PipelineError> {
-        let mut stream = self.stream();
+    /// The last item, or the first failure.
+    pub(crate) async fn last(mut self) -> Result<Option<T>, PipelineError> {
         let mut last = None;
-        while let Some(item) = next(&mut stream).await {
+        while let Some(item) = self.next_item().await {
             last = Some(item?);
         }
         Ok(last)
     }
 
-    /// Runs the pipeline to the end, discarding its items:
-    /// [`run`](Pipeline::run) for async code.
-    pub async fn run_async(self) -> Result<(), PipelineError> {
-        let mut stream = self.stream();
-        while let Some(item) = next(&mut stream).await {
+    /// To the end, or the first failure.
+    pub(crate) async fn drain(mut self) -> Result<(), PipelineError> {
+        while let Some(item) = self.next_item().await {
             item?;
         }
         Ok(())
     }
-}
-
-async fn next<T>(stream: &mut ResultStream<T>) -> Option<Result<T, PipelineError>> {
-    poll_fn(|cx| Pin::new(&mut *stream).poll_next(cx)).await
 }

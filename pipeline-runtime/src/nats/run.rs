@@ -169,6 +169,34 @@ impl<T: Send + 'static> DistPipeline<T> {
         self
     }
 
+    /// Starts the job's driver and returns its results as a
+    /// [`futures_core::Stream`], for async code (feature `async`): see
+    /// [`Pipeline::stream`](crate::Pipeline::stream). Async stages cannot
+    /// run in a distributed job (a configuration error), so no runtime is
+    /// chosen here.
+    #[cfg(feature = "async")]
+    pub fn stream(self) -> crate::ResultStream<T> {
+        crate::ResultStream::of(self.results())
+    }
+
+    /// [`collect`](DistPipeline::collect) for async code (feature `async`).
+    #[cfg(feature = "async")]
+    pub async fn collect_async<C: Default + Extend<T>>(self) -> Result<C, PipelineError> {
+        self.stream().collect_all().await
+    }
+
+    /// [`execute`](DistPipeline::execute) for async code (feature `async`).
+    #[cfg(feature = "async")]
+    pub async fn execute_async(self) -> Result<Option<T>, PipelineError> {
+        self.stream().last().await
+    }
+
+    /// [`run`](DistPipeline::run) for async code (feature `async`).
+    #[cfg(feature = "async")]
+    pub async fn run_async(self) -> Result<(), PipelineError> {
+        self.stream().drain().await
+    }
+
     /// Starts this process's part of the job; see [`Pipeline::results`].
     /// The driver's results are the pipeline's items; a worker's end, with
     /// no items, when the job ends.
