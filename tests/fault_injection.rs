@@ -88,6 +88,11 @@ enum Kind {
     /// `stages::chunk(n)`, with a timeout if given, flattened again after a
     /// check of each chunk's size.
     Chunk(usize, Option<Duration>),
+    /// An async map stage (`x + 1`, feature `async`) with this many
+    /// futures in flight, each waiting a little on the runtime's timer,
+    /// the fault inside the future.
+    #[cfg(feature = "async")]
+    Async(usize),
 }
 
 impl Kind {
@@ -97,9 +102,25 @@ impl Kind {
     }
 
     /// Whether, fused, the stage holds items it has taken but not passed on
-    /// (lost when a later stage of the chain stops reading).
+    /// (lost when a later stage of the chain stops reading). An async stage
+    /// reads ahead of its outputs, its futures in flight.
     fn buffers(self) -> bool {
+        #[cfg(feature = "async")]
+        if matches!(self, Kind::Async(_)) {
+            return true;
+        }
         matches!(self, Kind::Twice | Kind::FanOut(_) | Kind::Chunk(..))
+    }
+
+    /// Whether one copy of the stage emits in the order it takes items:
+    /// not an unordered async stage, whose futures finish in any order.
+    fn one_copy_keeps_order(self, ordered: bool) -> bool {
+        #[cfg(feature = "async")]
+        if matches!(self, Kind::Async(_)) {
+            return ordered;
+        }
+        let _ = ordered;
+        true
     }
 }
 
@@ -333,10 +354,12 @@ impl Spec {
         {
             return false;
         }
-        match self.serial_of(j) {
-            Some(seg) => seg.ordered || seg.workers == 1,
-            None => self.stages[j].ordered || self.stages[j].workers == 1,
-        }
+        let s = &self.stages[j];
+        s.kind.one_copy_keeps_order(s.ordered)
+            && match self.serial_of(j) {
+                Some(seg) => seg.ordered || seg.workers == 1,
+                None => s.ordered || s.workers == 1,
+            }
     }
 
     fn filters(&self, j: usize) -> bool {
@@ -395,6 +418,35 @@ struct Op {
     chunk: stages::chunk<u64>,
     /// The first chunk of a wrong size.
     chunk_error: Arc<Mutex<Option<String>>>,
+    /// The async stage an `Async` kind runs.
+    #[cfg(feature = "async")]
+    asyncs: async_add_one,
+}
+
+/// `x + 1` in a future: a short wait on the runtime's timer for some items,
+/// a yield for the others, then the fault, if it is this item's.
+#[cfg(feature = "async")]
+#[map_stage]
+async fn async_add_one(x: u64, fault: Option<Fault>) -> Result<u64, Boom> {
+    if x % 5 == 0 {
+        tokio::time::sleep(Duration::from_micros(x % 400)).await;
+    } else {
+        tokio::task::yield_now().await;
+    }
+    match fault {
+        Some(Fault::Panic(v, kind)) if v == x => fire(v, kind),
+        Some(Fault::Err(v)) if v == x => Err(Boom(v)),
+        _ => Ok(x + 1),
+    }
+}
+
+/// An async stage's error back as the suite's: only `Boom`s are made.
+#[cfg(feature = "async")]
+fn unbox(e: parapipe::BoxError) -> Boom {
+    match e.downcast::<Boom>() {
+        Ok(boom) => *boom,
+        Err(other) => panic!("an async stage's error other than Boom: {other}"),
+    }
 }
 
 fn see_chunk(errors: &Mutex<Option<String>>, chunk: &[u64], n: usize) {
@@ -428,6 +480,8 @@ impl Op {
             Kind::EvensOnly if x % 2 == 0 => vec![Ok(x)],
             Kind::EvensOnly => vec![],
             Kind::Take(_) | Kind::Chunk(..) => unreachable!("built-ins run their own code"),
+            #[cfg(feature = "async")]
+            Kind::Async(_) => unreachable!("the async stage runs its own code"),
         }
     }
 
@@ -472,6 +526,8 @@ impl Stage for Op {
                 see_chunk(&self.chunk_error, &c, n);
                 c.into_iter().map(Ok)
             })),
+            #[cfg(feature = "async")]
+            Kind::Async(_) => Box::new(Stage::apply(&self.asyncs, input).map(|r| r.map_err(unbox))),
             _ => Box::new(input.take(self.limit()).flat_map(move |x| self.step(x))),
         };
         items
@@ -494,6 +550,16 @@ impl Stage for Op {
     /// themselves, with this stage's configuration.
     fn attach(self, pipeline: Pipeline<u64>) -> Pipeline<u64> {
         match self.kind {
+            #[cfg(feature = "async")]
+            Kind::Async(_) => {
+                let mut stage = self.asyncs;
+                let concurrency = stage.config().concurrency();
+                *stage.config_mut() = self.config.clone();
+                if let Some(n) = concurrency {
+                    stage.config_mut().set_concurrency(n);
+                }
+                pipeline.then(stage)
+            }
             Kind::Take(n) => {
                 let mut take = stages::take::new(n);
                 *take.config_mut() = self.config.clone();
@@ -611,6 +677,8 @@ fn outputs(kind: Kind, x: u64) -> Vec<u64> {
         Kind::EvensOnly if x.is_multiple_of(2) => vec![x],
         Kind::EvensOnly => vec![],
         Kind::Take(_) | Kind::Chunk(..) => vec![x],
+        #[cfg(feature = "async")]
+        Kind::Async(_) => vec![x + 1],
     }
 }
 
@@ -1093,6 +1161,14 @@ fn op(spec: &Spec, j: usize, shared: &Shared) -> Op {
         take,
         chunk,
         chunk_error: shared.chunk_error.clone(),
+        #[cfg(feature = "async")]
+        asyncs: {
+            let stage = async_add_one::new(s.fault).ordered(s.ordered);
+            match s.kind {
+                Kind::Async(n) => stage.concurrency(n),
+                _ => stage,
+            }
+        },
     };
     queue(op, s.queue)
         .workers(s.workers)
@@ -1688,6 +1764,8 @@ fn stage_strategy() -> impl Strategy<Value = StageSpec> {
                     44..=49 => Kind::FanOut(3 + p as u64 % 6),
                     50..=61 => Kind::Partial(p),
                     62..=71 => Kind::SomeStop(p),
+                    #[cfg(feature = "async")]
+                    86..=91 => Kind::Async(1 + p),
                     72..=85 => Kind::Take(match x {
                         0..=69 => p,
                         70..=84 => 100 + p * 150,
@@ -1714,8 +1792,11 @@ fn stage_strategy() -> impl Strategy<Value = StageSpec> {
                     }
                 };
                 // `take` on several workers is a configuration error: rare.
+                // An async stage runs from one worker: always.
                 let workers = match kind {
                     Kind::Take(_) if misuse >= 3 => 1,
+                    #[cfg(feature = "async")]
+                    Kind::Async(_) => 1,
                     _ => workers,
                 };
                 StageSpec {
