@@ -658,3 +658,54 @@ fn an_async_stage_is_profiled_per_future() {
     );
     assert!(row.busy < Duration::from_secs(4), "busy {:?}", row.busy);
 }
+
+/// Keeps every report the debugger makes.
+struct Keep(Arc<std::sync::Mutex<Vec<parapipe::debug::Report>>>);
+
+impl parapipe::debug::Reporter for Keep {
+    fn report(&mut self, report: &parapipe::debug::Report) {
+        self.0.lock().unwrap().push(report.clone());
+    }
+}
+
+#[test]
+fn the_debugger_shows_futures_in_flight() {
+    let reports = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = reports.clone();
+    let census = Arc::new(Census::default());
+    watchdog(60, move || {
+        let debugger = parapipe::debug::Debugger::new()
+            .every(Duration::from_millis(20))
+            .reporter(Keep(kept));
+        let out: Vec<u64> = pipe!(0..300u64 | sleepy(census, 10) | plus_one)
+            .debug(debugger)
+            .collect()
+            .unwrap();
+        assert_eq!(out.len(), 300);
+    });
+    let reports = reports.lock().unwrap();
+    let last = reports.last().expect("a final report");
+    assert!(last.last);
+    let row = |name: &str| {
+        last.stages
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no row {name}"))
+            .clone()
+    };
+    let (now, most) = row("MainPipeline__sleepy")
+        .in_flight
+        .expect("an async row has futures in flight");
+    assert_eq!(now, 0, "futures in flight after the end");
+    assert!((2..=16).contains(&most), "at most {most} in flight, cap 16");
+    assert_eq!(row("MainPipeline__plus_one").in_flight, None);
+    // While it ran, some report saw futures in flight.
+    let seen = reports
+        .iter()
+        .filter_map(|r| r.stages.iter().find(|s| s.name == "MainPipeline__sleepy"))
+        .filter_map(|s| s.in_flight)
+        .map(|(now, _)| now)
+        .max()
+        .unwrap_or(0);
+    assert!(seen > 0, "no report saw a future in flight");
+}

@@ -44,7 +44,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::profile::{Profiler, RunStats, Sample, Writer, rss_bytes};
+use crate::profile::{Profiler, RunStats, Sample, StageKind, Writer, rss_bytes};
 
 /// What the debugger reports, and how often.
 pub struct Debugger {
@@ -151,6 +151,9 @@ pub struct StageReport {
     pub filtered: u64,
     /// Items skipped with [`Skip`](crate::Skip).
     pub skipped: u64,
+    /// For an async stage: its futures in flight now, and the most at once
+    /// (`None` for other stages).
+    pub in_flight: Option<(u64, u64)>,
 }
 
 /// Prints each report as an aligned table, to stderr or any writer.
@@ -227,7 +230,7 @@ pub fn format_table(report: &Report) -> String {
     let secs =
         |d: Option<Duration>| d.map_or("n/a".to_owned(), |d| format!("{:.2}", d.as_secs_f64()));
     for st in &report.stages {
-        let _ = writeln!(
+        let _ = write!(
             s,
             "  {:<width$} {:>4} {:>10} {:>10} {:>8.2} {:>11.1} {:>7} {:>7} {:>6} {:>6} {:>8} {:>8}",
             st.name,
@@ -243,6 +246,10 @@ pub fn format_table(report: &Report) -> String {
             st.filtered,
             st.skipped,
         );
+        let _ = match st.in_flight {
+            Some((now, most)) => writeln!(s, "  in flight {now} (max {most})"),
+            None => writeln!(s),
+        };
     }
     s
 }
@@ -264,7 +271,7 @@ impl Reporter for LogReporter {
         for st in &report.stages {
             log::info!(
                 target: "parapipe::debugger",
-                "> {}: in {} out {} busy {:.2}s {:.1}/s user {:.2}s sys {:.2}s q {} (max {}) filtered {} skipped {}",
+                "> {}: in {} out {} busy {:.2}s {:.1}/s user {:.2}s sys {:.2}s q {} (max {}) filtered {} skipped {}{}",
                 st.name,
                 st.items_in,
                 st.items_out,
@@ -276,6 +283,9 @@ impl Reporter for LogReporter {
                 st.queue_max,
                 st.filtered,
                 st.skipped,
+                st.in_flight.map_or(String::new(), |(now, most)| format!(
+                    " in flight {now} (max {most})"
+                )),
             );
         }
     }
@@ -370,6 +380,8 @@ pub(crate) fn snapshot(run: &RunStats, last: bool) -> Report {
                 queue_max: st.queue.max_depth(),
                 filtered: st.counters.filtered.load(Relaxed),
                 skipped: st.counters.skipped.load(Relaxed),
+                in_flight: (st.kind() == StageKind::Async)
+                    .then(|| (st.in_flight.load(Relaxed), st.in_flight_max.load(Relaxed))),
             }
         })
         .collect();

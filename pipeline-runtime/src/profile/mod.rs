@@ -59,7 +59,7 @@
 //!   futures cancelled unfinished are not counted. Its busy time is the
 //!   time during which any of its futures was in flight, and
 //!   [`StageProfile::in_flight_max`] the most in flight at once (the
-//!   debugger does not show it yet). Its CPU time is its worker thread's;
+//!   debugger's reports show both now and at most). Its CPU time is its worker thread's;
 //!   the futures run on the tokio runtime's threads, which are not counted.
 //! - **The source** (a plain iterator, a channel, a `Stream`) has a row of
 //!   its own, `MainPipeline__source`, measured as a producer: the time its
@@ -162,7 +162,7 @@ pub(crate) use hist::Histogram;
 pub use sample::Sample;
 #[cfg(feature = "async")]
 pub(crate) use stats::Flights;
-pub(crate) use stats::{Probe, RunStats, StageStats, rss_bytes};
+pub(crate) use stats::{Probe, RunStats, StageKind, StageStats, rss_bytes};
 #[cfg(feature = "store")]
 pub(crate) use store::Writer;
 #[cfg(feature = "store")]
