@@ -59,8 +59,9 @@
 //!   futures cancelled unfinished are not counted. Its busy time is the
 //!   time during which any of its futures was in flight, and
 //!   [`StageProfile::in_flight_max`] the most in flight at once (the
-//!   debugger's reports show both now and at most). Its CPU time is its worker thread's;
-//!   the futures run on the tokio runtime's threads, which are not counted.
+//!   debugger's reports show both now and at most). Its CPU time is its
+//!   worker thread's, which polls the futures; the runtime's thread, which
+//!   drives their timers and sockets, is not counted.
 //! - **The source** (a plain iterator, a channel, a `Stream`) has a row of
 //!   its own, `MainPipeline__source`, measured as a producer: the time its
 //!   iterator took per item (a channel source: less the time it waited for
