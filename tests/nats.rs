@@ -111,34 +111,90 @@ fn one_process_matches_the_local_pipeline() {
 #[cfg(feature = "async")]
 #[map_stage(concurrency = 32)]
 async fn delayed_square(x: u64) -> u64 {
-    tokio::time::sleep(Duration::from_micros(200)).await;
+    tokio::time::sleep(Duration::from_micros(200 + x % 7 * 100)).await;
     x * x
 }
 
-/// An async stage in a distributed job is refused when the job starts,
-/// before anything is published: a process acknowledges an input message
-/// with the outputs made so far, and an async stage reads ahead of them.
+/// `spin` as an async stage: its futures sleep `micros`, then square.
+#[cfg(feature = "async")]
+#[map_stage(concurrency = 32)]
+async fn async_spin(x: u64, micros: u64) -> u64 {
+    if micros > 0 {
+        tokio::time::sleep(Duration::from_micros(micros)).await;
+    }
+    x * x
+}
+
+/// Fails at `fail_at`.
+#[cfg(feature = "async")]
+#[map_stage(concurrency = 8)]
+async fn fallible_square(x: u64, fail_at: u64) -> Result<u64, Bad> {
+    tokio::task::yield_now().await;
+    if x == fail_at {
+        return Err(Bad(x));
+    }
+    Ok(x * x)
+}
+
+#[cfg(feature = "async")]
+#[map_stage]
+fn show_one(x: u64) -> String {
+    x.to_string()
+}
+
+/// An async stage in a distributed job: each message's futures all finish
+/// before the message's outputs are published and it is acknowledged.
 #[cfg(feature = "async")]
 #[test]
-fn async_stage_in_a_distributed_job_is_a_clear_error() {
+fn async_stage_in_a_distributed_job() {
     let Some(server) = Server::start() else {
         return;
     };
-    let job = job(&server, "async");
-    let err = watchdog(
-        Duration::from_secs(60),
+    let job = job(&server, "async").batch(16);
+    let got: Vec<String> = watchdog(
+        Duration::from_secs(120),
         "distributed async run",
         move || {
-            pipe!(distributed(&job): 0..100u64 | delayed_square | pairs(NEVER) | show)
+            pipe!(distributed(&job): 0..2_000u64 | delayed_square | pairs(NEVER) | show).collect()
+        },
+    )
+    .unwrap();
+    assert_eq!(sorted(got), sorted(local(2_000, false)));
+}
+
+#[cfg(feature = "async")]
+#[test]
+fn ordered_async_stage_in_a_distributed_job() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let job = job(&server, "async-ordered").batch(7);
+    let got: Vec<String> = watchdog(Duration::from_secs(120), "ordered distributed async run", move || {
+        pipe!(distributed(&job): 0..1_000u64 | delayed_square.ordered(true) | pairs(NEVER) | show.ordered(true))
+            .collect()
+    })
+    .unwrap();
+    assert_eq!(got, local(1_000, true));
+}
+
+#[cfg(feature = "async")]
+#[test]
+fn async_stage_error_in_a_distributed_job_names_the_stage() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let job = job(&server, "async-error");
+    let err = watchdog(
+        Duration::from_secs(60),
+        "failing distributed async run",
+        move || {
+            pipe!(distributed(&job): 0..500u64 | fallible_square(77) | show_one)
                 .collect::<Vec<String>>()
         },
     )
     .unwrap_err();
-    assert_eq!(err.stage(), "delayed_square");
-    assert!(
-        matches!(err.failure(), parapipe::Failure::Config(m) if m.contains("distributed job")),
-        "{err}"
-    );
+    assert_eq!(err.stage(), "fallible_square");
+    assert!(err.to_string().contains("77"), "{err}");
 }
 
 #[cfg(feature = "async")]
@@ -375,12 +431,28 @@ fn child() {
     let qsize = var("PARAPIPE_TEST_QSIZE", 4096) as usize;
     let slow_ms = var("PARAPIPE_TEST_SLOW_MS", 0);
     let driver = job.is_driver();
-    let mut pipeline = pipe!(distributed(&job):
-        0..n
-            | spin(micros).workers(workers).qsize(qsize)
-            | pairs(fail_at).workers(workers).qsize(qsize)
-            | show.ordered(ordered)
-    );
+    // The first stage async (feature `async`): its futures sleep instead.
+    let use_async = var("PARAPIPE_TEST_ASYNC", 0) == 1;
+    #[cfg(feature = "async")]
+    let async_pipeline = use_async.then(|| {
+        pipe!(distributed(&job):
+            0..n
+                | async_spin(micros).qsize(qsize)
+                | pairs(fail_at).workers(workers).qsize(qsize)
+                | show.ordered(ordered)
+        )
+    });
+    #[cfg(not(feature = "async"))]
+    let async_pipeline = use_async.then(|| panic!("PARAPIPE_TEST_ASYNC needs the async feature"));
+    let mut pipeline = match async_pipeline {
+        Some(pipeline) => pipeline,
+        None => pipe!(distributed(&job):
+            0..n
+                | spin(micros).workers(workers).qsize(qsize)
+                | pairs(fail_at).workers(workers).qsize(qsize)
+                | show.ordered(ordered)
+        ),
+    };
     if let Ok(folder) = std::env::var("PARAPIPE_TEST_PROFILE_DIR") {
         pipeline = pipeline.profile_with(Profiler::new().folder(folder).name(job.process()));
     }
@@ -623,6 +695,52 @@ fn sigkill_of_a_worker_process_loses_and_doubles_nothing() {
         "after the kill: the first stage took {} items for 20,000 (redelivered: the difference, at most)",
         status.stages[0].taken
     );
+}
+
+/// The kill test with an async first stage: a message is acknowledged only
+/// once all its futures are done and its outputs published, so a process
+/// killed with futures in flight loses and doubles nothing either.
+#[cfg(feature = "async")]
+#[test]
+fn sigkill_of_a_worker_process_with_an_async_stage_loses_and_doubles_nothing() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let mut procs = Processes::new("sigkill-async");
+    let env = [
+        ("PARAPIPE_TEST_ASYNC", "1".to_owned()),
+        ("PARAPIPE_TEST_ITEMS", "20000".to_owned()),
+        ("PARAPIPE_TEST_MICROS", "20000".to_owned()),
+        ("PARAPIPE_TEST_ACK_WAIT_MS", "2000".to_owned()),
+    ];
+    procs.start_all(&server, &["driver", "w1", "w2", "w3"], &env);
+    let status_job = Job::new("sigkill-async").url(server.url());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = status_job.status();
+        if let Ok(status) = &status {
+            assert_eq!(
+                status.state,
+                JobState::Running,
+                "the job ended before the kill: {status:?}"
+            );
+            if status.stages[0].emitted > 1_000 && status.processes.iter().any(|p| p == "w2") {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the job did not start: {status:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    procs.kill("w2");
+    let mut done = procs.wait(Duration::from_secs(300));
+    done.remove("w2");
+    assert_all_succeeded(&done);
+    let got = procs.results();
+    assert_eq!(got.len(), 40_000, "nothing lost, nothing doubled");
+    assert_eq!(sorted(got), sorted(local(20_000, false)));
 }
 
 #[test]

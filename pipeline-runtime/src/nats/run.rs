@@ -108,17 +108,6 @@ impl<T: Send + 'static> DistPipeline<T> {
         if self.invalid.is_none() {
             self.invalid = config
                 .validate()
-                .and_then(|()| match config.concurrency() {
-                    // A process acknowledges an input message once the
-                    // stage takes the next item, with the outputs made
-                    // so far; an async stage takes items ahead of its
-                    // outputs, which would acknowledge messages whose
-                    // outputs do not exist yet.
-                    Some(_) => Err(
-                        "an async stage cannot run in a distributed job yet: run it in a local pipeline that feeds the job, or make it a thread stage".to_owned(),
-                    ),
-                    None => Ok(()),
-                })
                 .err()
                 .map(|why| PipelineError::new(config.name(), None, Failure::Config(why)));
         }

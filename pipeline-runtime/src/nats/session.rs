@@ -122,10 +122,18 @@ impl<O: Wire> Session<'_, O> {
 /// message. A message stays current until the stage takes an item of the
 /// next one (or the input ends), so its outputs include what the stage
 /// emits after taking its last item.
+///
+/// An async stage takes items ahead of its outputs (its futures in
+/// flight), so the outputs it emits after taking an item of the next
+/// message may still be the current one's. For it, the input ends with
+/// each message (`one_message`): its `apply` then finishes every future of
+/// the message before the message's outputs are published, and the next
+/// `apply` takes the next message.
 pub(super) struct SessionInput<'r, 's, I, O> {
     pub(super) session: &'r RefCell<Session<'s, O>>,
     pub(super) decode: Decode<I>,
     pub(super) items: std::vec::IntoIter<I>,
+    pub(super) one_message: bool,
 }
 
 impl<I, O: Wire> Iterator for SessionInput<'_, '_, I, O> {
@@ -141,6 +149,9 @@ impl<I, O: Wire> Iterator for SessionInput<'_, '_, I, O> {
                 s.sh.taken[s.k - 1].fetch_add(1, Relaxed);
                 s.keep_alive();
                 return Some(item);
+            }
+            if self.one_message && s.current.is_some() {
+                return None;
             }
             // Waiting for the broker (pulling, and passing the finished
             // message's outputs on) is not the stage's work.
@@ -194,6 +205,7 @@ where
         .consumer(&sh.edges[k - 1], &stopping)
         .map_err(halt_to_stage_error)?;
     let filter = stage.config().filter_errors();
+    let one_message = stage.config().concurrency().is_some();
     let mut leftover = VecDeque::new();
     loop {
         // A session starts with a message in hand, so a stage's setup does
@@ -228,6 +240,7 @@ where
                 session: &session,
                 decode,
                 items: Vec::new().into_iter(),
+                one_message,
             };
             for output in stage.apply(input) {
                 let mut s = session.borrow_mut();
