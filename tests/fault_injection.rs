@@ -428,7 +428,7 @@ struct Op {
 #[cfg(feature = "async")]
 #[map_stage]
 async fn async_add_one(x: u64, fault: Option<Fault>) -> Result<u64, Boom> {
-    if x % 5 == 0 {
+    if x.is_multiple_of(5) {
         tokio::time::sleep(Duration::from_micros(x % 400)).await;
     } else {
         tokio::task::yield_now().await;
