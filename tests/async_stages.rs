@@ -709,3 +709,29 @@ fn the_debugger_shows_futures_in_flight() {
         .unwrap_or(0);
     assert!(seen > 0, "no report saw a future in flight");
 }
+
+#[test]
+fn an_ordered_serial_segment_with_copies_refuses_an_async_stage() {
+    let err = watchdog(30, || {
+        let seg = segment!(plus_one | jittered).serial().workers(3).ordered(true);
+        pipe!(0..100u64 | { seg }).collect::<Vec<u64>>()
+    })
+    .unwrap_err();
+    assert!(
+        matches!(err.failure(), Failure::Config(m) if m.contains("jittered") && m.contains("one worker")),
+        "{err}"
+    );
+    // One copy, or no order to keep: it runs.
+    let one: Vec<u64> = watchdog(30, || {
+        let seg = segment!(plus_one | { jittered::new().ordered(true) }).serial().ordered(true);
+        pipe!(0..100u64 | { seg }).collect()
+    })
+    .unwrap();
+    assert_eq!(one, (1..=100).collect::<Vec<_>>());
+    let unordered: Vec<u64> = watchdog(30, || {
+        let seg = segment!(plus_one | jittered).serial().workers(3);
+        pipe!(0..100u64 | { seg }).collect()
+    })
+    .unwrap();
+    assert_eq!(unordered.len(), 100);
+}

@@ -919,6 +919,17 @@ fn config_error(spec: &Spec) -> Option<String> {
                     if (seg.workers > 1 && take) || !seg.name.valid() {
                         return Some(spec.segment_name());
                     }
+                    // An ordered segment with several copies cannot order
+                    // what an async stage emits after reading ahead.
+                    #[cfg(feature = "async")]
+                    if seg.workers > 1
+                        && seg.ordered
+                        && range
+                            .clone()
+                            .any(|i| matches!(spec.stages[i].kind, Kind::Async(_)))
+                    {
+                        return Some(spec.segment_name());
+                    }
                     // A fused stage's bad name fails the run. (A fused
                     // `chunk(0)` does too, but this suite's stand-in for it
                     // wraps a chunk its configuration does not show:

@@ -65,11 +65,12 @@ pub trait Chain: Send + Sync + 'static {
     #[doc(hidden)]
     fn filter_all_errors(&mut self);
 
-    /// The name of a stage of the chain that must run on one worker
-    /// (`take`), if any: a serial segment with more workers runs one copy of
-    /// the chain per worker, so it must not have such a stage.
+    /// The name of the first of the chain's stages (nested segments' too)
+    /// for which `pred` holds, given its configuration and whether it must
+    /// run on one worker (`take`): what a serial segment checks of the
+    /// stages it fuses.
     #[doc(hidden)]
-    fn single_worker_stage(&self) -> Option<String>;
+    fn find_stage(&self, pred: &dyn Fn(&StageConfig, bool) -> bool) -> Option<String>;
 
     /// The first of the chain's stages (or nested segments) whose
     /// configuration is invalid, and why: `(name, why)`. Fused stages are
@@ -226,10 +227,9 @@ impl<S: Stage> Chain for Leaf<S> {
         self.0.config_mut().set_filter_errors(true);
     }
 
-    fn single_worker_stage(&self) -> Option<String> {
-        self.0
-            .runs_on_one_worker()
-            .then(|| self.0.config().name().to_owned())
+    fn find_stage(&self, pred: &dyn Fn(&StageConfig, bool) -> bool) -> Option<String> {
+        let config = self.0.config();
+        pred(config, self.0.runs_on_one_worker()).then(|| config.name().to_owned())
     }
 
     fn first_invalid(&self) -> Option<(String, String)> {
@@ -292,10 +292,8 @@ where
         self.1.filter_all_errors();
     }
 
-    fn single_worker_stage(&self) -> Option<String> {
-        self.0
-            .single_worker_stage()
-            .or_else(|| self.1.single_worker_stage())
+    fn find_stage(&self, pred: &dyn Fn(&StageConfig, bool) -> bool) -> Option<String> {
+        self.0.find_stage(pred).or_else(|| self.1.find_stage(pred))
     }
 
     fn first_invalid(&self) -> Option<(String, String)> {

@@ -193,10 +193,24 @@ impl<C: Chain> Stage for Segment<C> {
             return pipeline.misconfigured(config.name(), why);
         }
         if self.serial {
-            if let (true, Some(stage)) = (config.workers() > 1, self.chain.single_worker_stage()) {
+            let copies = config.workers();
+            if let (true, Some(stage)) = (copies > 1, self.chain.find_stage(&|_, one| one)) {
                 let why = format!(
-                    "`{stage}` runs on one worker, and this serial segment runs {} copies of its chain (one per worker): each would apply it on its own; give the segment one worker, or move `{stage}` out of it",
-                    config.workers()
+                    "`{stage}` runs on one worker, and this serial segment runs {copies} copies of its chain (one per worker): each would apply it on its own; give the segment one worker, or move `{stage}` out of it",
+                );
+                return pipeline.misconfigured(config.name(), why);
+            }
+            // An ordered segment places each output after the input item
+            // its copy took last; an async stage takes items ahead of its
+            // outputs (its futures in flight), so they would land late.
+            let reads_ahead = |c: &StageConfig, _| c.concurrency().is_some();
+            if let (true, true, Some(stage)) = (
+                copies > 1,
+                config.ordered(),
+                self.chain.find_stage(&reads_ahead),
+            ) {
+                let why = format!(
+                    "the async stage `{stage}` takes items ahead of its outputs, so this ordered serial segment cannot keep its {copies} copies' outputs in order: give the segment one worker (the stage's `concurrency` runs its futures at once), make it unordered, or move `{stage}` out of it",
                 );
                 return pipeline.misconfigured(config.name(), why);
             }
@@ -284,8 +298,8 @@ impl<C: Chain> Chain for Segment<C> {
         self.chain.filter_all_errors();
     }
 
-    fn single_worker_stage(&self) -> Option<String> {
-        self.chain.single_worker_stage()
+    fn find_stage(&self, pred: &dyn Fn(&StageConfig, bool) -> bool) -> Option<String> {
+        self.chain.find_stage(pred)
     }
 
     fn first_invalid(&self) -> Option<(String, String)> {
