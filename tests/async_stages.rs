@@ -713,7 +713,10 @@ fn the_debugger_shows_futures_in_flight() {
 #[test]
 fn an_ordered_serial_segment_with_copies_refuses_an_async_stage() {
     let err = watchdog(30, || {
-        let seg = segment!(plus_one | jittered).serial().workers(3).ordered(true);
+        let seg = segment!(plus_one | jittered)
+            .serial()
+            .workers(3)
+            .ordered(true);
         pipe!(0..100u64 | { seg }).collect::<Vec<u64>>()
     })
     .unwrap_err();
@@ -723,7 +726,9 @@ fn an_ordered_serial_segment_with_copies_refuses_an_async_stage() {
     );
     // One copy, or no order to keep: it runs.
     let one: Vec<u64> = watchdog(30, || {
-        let seg = segment!(plus_one | { jittered::new().ordered(true) }).serial().ordered(true);
+        let seg = segment!(plus_one | { jittered::new().ordered(true) })
+            .serial()
+            .ordered(true);
         pipe!(0..100u64 | { seg }).collect()
     })
     .unwrap();

@@ -1181,6 +1181,17 @@ fn op(spec: &Spec, j: usize, shared: &Shared) -> Op {
             }
         },
     };
+    #[cfg_attr(
+        not(feature = "async"),
+        allow(unused_mut, reason = "only async kinds change it")
+    )]
+    let mut op = op;
+    // What the runtime sees of a fused async stage is this configuration:
+    // it must say the stage is async, as the real one's does.
+    #[cfg(feature = "async")]
+    if let Kind::Async(n) = s.kind {
+        op.config.set_concurrency(n);
+    }
     queue(op, s.queue)
         .workers(s.workers)
         .filter_errors(s.filter_errors)
