@@ -55,7 +55,7 @@ pub(crate) fn analyze(func: &ItemFn, flavor: Flavor, args: &StageArgs) -> syn::R
     if let (Some(token), Flavor::Iter) = (&sig.asyncness, flavor) {
         errors.push(Error::new_spanned(
             token,
-            "a `#[stage]` function cannot be `async`: for one future per item write `#[map_stage] async fn` (with `concurrency = N` futures in flight)",
+            "a `#[stage]` function cannot be `async`: for one future per item write `#[map_stage] async fn` (with `concurrency = N` futures in flight); for an async source, give `pipe!` a `futures_core::Stream` as its source",
         ));
     }
     if let Some(variadic) = &sig.variadic {

@@ -1,0 +1,8 @@
+use parapipe::prelude::*;
+
+#[stage(producer)]
+async fn numbers() -> impl Iterator<Item = u32> {
+    0..10
+}
+
+fn main() {}
