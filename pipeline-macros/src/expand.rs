@@ -193,6 +193,8 @@ fn generate(func: &ItemFn, args: &StageArgs, stage: &StageFn) -> TokenStream {
     let item = Ident::new("item", Span::mixed_site());
     let input_var = Ident::new("input", Span::mixed_site());
     let worker = Ident::new("worker", Span::mixed_site());
+    let apply = iterator_method("apply", &input_var);
+    let apply_fused = iterator_method("apply_fused", &input_var);
     let mut config = quote!(let mut #cfg = #rt::StageConfig::new(#name););
     if let Some(w) = &args.workers {
         config.extend(quote_spanned!(w.span()=> #cfg.set_workers(#w);));
@@ -285,12 +287,7 @@ fn generate(func: &ItemFn, args: &StageArgs, stage: &StageFn) -> TokenStream {
                         #worker.#method(self.__parapipe_call())
                     }
                     #[inline]
-                    fn apply_fused<'a>(
-                        &'a self,
-                        #input_var: impl ::core::iter::Iterator<Item = Self::In> + 'a,
-                    ) -> impl ::core::iter::Iterator<
-                        Item = ::core::result::Result<Self::Out, Self::Error>,
-                    > + 'a {
+                    #apply_fused {
                         #rt::Stage::apply(self, #input_var)
                     }
                 }
@@ -312,12 +309,7 @@ fn generate(func: &ItemFn, args: &StageArgs, stage: &StageFn) -> TokenStream {
                     type Out = #out_item;
                     type Error = #error;
                     #[inline]
-                    fn apply<'a>(
-                        &'a self,
-                        #input_var: impl ::core::iter::Iterator<Item = Self::In> + 'a,
-                    ) -> impl ::core::iter::Iterator<
-                        Item = ::core::result::Result<Self::Out, Self::Error>,
-                    > + 'a {
+                    #apply {
                         #apply_body
                     }
                     #run
@@ -424,6 +416,7 @@ fn async_map(
     } = parts;
     let item = Ident::new("item", Span::mixed_site());
     let input_var = Ident::new("input", Span::mixed_site());
+    let apply = iterator_method("apply", &input_var);
     let worker = Ident::new("worker", Span::mixed_site());
     let owned: Vec<Ident> = (0..stage.bound.len())
         .map(|i| Ident::new(&format!("arg{i}"), Span::mixed_site()))
@@ -456,12 +449,7 @@ fn async_map(
     );
     let body = if cfg!(feature = "async") {
         quote! {
-            fn apply<'a>(
-                &'a self,
-                #input_var: impl ::core::iter::Iterator<Item = Self::In> + 'a,
-            ) -> impl ::core::iter::Iterator<
-                Item = ::core::result::Result<Self::Out, Self::Error>,
-            > + 'a {
+            #apply {
                 #rt::apply_async_map(#input_var, &self.__config, self.__parapipe_future())
             }
             fn run(
@@ -476,12 +464,7 @@ fn async_map(
         // feature, which stops the build: the stage exists so that its uses
         // add no errors of their own.
         quote! {
-            fn apply<'a>(
-                &'a self,
-                #input_var: impl ::core::iter::Iterator<Item = Self::In> + 'a,
-            ) -> impl ::core::iter::Iterator<
-                Item = ::core::result::Result<Self::Out, Self::Error>,
-            > + 'a {
+            #apply {
                 let _ = #input_var;
                 ::core::iter::empty()
             }
@@ -509,5 +492,19 @@ fn async_map(
             #body
         }
         #future_fn
+    }
+}
+
+/// The signature of one of `Stage`'s iterator methods (`apply`,
+/// `apply_fused`), as every generated stage writes it.
+fn iterator_method(name: &str, input: &Ident) -> TokenStream {
+    let name = Ident::new(name, Span::call_site());
+    quote! {
+        fn #name<'a>(
+            &'a self,
+            #input: impl ::core::iter::Iterator<Item = Self::In> + 'a,
+        ) -> impl ::core::iter::Iterator<
+            Item = ::core::result::Result<Self::Out, Self::Error>,
+        > + 'a
     }
 }
