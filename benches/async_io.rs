@@ -22,6 +22,9 @@
 
 #[allow(dead_code, reason = "each bench uses part of the shared module")]
 mod common;
+#[allow(dead_code, reason = "the bench uses part of the example")]
+#[path = "../examples/fetch.rs"]
+mod fetch_example;
 #[allow(dead_code, reason = "the bench uses part of the tests' server")]
 #[path = "../tests/http/server.rs"]
 mod server;
@@ -60,29 +63,6 @@ fn add_one(x: u64) -> u64 {
 }
 
 const PAGES: usize = 400;
-const REQUESTS_IN_FLIGHT: usize = 100;
-
-#[map_stage(concurrency = REQUESTS_IN_FLIGHT)]
-async fn fetch(url: String, client: reqwest::Client) -> Result<String, reqwest::Error> {
-    client
-        .get(url)
-        .send()
-        .await?
-        .error_for_status()?
-        .text()
-        .await
-}
-
-fn title_of(html: &str) -> Option<String> {
-    let start = html.find("<title>")? + "<title>".len();
-    let end = html[start..].find("</title>")? + start;
-    Some(html[start..end].to_owned())
-}
-
-#[map_stage(workers = 2)]
-fn title(html: String) -> Option<String> {
-    title_of(&html)
-}
 
 fn fetching(c: &mut Criterion) {
     let rt = runtime();
@@ -94,19 +74,18 @@ fn fetching(c: &mut Criterion) {
     let urls: Vec<String> = (0..PAGES)
         .map(|i| server.url(&format!("/page/{i}")))
         .collect();
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("a reqwest client");
+    let client = fetch_example::client();
     let mut group = c.benchmark_group("async_fetch");
     group.throughput(Throughput::Elements(PAGES as u64));
     common::configure(&mut group, Duration::from_secs(5));
     group.bench_function("parapipe", |b| {
         b.iter(|| {
-            let titles: Vec<Option<String>> = pipe!(urls.clone() | fetch(client.clone()) | title)
-                .on_runtime(rt.handle().clone())
-                .collect()
-                .unwrap();
+            let titles: Vec<Option<String>> = pipe!(
+                urls.clone() | fetch_example::fetch(client.clone()) | fetch_example::get_title
+            )
+            .on_runtime(rt.handle().clone())
+            .collect()
+            .unwrap();
             assert_eq!(titles.iter().flatten().count(), PAGES);
         })
     });
@@ -116,18 +95,13 @@ fn fetching(c: &mut Criterion) {
                 futures_util::stream::iter(urls.clone())
                     .map(|url| {
                         let client = client.clone();
+                        // The stage's function, as the plain async fn it is.
                         async move {
-                            let html = client
-                                .get(url)
-                                .send()
-                                .await?
-                                .error_for_status()?
-                                .text()
-                                .await?;
-                            Ok::<_, reqwest::Error>(title_of(&html))
+                            let html = fetch_example::fetch(url, client).await?;
+                            Ok::<_, reqwest::Error>(fetch_example::get_title(html))
                         }
                     })
-                    .buffer_unordered(REQUESTS_IN_FLIGHT)
+                    .buffer_unordered(fetch_example::CONCURRENCY)
                     .map(Result::unwrap)
                     .collect(),
             );
