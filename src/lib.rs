@@ -152,7 +152,7 @@
 //! | [`profile`] | the profiler: [`Profiler`](profile::Profiler), [`Profile`](profile::Profile), reading stored runs |
 //! | [`debug`] | the live debugger: [`Debugger`](debug::Debugger), [`Reporter`](debug::Reporter)s |
 //! | `nats` (feature `nats`) | distributed runs: `Job`, `DistPipeline`, `Job::status`, `Job::cleanup` |
-//! | the crate root, feature `async` | `AsyncStageExt` (also in the prelude: `.concurrency(n)`, `.timeout(d)`), `AsyncStage`, `ResultStream`, `TimedOut`, `DEFAULT_CONCURRENCY`; `Pipeline::{stream, collect_async, execute_async, run_async, on_runtime}` |
+//! | the crate root, feature `async` | `AsyncStageExt` (also in the prelude: `.concurrency(n)`, `.timeout(d)`), `AsyncStage`, `ResultStream`, `TimedOut`, `DEFAULT_CONCURRENCY`; `Pipeline::{stream, collect_async, execute_async, run_async, on_runtime}`, `Results::into_stream` |
 
 #![deny(missing_docs, missing_debug_implementations)]
 #![warn(unreachable_pub)]

@@ -740,3 +740,18 @@ fn an_ordered_serial_segment_with_copies_refuses_an_async_stage() {
     .unwrap();
     assert_eq!(unordered.len(), 100);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn results_started_blocking_are_a_stream_too() {
+    let mut stream = pipe!(0..50u64 | jittered).results().into_stream();
+    let mut got = Vec::new();
+    while let Some(item) = std::future::poll_fn(|cx| {
+        futures_core::Stream::poll_next(std::pin::Pin::new(&mut stream), cx)
+    })
+    .await
+    {
+        got.push(item.unwrap());
+    }
+    got.sort_unstable();
+    assert_eq!(got, (0..50).collect::<Vec<_>>());
+}

@@ -99,6 +99,16 @@ impl<T: Send + 'static> Pipeline<T> {
     }
 }
 
+impl<T: Send + 'static> Results<T> {
+    /// These results as a [`futures_core::Stream`], for async code: a
+    /// thread hands them over, so the task that polls the stream never
+    /// blocks. Start the pipeline with [`Pipeline::stream`] instead where
+    /// its async stages should run on the caller's runtime.
+    pub fn into_stream(self) -> ResultStream<T> {
+        ResultStream::of(self)
+    }
+}
+
 impl<T: Send + 'static> ResultStream<T> {
     /// Hands `results` over to a stream, on a thread of their own.
     pub(crate) fn of(results: Results<T>) -> Self {
