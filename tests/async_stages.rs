@@ -755,3 +755,24 @@ async fn results_started_blocking_are_a_stream_too() {
     got.sort_unstable();
     assert_eq!(got, (0..50).collect::<Vec<_>>());
 }
+
+#[map_stage(concurrency = 4)]
+async fn odd_only(x: u64) -> Result<u64, parapipe::Skip> {
+    tokio::task::yield_now().await;
+    if x.is_multiple_of(2) {
+        Err(parapipe::Skip)
+    } else {
+        Ok(x)
+    }
+}
+
+#[test]
+fn skip_from_a_future_skips_the_item() {
+    let (out, skipped) = watchdog(30, || {
+        let mut results = pipe!(0..100u64 | odd_only).results();
+        let out: Vec<u64> = results.by_ref().map(Result::unwrap).collect();
+        (out, results.skipped())
+    });
+    assert_eq!(out.len(), 50);
+    assert_eq!(skipped, 50);
+}

@@ -36,6 +36,88 @@ fn slow(x: u64) -> u64 {
     x
 }
 
+/// An async stage (feature `async`): waits, fails at `fail_at`, panics at
+/// `panic_at`.
+#[cfg(feature = "async")]
+#[map_stage(concurrency = 16)]
+async fn wait_then(x: u64, fail_at: u64, panic_at: u64) -> Result<u64, Boom> {
+    tokio::time::sleep(Duration::from_micros(x % 5 * 100)).await;
+    assert_ne!(x, panic_at, "boom");
+    if x == fail_at { Err(Boom(x)) } else { Ok(x) }
+}
+
+/// The same ways to end, with an async stage: its pipeline's own tokio
+/// runtime, and the thread handing results to a stream, must go too.
+#[cfg(feature = "async")]
+fn async_scenarios() -> Vec<(&'static str, Scenario)> {
+    const NEVER: u64 = u64::MAX;
+    vec![
+        (
+            "async: success",
+            Box::new(|| {
+                pipe!(0..2_000u64 | inc | wait_then(NEVER, NEVER))
+                    .run()
+                    .unwrap();
+            }),
+        ),
+        (
+            "async: error",
+            Box::new(|| {
+                pipe!(0..2_000u64 | wait_then(500, NEVER) | inc)
+                    .run()
+                    .unwrap_err();
+            }),
+        ),
+        (
+            "async: panic",
+            Box::new(|| {
+                pipe!(0..2_000u64 | wait_then(NEVER, 70) | inc)
+                    .run()
+                    .unwrap_err();
+            }),
+        ),
+        (
+            "async: early drop",
+            Box::new(|| {
+                let mut r = pipe!(0..u64::MAX | wait_then(NEVER, NEVER)).results();
+                r.next().unwrap().unwrap();
+            }),
+        ),
+        (
+            "async: timeout",
+            Box::new(|| {
+                let stage = wait_then::new(NEVER, NEVER).timeout(Duration::from_micros(1));
+                pipe!(0..2_000u64 | { stage }).run().unwrap_err();
+            }),
+        ),
+        (
+            "async: consumed from a runtime, stream dropped",
+            Box::new(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    let all: Vec<u64> = pipe!(0..500u64 | wait_then(NEVER, NEVER))
+                        .collect_async()
+                        .await
+                        .unwrap();
+                    assert_eq!(all.len(), 500);
+                    drop(pipe!(0..u64::MAX | wait_then(NEVER, NEVER)).stream());
+                });
+            }),
+        ),
+        (
+            "async: a stream source, dropped",
+            Box::new(|| {
+                let items = futures_util::stream::iter(0..u64::MAX);
+                let mut r = pipe!(items | inc).results();
+                r.next().unwrap().unwrap();
+            }),
+        ),
+    ]
+}
+
 type Scenario = Box<dyn Fn()>;
 
 #[test]
@@ -43,7 +125,11 @@ fn no_thread_outlives_its_pipeline() {
     // The watchdog's own thread runs each scenario; count from inside it.
     watchdog(Duration::from_secs(300), "no leaks", || {
         let baseline = thread_count();
-        let scenarios: Vec<(&str, Scenario)> = vec![
+        #[cfg_attr(
+            not(feature = "async"),
+            allow(unused_mut, reason = "only async adds scenarios")
+        )]
+        let mut scenarios: Vec<(&str, Scenario)> = vec![
             (
                 "success",
                 Box::new(|| {
@@ -172,6 +258,8 @@ fn no_thread_outlives_its_pipeline() {
                 }),
             ),
         ];
+        #[cfg(feature = "async")]
+        scenarios.extend(async_scenarios());
         // Dropping the results joins the workers rather than leaving them to
         // finish on their own: right after the drop, even a worker busy with a
         // slow item is gone (the short poll only covers the kernel reaping it).
