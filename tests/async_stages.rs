@@ -491,6 +491,18 @@ fn random_pipelines_with_async_stages() {
     }
 }
 
+/// Fails unless no thread of a pipeline's own tokio runtime is left within
+/// a few seconds (a generous bound for a loaded machine): tokio lets its
+/// threads go once they have finished their work, and the kernel takes a
+/// moment to reap them.
+fn assert_no_runtime_threads(what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while runtime_threads() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(runtime_threads(), 0, "{what}: runtime threads left");
+}
+
 /// Threads named like the pipeline's own tokio runtime's, in this process.
 fn runtime_threads() -> usize {
     std::fs::read_dir("/proc/self/task")
@@ -522,27 +534,15 @@ fn the_pipelines_own_runtime_stops_with_it() {
     for round in 0..3 {
         let out: Vec<u64> = pipe!(0..100u64 | jittered).collect().unwrap();
         assert_eq!(out.len(), 100);
-        assert_eq!(
-            runtime_threads(),
-            0,
-            "round {round}: runtime threads left after a completed run"
-        );
+        assert_no_runtime_threads(&format!("round {round}, after a completed run"));
         let results = pipe!(0..1_000_000u64 | jittered).results();
         drop(results);
-        assert_eq!(
-            runtime_threads(),
-            0,
-            "round {round}: runtime threads left after a dropped run"
-        );
+        assert_no_runtime_threads(&format!("round {round}, after a dropped run"));
         let err = pipe!(0..100u64 | explodes)
             .collect::<Vec<u64>>()
             .unwrap_err();
         assert_eq!(err.stage(), "explodes");
-        assert_eq!(
-            runtime_threads(),
-            0,
-            "round {round}: runtime threads left after a panic"
-        );
+        assert_no_runtime_threads(&format!("round {round}, after a panic"));
     }
 }
 
@@ -596,7 +596,7 @@ fn a_pending_stream_does_not_hold_a_dropped_pipeline() {
         let started = Instant::now();
         drop(results);
         assert!(
-            started.elapsed() < Duration::from_secs(2),
+            started.elapsed() < Duration::from_secs(5),
             "the drop waited"
         );
     });
@@ -650,13 +650,19 @@ fn an_async_stage_is_profiled_per_future() {
         row.in_flight_max
     );
     // 200 futures of 20 ms, 16 at a time: busy (any in flight) for at
-    // least 200 / 16 x 20 ms, and far less than their sum (4 s).
+    // least 200 / 16 x 20 ms, and, as they overlapped, less than the sum of
+    // their latencies.
     assert!(
         row.busy >= Duration::from_millis(240),
         "busy {:?}",
         row.busy
     );
-    assert!(row.busy < Duration::from_secs(4), "busy {:?}", row.busy);
+    let sum = Duration::from_secs_f64(row.latency.mean * 200.0);
+    assert!(
+        row.busy < sum,
+        "busy {:?}, latencies {sum:?} in all",
+        row.busy
+    );
 }
 
 /// Keeps every report the debugger makes.
