@@ -15,6 +15,7 @@ parapipe's to see that spread. Standard library only.
 """
 
 import argparse
+import json
 import os
 import re
 import statistics
@@ -37,11 +38,16 @@ def build(tree: Path, target: Path, benches):
         sys.exit(f"building the benches in {tree} failed:\n{out.stderr[-3000:]}")
     found = {}
     for line in out.stdout.splitlines():
-        if '"executable"' not in line:
+        try:
+            msg = json.loads(line)
+        except json.JSONDecodeError:
             continue
-        m = re.search(r'"name":"([^"]+)".*"kind":\["bench"\].*"executable":"([^"]+)"', line)
-        if m and m.group(1) in benches:
-            found[m.group(1)] = m.group(2)
+        target = msg.get("target") or {}
+        if msg.get("executable") and "bench" in target.get("kind", []) and target.get("name") in benches:
+            found[target["name"]] = msg["executable"]
+    missing = [b for b in benches if b not in found]
+    if missing:
+        sys.exit(f"no executable for {missing} in {tree}")
     return found
 
 
