@@ -19,7 +19,7 @@
 //! a future wakes it. Once the input has ended, or `concurrency` futures
 //! are in flight, only the futures (or a deadline) wake it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -219,7 +219,9 @@ struct AsyncMap<Fd, F, I, O> {
     futures: FuturesUnordered<InFlight<O>>,
     waker: ThreadWaker,
     next_seq: u64,
-    flying: HashMap<u64, Flight>,
+    /// By input position. Every item gets the same timeout, so the first
+    /// entry is also the first to expire.
+    flying: BTreeMap<u64, Flight>,
     /// Outputs waiting to be emitted, by input position; `None` marks an
     /// item already emitted out of turn (a failure, which fails or is
     /// dropped at once), which the order skips.
@@ -251,7 +253,7 @@ where
             futures: FuturesUnordered::new(),
             waker: ThreadWaker::default(),
             next_seq: 0,
-            flying: HashMap::new(),
+            flying: BTreeMap::new(),
             finished: BTreeMap::new(),
             next_out: 0,
             flights: None,
@@ -361,11 +363,12 @@ where
 
     /// Fails the first future past its deadline, if any.
     fn expire(&mut self, now: Instant) -> Option<Result<O, BoxError>> {
-        let (&seq, _) = self
-            .flying
-            .iter()
-            .find(|(_, f)| f.deadline.is_some_and(|d| d <= now))?;
-        let flight = self.flying.remove(&seq)?;
+        let entry = self.flying.first_entry()?;
+        if entry.get().deadline.is_none_or(|d| d > now) {
+            return None;
+        }
+        let seq = *entry.key();
+        let flight = entry.remove();
         if let Some(expiry) = &flight.expiry {
             expiry.expire();
         }
@@ -377,7 +380,7 @@ where
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        self.flying.values().filter_map(|f| f.deadline).min()
+        self.flying.first_key_value()?.1.deadline
     }
 }
 
@@ -397,8 +400,8 @@ where
             if let Some(failure) = self.poll_futures() {
                 return Some(failure);
             }
-            if self.ready_now() {
-                continue;
+            if let Some(output) = self.ready() {
+                return Some(Ok(output));
             }
             if self.timeout.is_some()
                 && let Some(failure) = self.expire(Instant::now())
@@ -440,16 +443,6 @@ where
             // A future's wake-up, or one that came since the last poll,
             // ends the sleep at once.
             thread::park_timeout(wait);
-        }
-    }
-}
-
-impl<Fd, F, I, O> AsyncMap<Fd, F, I, O> {
-    /// Whether an output can be emitted now (checked after taking reports).
-    fn ready_now(&self) -> bool {
-        match self.finished.first_key_value() {
-            None => false,
-            Some((&seq, _)) => !self.ordered || seq == self.next_out,
         }
     }
 }
