@@ -1,5 +1,5 @@
 //! Built-in closure stages: map, filter, filter_map, flat_map, inspect,
-//! flatten, chunk, take.
+//! flatten, chunk, take, fold (with `Pipeline::reduce`).
 
 mod common;
 
@@ -180,4 +180,95 @@ fn timed_chunk_in_an_ordered_stage() {
     let mut flat: Vec<u64> = got.into_iter().flatten().collect();
     flat.sort_unstable();
     assert_eq!(flat, (0..1000).collect::<Vec<_>>());
+}
+
+fn add(acc: u64, x: u64) -> u64 {
+    acc + x
+}
+
+#[test]
+fn fold_emits_one_partial_per_worker_and_reduce_merges_them() {
+    for workers in [1, 2, 3, 8] {
+        let partials: Vec<u64> = pipe!(1..=10_000u64 | stages::fold(|| 0, add).workers(workers))
+            .collect()
+            .unwrap();
+        assert_eq!(partials.len(), workers, "one partial per worker");
+        assert_eq!(partials.iter().sum::<u64>(), 50_005_000);
+
+        let total = pipe!(1..=10_000u64 | stages::fold(|| 0, add).workers(workers))
+            .reduce(|a, b| a + b)
+            .unwrap();
+        assert_eq!(total, Some(50_005_000), "{workers} workers");
+    }
+}
+
+#[test]
+fn fold_of_no_items_is_the_initial_value_of_each_worker() {
+    let partials: Vec<Vec<u64>> = pipe!(
+        std::iter::empty::<u64>()
+            | stages::fold(Vec::new, |mut v: Vec<u64>, x| {
+                v.push(x);
+                v
+            })
+            .workers(3)
+    )
+    .collect()
+    .unwrap();
+    assert_eq!(partials, [vec![], vec![], vec![]]);
+    // Reduce of a pipeline with no items at all: nothing to combine.
+    let none = pipe!(std::iter::empty::<u64>() | stages::map(|x: u64| x))
+        .reduce(|a, b| a + b)
+        .unwrap();
+    assert_eq!(none, None);
+}
+
+#[test]
+fn fold_keeps_each_workers_order_in_a_serial_segment() {
+    // Fused in a serial segment with one worker, the fold sees the items in
+    // input order.
+    let seg = segment!(
+        stages::map(|x: u64| x * 2)
+            | stages::fold(Vec::new, |mut v: Vec<u64>, x| {
+                v.push(x);
+                v
+            })
+    );
+    let got: Vec<Vec<u64>> = pipe!(0..5u64 | { seg.serial() }).collect().unwrap();
+    assert_eq!(got, [vec![0, 2, 4, 6, 8]]);
+}
+
+#[test]
+fn reduce_returns_the_first_failure() {
+    let err = pipe!(
+        0..1000u64
+            | stages::map(|x: u64| {
+                assert!(x != 500, "item 500 is poison");
+                x
+            })
+            .workers(2)
+            | stages::fold(|| 0, add).workers(2)
+    )
+    .reduce(|a, b| a + b)
+    .unwrap_err();
+    assert!(matches!(err.failure(), Failure::Panic(_)), "{err}");
+    assert!(err.to_string().contains("item 500 is poison"), "{err}");
+    assert!(err.to_string().contains("map-"), "names the stage: {err}");
+}
+
+#[test]
+fn reduce_stops_an_endless_pipeline_when_its_merge_panics() {
+    // The merge runs in the caller's thread: its panic is the caller's, and
+    // unwinding drops the results, which stops and joins the pipeline.
+    let outcome = watchdog(LIMIT, "reduce panic", || {
+        std::panic::catch_unwind(|| {
+            pipe!(0..u64::MAX | stages::map(|x: u64| x).workers(2)).reduce(|a, b| {
+                if a > 1000 {
+                    panic!("merge gave up")
+                } else {
+                    a + b
+                }
+            })
+        })
+    });
+    assert!(outcome.is_err(), "the merge's panic reaches the caller");
 }

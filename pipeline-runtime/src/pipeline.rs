@@ -429,6 +429,46 @@ impl<T: Send + 'static> Pipeline<T> {
         last_item(self.results())
     }
 
+    /// Runs the pipeline to the end and combines its items, in arrival
+    /// order, with `op`: `None` if there were none, or its first failure.
+    /// After a [`stages::fold`](crate::stages::fold) with `N` workers, this
+    /// merges their `N` partial results: a parallel aggregation.
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use parapipe::prelude::*;
+    /// use parapipe::stages;
+    ///
+    /// fn count(mut counts: HashMap<char, u64>, c: char) -> HashMap<char, u64> {
+    ///     *counts.entry(c).or_default() += 1;
+    ///     counts
+    /// }
+    /// fn merge(mut a: HashMap<char, u64>, b: HashMap<char, u64>) -> HashMap<char, u64> {
+    ///     for (c, n) in b {
+    ///         *a.entry(c).or_default() += n;
+    ///     }
+    ///     a
+    /// }
+    ///
+    /// let text = "a pipeline, a fold, a merge";
+    /// let counts = pipe!(text.chars() | stages::fold(HashMap::new, count).workers(2))
+    ///     .reduce(merge)?
+    ///     .unwrap_or_default();
+    /// assert_eq!(counts[&'a'], 3);
+    /// # Ok::<(), PipelineError>(())
+    /// ```
+    pub fn reduce(self, mut op: impl FnMut(T, T) -> T) -> Result<Option<T>, PipelineError> {
+        let mut acc = None;
+        for item in self.results() {
+            let item = item?;
+            acc = Some(match acc {
+                None => item,
+                Some(acc) => op(acc, item),
+            });
+        }
+        Ok(acc)
+    }
+
     /// Runs the pipeline to the end, discarding its items.
     pub fn run(self) -> Result<(), PipelineError> {
         self.results().try_for_each(|item| item.map(drop))

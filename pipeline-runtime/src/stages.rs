@@ -17,6 +17,9 @@
 //! # Ok::<(), PipelineError>(())
 //! ```
 //!
+//! [`fold`] with [`Pipeline::reduce`] aggregates in parallel: each worker
+//! folds its share, and the consumer merges one partial result per worker.
+//!
 //! The closures are shared by all of a stage's workers, so they are `Fn`
 //! (not `FnMut`), `Send` and `Sync`. Each stage is a struct with a `new`
 //! function, usable outside the macros too: `stages::map::new(f)`.
@@ -383,6 +386,85 @@ impl<T: Send + 'static> Stage for chunk<T> {
                 ended: false,
             }),
         }
+    }
+}
+
+/// Folds each worker's share of the items into one value, `step(acc, item)`
+/// from `init()`, and emits it when the input ends: one partial result per
+/// worker (a worker that got no items emits `init()`). Merge the partials
+/// with [`Pipeline::reduce`]:
+///
+/// ```
+/// use parapipe::prelude::*;
+/// use parapipe::stages;
+///
+/// let sum = pipe!(1..=1000u64 | stages::fold(|| 0, |acc: u64, x: u64| acc + x).workers(2))
+///     .reduce(|a, b| a + b)?;
+/// assert_eq!(sum, Some(500_500));
+/// # Ok::<(), PipelineError>(())
+/// ```
+///
+/// This is how fine-grained items stay cheap: the items cross a queue once,
+/// into the fold, and only one value per worker crosses to the consumer,
+/// where a single counting worker would take every item over another queue.
+pub struct fold<A, T, I, F> {
+    init: I,
+    step: F,
+    config: StageConfig,
+    _items: PhantomData<fn(T) -> A>,
+}
+
+impl<A, T, I, F> fold<A, T, I, F>
+where
+    I: Fn() -> A + Send + Sync + 'static,
+    F: Fn(A, T) -> A + Send + Sync + 'static,
+{
+    /// The stage, named `fold`.
+    pub fn new(init: I, step: F) -> Self {
+        fold {
+            init,
+            step,
+            config: StageConfig::new("fold"),
+            _items: PhantomData,
+        }
+    }
+}
+
+builtin!(fold<A, T, I, F>);
+
+impl<A, T, I, F> std::fmt::Debug for fold<A, T, I, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("fold")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A, T, I, F> Stage for fold<A, T, I, F>
+where
+    A: Send + 'static,
+    T: Send + 'static,
+    I: Fn() -> A + Send + Sync + 'static,
+    F: Fn(A, T) -> A + Send + Sync + 'static,
+{
+    type In = T;
+    type Out = A;
+    type Error = Infallible;
+
+    fn apply<'a>(
+        &'a self,
+        input: impl Iterator<Item = T> + 'a,
+    ) -> impl Iterator<Item = Result<A, Infallible>> + 'a {
+        // Lazy: the fold runs when its one value is asked for, on the
+        // worker's thread, not when the stage is applied.
+        std::iter::once_with(move || Ok(input.fold((self.init)(), &self.step)))
+    }
+
+    fn apply_fused<'a>(
+        &'a self,
+        input: impl Iterator<Item = T> + 'a,
+    ) -> impl Iterator<Item = Result<A, Infallible>> + 'a {
+        self.apply(input)
     }
 }
 
