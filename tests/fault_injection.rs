@@ -8,7 +8,7 @@
 //!   returns after reading its own number of items, `k + worker`; stages
 //!   where only the first worker returns early), and `stages::chunk(n)`
 //!   with and without `.timeout(d)` (flattened again, each chunk's size
-//!   checked). Any of them ordered or not, on 1 to 4 workers, with queues
+//!   checked). Any of them ordered or not, on 1 to 4 workers (now and then 17 to 40), with queues
 //!   of 1 to 64 items, `usize::MAX` or unbounded, `filter_errors` or not.
 //! - **Segments**: up to three consecutive stages as a serial segment (1 to
 //!   3 copies of the fused chain, ordered or not, `filter_errors` or not) or
@@ -1771,7 +1771,9 @@ fn stage_strategy() -> impl Strategy<Value = StageSpec> {
         0..100u8,
         0..8u8,
         0..100u8,
-        1..=4usize,
+        // Now and then more workers than a link lets wait on its queue at
+        // once (16): the rest wait on its gate.
+        prop_oneof![9 => 1..=4usize, 1 => 17..=40usize],
         (0..20u8, 1..=64usize),
         proptest::bool::weighted(0.2),
         proptest::bool::weighted(0.3),

@@ -140,7 +140,7 @@ impl Launch {
         F: FnOnce(WorkerStart<O>) -> Result<(), StageError> + Clone + Send + 'static,
     {
         let gauge = self.run.as_ref().map(|_| Arc::default());
-        let (tx, rx) = link_with(config.queue(), gauge.clone(), numbered);
+        let (tx, rx) = link_with(config.queue(), config.workers(), gauge.clone(), numbered);
         let order = config
             .ordered()
             .then(|| Arc::new(Reorder::new(tx.clone(), config.workers())));

@@ -196,7 +196,7 @@ impl<T: Send + 'static> Pipeline<T> {
         let step: Step = Box::new(move |launch: &mut Launch, _, numbered| {
             let config = StageConfig::new("source");
             let gauge = launch.run.as_ref().map(|_| Arc::default());
-            let (tx, mut rx) = link_with(config.queue(), gauge.clone(), numbered);
+            let (tx, mut rx) = link_with(config.queue(), 1, gauge.clone(), numbered);
             if launch.run.is_some() {
                 rx.stamp_batches();
             }
