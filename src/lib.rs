@@ -342,7 +342,7 @@ pub use parapipe_macros::segment;
 pub use parapipe_runtime::{
     BoxError, Bucket, Configurable, DEFAULT_CONCURRENCY, DEFAULT_QSIZE, Failure, IntoSource,
     Latest, Pipeline, PipelineError, Producer, QueueSize, Results, Segment, SerialPipeline, Skip,
-    Stage, StageConfig, StageError, StageExt, Stopped, Stream,
+    Stage, StageConfig, StageError, StageExt, Stopped, Stream, Threads,
 };
 pub use parapipe_runtime::{chain, debug, handwritten, profile, stages};
 

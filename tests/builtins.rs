@@ -214,7 +214,7 @@ fn fold_of_no_items_is_the_initial_value_of_each_worker() {
     )
     .collect()
     .unwrap();
-    assert_eq!(partials, [vec![], vec![], vec![]]);
+    assert_eq!(partials, [Vec::<u64>::new(), vec![], vec![]]);
     // Reduce of a pipeline with no items at all: nothing to combine.
     let none = pipe!(std::iter::empty::<u64>() | stages::map(|x: u64| x))
         .reduce(|a, b| a + b)

@@ -14,6 +14,7 @@ use crate::error::{Counters, Failure, PipelineError, StageError, Stop, Tagged, p
 use crate::link::{Gauge, Rx, Tx, link_with};
 use crate::ordered::Reorder;
 use crate::profile::{Probe, RunStats, StageStats};
+use crate::threads::{Done, Job};
 use crate::user_code::UserCode;
 
 /// `key`, or, if a stage of the run already has that name (the same stage
@@ -30,13 +31,28 @@ fn unique_key(stages: &[Arc<StageStats>], key: String) -> String {
 }
 
 pub(crate) struct Thread {
-    pub(crate) handle: JoinHandle<()>,
+    pub(crate) handle: Handle,
     /// Its name, for a failure no stage could report.
     pub(crate) name: String,
     /// For a thread that runs the user's code where we cannot interrupt it
     /// (a source's iterator, a feed closure): whether it is in there now.
     /// A shutdown does not wait for a thread blocked in the user's code.
     pub(crate) user: Option<UserCode>,
+}
+
+/// A thread of the run's own, or a job on a thread of a [`Threads`](crate::Threads) set.
+pub(crate) enum Handle {
+    Own(JoinHandle<()>),
+    Pooled(Done),
+}
+
+impl Handle {
+    pub(crate) fn is_finished(&self) -> bool {
+        match self {
+            Handle::Own(handle) => handle.is_finished(),
+            Handle::Pooled(done) => done.is_finished(),
+        }
+    }
 }
 
 /// What starting a pipeline collects: its threads and shared state.
@@ -46,6 +62,8 @@ pub(crate) struct Launch {
     pub(crate) counters: Vec<(String, Arc<Counters>)>,
     /// What a profiled or debugged run measures.
     pub(crate) run: Option<Arc<RunStats>>,
+    /// The set of threads the run's threads come from, if it has one.
+    pub(crate) pool: Option<Arc<crate::threads::Inner>>,
 }
 
 /// What one worker of a stage or producer starts with.
@@ -231,11 +249,7 @@ impl Launch {
         };
         let ctl = self.ctl.clone();
         let stage_name = stage.to_owned();
-        let mut builder = thread::Builder::new().name(name.clone());
-        if let Some(bytes) = stack {
-            builder = builder.stack_size(bytes);
-        }
-        let spawned = builder.spawn(move || {
+        let run = move || {
             let failure = match catch_unwind(AssertUnwindSafe(body)) {
                 Ok(Ok(())) | Ok(Err(StageError(Stop::Cancelled))) => return,
                 Ok(Err(StageError(Stop::Failed(e)))) => match e.downcast::<Tagged>() {
@@ -260,7 +274,24 @@ impl Launch {
                 }
             };
             ctl.fail(PipelineError::new(&stage_name, worker, failure));
-        });
+        };
+        let job: Job = Box::new(run);
+        let pooled = match (&self.pool, stack) {
+            // A stack size of its own needs a thread of its own.
+            (Some(pool), None) => pool.run(job),
+            _ => Err(job),
+        };
+        let spawned = match pooled {
+            Ok(started) => started.map(Handle::Pooled),
+            // No set, or it was dropped: a thread of the run's own.
+            Err(job) => {
+                let mut builder = thread::Builder::new().name(name.clone());
+                if let Some(bytes) = stack {
+                    builder = builder.stack_size(bytes);
+                }
+                builder.spawn(job).map(Handle::Own)
+            }
+        };
         match spawned {
             Ok(handle) => self.threads.push(Thread { handle, name, user }),
             Err(e) => self
@@ -281,13 +312,21 @@ pub(crate) fn drop_payload(payload: Box<dyn Any + Send>) {
 /// Joins one of the pipeline's threads. They catch every panic of the
 /// user's code, so one that still ended in a panic (outside any stage's
 /// code) must not pass unseen either.
-pub(crate) fn join(handle: JoinHandle<()>, name: &str, ctl: &Control) {
-    if let Err(payload) = handle.join() {
-        let message = format!(
-            "the thread ended with a panic: {}",
-            panic_message(&*payload)
-        );
-        ctl.fail(PipelineError::new(name, None, Failure::Panic(message)));
-        drop_payload(payload);
-    }
+pub(crate) fn join(handle: Handle, name: &str, ctl: &Control) {
+    let message = match handle {
+        Handle::Own(handle) => match handle.join() {
+            Ok(()) => return,
+            Err(payload) => {
+                let message = panic_message(&*payload);
+                drop_payload(payload);
+                message
+            }
+        },
+        Handle::Pooled(done) => match done.wait() {
+            Ok(()) => return,
+            Err(message) => message,
+        },
+    };
+    let message = format!("the thread ended with a panic: {message}");
+    ctl.fail(PipelineError::new(name, None, Failure::Panic(message)));
 }

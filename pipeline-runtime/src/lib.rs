@@ -41,6 +41,7 @@ mod source;
 mod stage;
 pub mod stages;
 mod stream;
+mod threads;
 mod time;
 mod user_code;
 #[cfg(feature = "async")]
@@ -61,6 +62,7 @@ pub use serial::SerialPipeline;
 pub use stage::{AsyncStage, AsyncStageExt};
 pub use stage::{Configurable, Producer, Stage, StageExt};
 pub use stream::{Bucket, Latest, Stopped, Stream};
+pub use threads::Threads;
 
 /// For stages written by hand: what a worker of a [`Stage`] whose
 /// [`run`](Stage::run) is overridden, or of a [`Producer`], works with.

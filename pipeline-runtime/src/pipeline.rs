@@ -92,6 +92,8 @@ pub struct Pipeline<T> {
     /// before any thread starts.
     invalid: Option<PipelineError>,
     observe: Observe,
+    /// The set of threads to run on, if given ([`Pipeline::on_threads`]).
+    threads: Option<std::sync::Weak<crate::threads::Inner>>,
     /// The tokio runtime its async stages' futures run on, if given.
     #[cfg(feature = "async")]
     pub(crate) runtime: Option<tokio::runtime::Handle>,
@@ -220,6 +222,7 @@ impl<T: Send + 'static> Pipeline<T> {
             plan: Plan::first(step),
             invalid: None,
             observe: Observe::default(),
+            threads: None,
             #[cfg(feature = "async")]
             runtime: None,
             _items: PhantomData,
@@ -256,6 +259,7 @@ impl<T: Send + 'static> Pipeline<T> {
             plan: Plan::first(step),
             invalid,
             observe: Observe::default(),
+            threads: None,
             #[cfg(feature = "async")]
             runtime: None,
             _items: PhantomData,
@@ -302,6 +306,7 @@ impl<T: Send + 'static> Pipeline<T> {
             plan: Plan::first(step),
             invalid: Some(invalid),
             observe: self.observe,
+            threads: self.threads,
             #[cfg(feature = "async")]
             runtime: self.runtime,
             _items: PhantomData,
@@ -338,6 +343,7 @@ impl<T: Send + 'static> Pipeline<T> {
             plan,
             invalid,
             observe: self.observe,
+            threads: self.threads,
             #[cfg(feature = "async")]
             runtime: self.runtime,
             _items: PhantomData,
@@ -360,6 +366,7 @@ impl<T: Send + 'static> Pipeline<T> {
             threads: Vec::new(),
             counters: Vec::new(),
             run: (observe.any() && self.invalid.is_none()).then(|| Arc::new(RunStats::new())),
+            pool: self.threads.and_then(|set| set.upgrade()),
         };
         #[cfg(feature = "async")]
         if let Some(handle) = self.runtime {
@@ -395,6 +402,15 @@ impl<T: Send + 'static> Pipeline<T> {
             profiler: observe.profiler,
         });
         Results::new(rx, launch.ctl, launch.threads, launch.counters, observed)
+    }
+
+    /// Runs on the threads of `threads`, which stay for the next run,
+    /// instead of starting threads of its own: for a program that runs
+    /// small pipelines often, where starting threads would cost more than
+    /// the work. See [`Threads`](crate::Threads).
+    pub fn on_threads(mut self, threads: &crate::Threads) -> Self {
+        self.threads = Some(threads.handle());
+        self
     }
 
     /// Profiles the run: per-stage latency and throughput, stored in the
