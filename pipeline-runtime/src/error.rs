@@ -1,8 +1,10 @@
 //! Errors: what a stage returns ([`StageError`]) and what the consumer of a
 //! pipeline gets ([`PipelineError`]).
 
+use std::any::Any;
 use std::error::Error;
 use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
 /// A boxed error of any stage.
 pub type BoxError = Box<dyn Error + Send + Sync + 'static>;
@@ -280,5 +282,13 @@ impl fmt::Display for Tagged {
 impl Error for Tagged {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         Some(&*self.error)
+    }
+}
+
+/// Drops a caught panic's payload, whose own `Drop` may panic too: that
+/// second payload is leaked rather than dropped, so this never unwinds.
+pub(crate) fn drop_payload(payload: Box<dyn Any + Send>) {
+    if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        std::mem::forget(again);
     }
 }

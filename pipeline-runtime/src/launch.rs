@@ -3,14 +3,15 @@
 //! whose payload panics when dropped) becomes the run's failure, never an
 //! unwinding of the runtime.
 
-use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
 use crate::config::StageConfig;
 use crate::control::Control;
-use crate::error::{Counters, Failure, PipelineError, StageError, Stop, Tagged, panic_message};
+use crate::error::{
+    Counters, Failure, PipelineError, StageError, Stop, Tagged, drop_payload, panic_message,
+};
 use crate::link::{Gauge, Rx, Tx, link_with};
 use crate::ordered::Reorder;
 use crate::profile::{Probe, RunStats, StageStats};
@@ -298,14 +299,6 @@ impl Launch {
                 .ctl
                 .fail(PipelineError::new(stage, worker, Failure::Spawn(e))),
         }
-    }
-}
-
-/// Drops a caught panic's payload, whose own `Drop` may panic too: that
-/// second payload is leaked rather than dropped, so this never unwinds.
-pub(crate) fn drop_payload(payload: Box<dyn Any + Send>) {
-    if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
-        std::mem::forget(again);
     }
 }
 

@@ -9,8 +9,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::thread::{self, JoinHandle};
 
 use crate::control::lock;
-use crate::error::panic_message;
-use crate::launch::drop_payload;
+use crate::error::{drop_payload, panic_message};
 
 /// A thread's work for one run: the body `launch.rs` wraps around a
 /// stage's worker, a source or a consumer of the run.
