@@ -301,10 +301,45 @@ fn twenty_stage_chain(c: &mut Criterion) {
     group.finish();
 }
 
+/// Issue 17, target 3: what stages cost as a chain grows, written naively
+/// (default settings, one worker each): 1 and 5 stages of `x + 1`, beside
+/// rayon's `par_bridge` over the same 5 steps.
+fn chain_growth(c: &mut Criterion) {
+    let pool = common::rayon_pool();
+    let mut group = c.benchmark_group("chain_growth");
+    group.throughput(Throughput::Elements(N));
+    common::configure(&mut group, Duration::from_secs(3));
+    group.bench_function("rayon_par_bridge_5", |b| {
+        b.iter(|| {
+            let sum = pool.install(|| {
+                chain!((0..N).par_bridge().map(black_box), rayon_inc; 1 2 3 4 5).sum::<u64>()
+            });
+            assert_eq!(sum, sum_plus(N, 5))
+        })
+    });
+    group.bench_function("parapipe_1", |b| {
+        b.iter(|| {
+            let sum = pipe!(0..N | inc).results().map(|r| r.unwrap()).sum::<u64>();
+            assert_eq!(sum, sum_plus(N, 1))
+        })
+    });
+    group.bench_function("parapipe_5", |b| {
+        b.iter(|| {
+            let sum = pipe!(0..N | inc | inc | inc | inc | inc)
+                .results()
+                .map(|r| r.unwrap())
+                .sum::<u64>();
+            assert_eq!(sum, sum_plus(N, 5))
+        })
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     one_stage_2_workers,
     three_stage_chain,
-    twenty_stage_chain
+    twenty_stage_chain,
+    chain_growth
 );
 criterion_main!(benches);
