@@ -1,6 +1,7 @@
 //! Workload 1 of the suite: per-item overhead, 1,000,000 `u64` through
-//! `x + 1`, in three shapes: one stage with 2 workers (unordered and
-//! ordered), a chain of 3 stages and a chain of 20 stages (one worker each).
+//! `x + 1`, in four shapes: one stage with 2 workers (unordered and
+//! ordered), a chain of 3 stages and a chain of 20 stages (one worker each),
+//! and 1 against 5 naive stages (`chain_growth`).
 //! Beside parapipe, in the same process on the same input: a sequential
 //! loop, rayon (`par_iter`, and `par_bridge` as the issue measured it),
 //! pariter (which always keeps order), pipeliner (unordered and, for the
