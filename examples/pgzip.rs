@@ -479,7 +479,8 @@ fn main() -> ExitCode {
             compress_file_rayon(&args.input, &args.output, args.level),
         )
     } else {
-        let how = format!("parapipe, {} workers", args.workers);
+        let plural = if args.workers == 1 { "" } else { "s" };
+        let how = format!("parapipe, {} worker{plural}", args.workers);
         (
             how,
             compress_file(&args.input, &args.output, args.level, args.workers),
