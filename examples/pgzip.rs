@@ -322,23 +322,28 @@ pub fn compress_rayon<W: Write>(data: &[u8], out: W, level: u32) -> io::Result<S
 }
 
 /// Compresses the file `input` into the file `output` with [`compress`];
-/// errors name the file.
+/// errors name the file, and remove the incomplete output.
 pub fn compress_file(input: &Path, output: &Path, level: u32, workers: usize) -> io::Result<Stats> {
     check_level(level)?;
     let file = File::open(input).map_err(|e| about(input, "cannot read", e))?;
     let out = File::create(output).map_err(|e| about(output, "cannot create", e))?;
-    compress(file, BufWriter::new(out), level, workers)
-        .map_err(|e| about(input, "cannot compress", e))
+    compress(file, BufWriter::new(out), level, workers).map_err(|e| {
+        let _ = fs::remove_file(output);
+        about(input, "cannot compress", e)
+    })
 }
 
 /// Compresses the file `input` into the file `output` with
-/// [`compress_rayon`], reading the whole file first; errors name the file.
+/// [`compress_rayon`], reading the whole file first; errors name the file,
+/// and remove the incomplete output.
 pub fn compress_file_rayon(input: &Path, output: &Path, level: u32) -> io::Result<Stats> {
     check_level(level)?;
     let data = fs::read(input).map_err(|e| about(input, "cannot read", e))?;
     let out = File::create(output).map_err(|e| about(output, "cannot create", e))?;
-    compress_rayon(&data, BufWriter::new(out), level)
-        .map_err(|e| about(input, "cannot compress", e))
+    compress_rayon(&data, BufWriter::new(out), level).map_err(|e| {
+        let _ = fs::remove_file(output);
+        about(input, "cannot compress", e)
+    })
 }
 
 fn check_level(level: u32) -> io::Result<()> {

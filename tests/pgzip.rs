@@ -225,6 +225,10 @@ fn a_missing_or_unreadable_input_is_a_clear_error() {
     .unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::IsADirectory, "{err}");
     assert!(err.to_string().contains("read_chunks"), "{err}");
+    assert!(
+        !scratch.path("out.gz").exists(),
+        "the incomplete output is removed"
+    );
 
     // An output that cannot be created names itself.
     let nowhere = scratch.path("no-such-folder/out.gz");
