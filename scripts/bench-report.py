@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Runs the benchmark suite of issue 5 and regenerates docs/benchmarks.md and
-docs/benchmarks.svg from what it measured.
+"""Runs the benchmark suite of issue 5 (and issue 17's parallel gzip) and
+regenerates docs/benchmarks.md and docs/benchmarks.svg from what it measured.
 
     python3 scripts/bench-report.py                # build, run every bench and the memory runs, write the docs
     python3 scripts/bench-report.py --bench uneven # rerun one bench (repeatable), keep the others' results
@@ -13,7 +13,9 @@ report never mixes in a variant that no longer exists. What criterion does
 not keep (load averages, memory peaks) is kept in <target dir>/bench-report/
 run.json beside the benches' logs. Every number in the
 generated files comes from this run (or, with --no-bench, from the last
-one); the targets are issue 5's. Standard library only.
+one); the targets are issue 5's and issue 17's. Standard library only.
+The pgzip bench needs pigz (installed with apt-get when it is missing) and
+gzip (to check the example's output).
 """
 
 import argparse
@@ -66,9 +68,15 @@ GROUPS = [
      "The workload of `examples/fetch.rs`: 400 pages from a hyper server on loopback, 50 ms "
      "per request, 100 in flight, reqwest as the client, titles pulled out of the pages. The "
      "limit is 200 ms. Speed-ups are relative to a tokio + reqwest + `buffer_unordered(100)` program."),
+    ("pgzip", "pgzip", "7. Parallel gzip of a real 153 MB file",
+     "The work of `examples/pgzip.rs` (issue 17): the toolchain's largest `librustc_driver-*.so` "
+     "compressed at level 6 in 128 KiB chunks into one gzip member. `parapipe` (2 workers) reads "
+     "the file as it goes; `rayon` (`par_chunks` on 2 threads, every output collected before "
+     "writing) and `single` (flate2's `GzEncoder`, one thread) work on the file loaded into "
+     "memory once; `pigz_p2` is `pigz -p 2 -6` as a process. Speed-ups are relative to `single`."),
 ]
-BENCHES = ["overhead", "serial", "granularity", "mandelbrot", "uneven", "async_io"]
-BASELINES = ("sequential", "hand_written_chain", "buffer_unordered")
+BENCHES = ["overhead", "serial", "granularity", "mandelbrot", "uneven", "async_io", "pgzip"]
+BASELINES = ("sequential", "hand_written_chain", "buffer_unordered", "single")
 # Every cargo call builds with these, so that no bench rebuilds the crate
 # with other features (the async bench needs `async`; it changes nothing in
 # the code the other benches run).
@@ -79,6 +87,11 @@ MEMORY_COUNTS = [1_000_000, 10_000_000]
 MEMORY_MODES = ["sequential", "bounded", "unbounded", "async"]
 # "Flat (within a few MB)": read as at most this much growth.
 MEMORY_FLAT_KB = 5 * 1024
+
+# Workload 7 (issue 17): examples/pgzip.rs as it is, and its `--rayon` variant,
+# each run once for its peak memory; issue 17's limit on it, in bytes.
+PGZIP_MODES = {"parapipe": [], "rayon": ["--rayon"]}
+PGZIP_PEAK_LIMIT = 32_000_000
 
 
 def sh(cmd, **kw):
@@ -194,8 +207,26 @@ def run_benches(names, criterion, logs, max_wait, retries):
     return runs
 
 
+def ensure_pigz():
+    """Installs Debian's pigz if it is missing, as .ci/run installs
+    nats-server. If that fails, the pgzip bench skips its pigz row and says
+    so in its log."""
+    if shutil.which("pigz"):
+        return
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    print("installing pigz (apt-get) ...", file=sys.stderr)
+    install = sudo + ["apt-get", "install", "-y", "-q", "pigz"]
+    if subprocess.run(install).returncode != 0:
+        subprocess.run(sudo + ["apt-get", "update", "-q"])
+        subprocess.run(install)
+    if not shutil.which("pigz"):
+        print("could not install pigz: the pgzip bench will skip its pigz row", file=sys.stderr)
+
+
 def run_bench(name, criterion, logs, max_wait):
     """Runs one bench once, after deleting its groups' old results."""
+    if name == "pgzip":
+        ensure_pigz()
     for bench, group, *_ in GROUPS:
         if bench == name:
             shutil.rmtree(criterion / group, ignore_errors=True)
@@ -243,8 +274,35 @@ def run_memory(target):
     return results
 
 
+def run_pgzip_memory(target):
+    """Runs the release build of examples/pgzip.rs, and its --rayon variant,
+    once each on its default input; reads the peak memory (VmHWM) and the
+    throughput each prints, and checks each output with `gzip -dc`."""
+    print("building examples/pgzip.rs ...", file=sys.stderr)
+    subprocess.run(["cargo", "build", "--release", "--example", "pgzip"] + FEATURES, cwd=ROOT, check=True)
+    exe = target / "release" / "examples" / "pgzip"
+    results = []
+    for mode, flags in PGZIP_MODES.items():
+        print(f"running examples/pgzip.rs ({mode}) ...", file=sys.stderr)
+        out = subprocess.run([str(exe)] + flags, cwd=ROOT, check=True, text=True,
+                             capture_output=True).stdout
+        field = lambda pattern: re.search(pattern, out, re.M).group(1)  # noqa: E731
+        source, gz = Path(field(r"^input:\s+(.*) \(")), Path(field(r"^output:\s+(.*) \("))
+        try:
+            gunzip = subprocess.Popen(["gzip", "-dc", str(gz)], stdout=subprocess.PIPE)
+            same = subprocess.run(["cmp", "-s", "-", str(source)], stdin=gunzip.stdout).returncode == 0
+            gunzip.stdout.close()
+            if gunzip.wait() != 0 or not same:
+                sys.exit(f"examples/pgzip.rs ({mode}): gzip -dc {gz} does not give back {source}")
+        finally:
+            gz.unlink(missing_ok=True)
+        results.append({"mode": mode, "input": source.name, "peak_kb": int(field(r"VmHWM\): (\d+) kB")),
+                        "mb_s": float(field(r"([\d.]+) MB/s")), "seconds": float(field(r": ([\d.]+) s,"))})
+    return results
+
+
 def read_criterion(criterion):
-    """{group: {(function, value): {median, mad, elements, mtime}}} from the
+    """{group: {(function, value): {median, mad, elements, bytes, mtime}}} from the
     criterion results on disk."""
     out = {}
     for bench_json in criterion.glob("**/new/benchmark.json"):
@@ -252,10 +310,12 @@ def read_criterion(criterion):
         est = json.loads((bench_json.parent / "estimates.json").read_text())
         samples = len(json.loads((bench_json.parent / "sample.json").read_text())["iters"])
         elements = (meta.get("throughput") or {}).get("Elements")
+        n_bytes = (meta.get("throughput") or {}).get("Bytes")
         out.setdefault(meta["group_id"], {})[(meta["function_id"], meta["value_str"])] = {
             "median": est["median"]["point_estimate"],
             "mad": est["median_abs_dev"]["point_estimate"],
             "elements": elements,
+            "bytes": n_bytes,
             "mtime": bench_json.stat().st_mtime,
             "samples": samples,
         }
@@ -339,13 +399,42 @@ def granularity_tables(results):
     return per_item, speedup, best
 
 
+def pgzip_tables(rows, memory):
+    """The pgzip group, fastest first, and the example's memory runs."""
+    base = rows.get("single")
+    pp = rows.get("parapipe")
+    lines = ["| variant | median per run | MB/s | speed-up vs single | parapipe's time ÷ variant's "
+             "| spread (MAD) |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for name, r in sorted(rows.items(), key=lambda kv: kv[1]["median"]):
+        mb_s = f"{r['bytes'] / r['median'] * 1e3:.1f}" if r["bytes"] else "-"
+        speedup = fmt_x(base["median"] / r["median"]) if base else "-"
+        vs = f"{pp['median'] / r['median']:.2f}" if pp else "-"
+        label = f"**{name}**" if is_parapipe(name) else name
+        lines.append(f"| {label} | {fmt_time(r['median'])} | {mb_s} | {speedup} | {vs} "
+                     f"| {100 * r['mad'] / r['median']:.1f}% |")
+    if "pigz_p2" not in rows:
+        lines += ["", "No `pigz_p2` row: pigz was not installed (the bench's log says `SKIPPED pigz`)."]
+    lines += ["", "Peak memory: the release build of `examples/pgzip.rs` run once as it is (parapipe, "
+              "2 workers, queues of 4 chunks) and once with `--rayon` (the whole file read, every "
+              "chunk's output collected), each reading its own `VmHWM`; each output checked with "
+              "`gzip -dc` against the input.", ""]
+    if memory:
+        lines += ["| variant | input | peak memory (VmHWM) | time | MB/s |", "| --- | --- | ---: | ---: | ---: |"]
+        lines += [f"| {m['mode']} | {m['input']} | {m['peak_kb'] * 1024 / 1e6:.1f} MB | {m['seconds']:.2f} s "
+                  f"| {m['mb_s']:.1f} |" for m in memory]
+    else:
+        lines += ["Not measured: run with `--bench pgzip` (or every bench)."]
+    return lines
+
+
 def median(results, group, name, value=None):
     r = results.get(group, {}).get((name, value))
     return r["median"] if r else None
 
 
-def targets(results, memory):
-    """(bench, target, measured, met, margin) for each of issue 5's targets."""
+def targets(results, memory, pgzip_memory=()):
+    """(bench, target, measured, met, margin) for each of issue 5's and
+    issue 17's targets."""
     out = []
 
     def add(bench, target, measured, met, margin):
@@ -407,6 +496,17 @@ def targets(results, memory):
         if pp and bu:
             add("async_io", f"Async: 10 ms timers ({name}): within 1.1x of buffer_unordered",
                 f"{pp / bu:.2f}x buffer_unordered's time", pp / bu <= 1.1, over(pp / bu, 1.1, "x"))
+    pp = median(results, "pgzip", "parapipe")
+    for name, label, need in (("rayon", "rayon (`par_chunks`)", 0.95), ("pigz_p2", "`pigz -p 2`", 2.0),
+                              ("single", "single-threaded flate2", 1.8)):
+        other = median(results, "pgzip", name)
+        if pp and other:
+            add("pgzip", f"W7: pgzip: parapipe's throughput at least {need:g}x that of {label}", f"{other / pp:.2f}x",
+                other / pp >= need, short(other / pp, need))
+    for m in pgzip_memory:
+        peak = m["peak_kb"] * 1024 / 1e6
+        add("pgzip", f"W7: pgzip peak memory under {PGZIP_PEAK_LIMIT / 1e6:g} MB ({m['mode']})", f"{peak:.1f} MB",
+            peak < PGZIP_PEAK_LIMIT / 1e6, over(peak, PGZIP_PEAK_LIMIT / 1e6, " MB"))
     for mode, label in (("bounded", "W5"), ("async", "W5, through an async stage")):
         peaks = {m["n"]: m["rss_kb"] for m in memory if m["mode"] == mode}
         if len(peaks) == len(MEMORY_COUNTS):
@@ -546,7 +646,7 @@ def report(results, state, info):
     md = ["# Benchmarks", "",
           "<!-- Generated by scripts/bench-report.py: do not edit by hand. -->", "",
           "Generated by `scripts/bench-report.py` from one run of the suite: nothing here is "
-          "typed by hand. To regenerate it (about 20 minutes on 2 cores), from the repository root:",
+          "typed by hand. To regenerate it (about 25 minutes on 2 cores), from the repository root:",
           "", "```sh",
           "python3 scripts/bench-report.py                # run every bench and the memory runs, rewrite this file and the chart",
           "python3 scripts/bench-report.py --wait-idle 600 --retries 2  # the same on a shared machine: wait for it to be idle, rerun disturbed benches",
@@ -588,12 +688,12 @@ def report(results, state, info):
         md.append("")
 
     others = {r["bench"]: r.get("others") for r in runs}
-    md += ["## Targets of issue 5", "",
+    md += ["## Targets of issues 5 and 17", "",
            "The last column is the share of the cores other processes used while the target's bench "
            "ran: where it is high, the ratios are less trustworthy.", "",
            "| target | measured | | margin | others' CPU use |", "| --- | --- | --- | --- | ---: |"]
     md += [f"| {t} | {m} | {ok} | {margin} | {fmt_share(others.get(bench))} |"
-           for bench, t, m, ok, margin in targets(results, memory)]
+           for bench, t, m, ok, margin in targets(results, memory, state.get("pgzip_memory", []))]
     md += ["", "![speed-up of every variant against the sequential one](benchmarks.svg)", ""]
 
     for bench, group, heading, what in GROUPS:
@@ -606,6 +706,9 @@ def report(results, state, info):
             per_item, speedup, best = granularity_tables(rows)
             md += ["Median time per item (ns):", ""] + per_item + ["", "Speed-up vs sequential:", ""]
             md += speedup + ["", "parapipe against the fastest competitor at each k:", ""] + best + [""]
+        elif group == "pgzip":
+            md += pgzip_tables({n: r for (n, v), r in rows.items() if v is None},
+                               state.get("pgzip_memory", [])) + [""]
         else:
             md += group_table({n: r for (n, v), r in rows.items() if v is None}) + [""]
 
@@ -657,6 +760,8 @@ def main():
         runs = {r["bench"]: r for r in state.get("runs", [])}
         runs.update({r["bench"]: r for r in run_benches(names, criterion, logs, args.wait_idle, args.retries)})
         state["runs"] = [runs[b] for b in BENCHES if b in runs]
+        if "pgzip" in names:
+            state["pgzip_memory"] = run_pgzip_memory(target)
     if not args.no_memory:
         if args.wait_idle:
             wait_idle(args.wait_idle)
