@@ -53,6 +53,9 @@ GROUPS = [
     ("mandelbrot", "mandelbrot", "3. Mandelbrot, rows in order",
      "1000 x 1000 points, at most 2,000 iterations, one row per item, "
      "rows delivered in order and compared with the sequential ones."),
+    ("overhead", "chain_growth", "1e. Overhead: a naive chain growing from 1 to 5 stages",
+     "1,000,000 `u64` through one and through five `x + 1` stages, default settings (one worker "
+     "each), beside rayon's `par_bridge` over the same five steps (issue 17, target 3)."),
     ("uneven", "uneven_stages", "4a. Uneven stages",
      "Five stages costing fib(12), fib(14), fib(13), fib(12), fib(12) per item."),
     ("uneven", "uneven_stages_heavy", "4b. Uneven stages, heavy",
@@ -68,6 +71,16 @@ GROUPS = [
      "The workload of `examples/fetch.rs`: 400 pages from a hyper server on loopback, 50 ms "
      "per request, 100 in flight, reqwest as the client, titles pulled out of the pages. The "
      "limit is 200 ms. Speed-ups are relative to a tokio + reqwest + `buffer_unordered(100)` program."),
+    ("small_runs", "small_runs", "8. Small runs: 3 stages over 100 items",
+     "A 3-stage pipeline of cheap steps (default settings) over 100 items, run again and again: "
+     "`parapipe` starts its threads for each run, `parapipe_threads` runs on a `Threads` set kept "
+     "between runs; rayon's `par_iter` does the same three steps on a pool started once "
+     "(issue 17, target 4)."),
+    ("io_workers", "io_workers", "9. Thousands of workers doing blocking IO",
+     "5,000 items that each wait 50 ms (`thread::sleep`, a blocking request) through a map stage "
+     "of `W` workers, against `W` hand-written threads taking items from a shared counter; whole "
+     "runs, thread start-up included. CPU time is the process's user + system time per run, "
+     "read from `/proc/self/stat` (10 ms ticks) (issue 17, target 4b)."),
     ("pgzip", "pgzip", "7. Parallel gzip of a real 153 MB file",
      "The work of `examples/pgzip.rs` (issue 17): the toolchain's largest `librustc_driver-*.so` "
      "compressed at level 6 in 128 KiB chunks into one gzip member. `parapipe` (2 workers) reads "
@@ -75,7 +88,10 @@ GROUPS = [
      "writing) and `single` (flate2's `GzEncoder`, one thread) work on the file loaded into "
      "memory once; `pigz_p2` is `pigz -p 2 -6` as a process. Speed-ups are relative to `single`."),
 ]
-BENCHES = ["overhead", "serial", "granularity", "mandelbrot", "uneven", "async_io", "pgzip"]
+BENCHES = ["overhead", "serial", "granularity", "mandelbrot", "uneven", "async_io", "pgzip",
+           "small_runs", "io_workers"]
+# Groups a bench writes that are shown inside another group's section.
+EXTRA_GROUPS = {"io_workers": ["io_workers_cpu"]}
 BASELINES = ("sequential", "hand_written_chain", "buffer_unordered", "single")
 # Every cargo call builds with these, so that no bench rebuilds the crate
 # with other features (the async bench needs `async`; it changes nothing in
@@ -230,6 +246,8 @@ def run_bench(name, criterion, logs, max_wait):
     for bench, group, *_ in GROUPS:
         if bench == name:
             shutil.rmtree(criterion / group, ignore_errors=True)
+    for group in EXTRA_GROUPS.get(name, []):
+        shutil.rmtree(criterion / group, ignore_errors=True)
     waited, idle_share = wait_idle(max_wait) if max_wait else (0.0, None)
     before, start, busy, own = loadavg(), time.time(), busy_seconds(), own_seconds()
     print(f"running bench {name} (load {fmt_load(before)}) ...", file=sys.stderr)
@@ -324,6 +342,15 @@ def read_criterion(criterion):
 
 def is_parapipe(name):
     return name.startswith("parapipe")
+
+
+def flat_rows(rows):
+    """{variant: result} of a group measured at no parameter, or at one
+    parameter for every variant (`small_runs/*/100`)."""
+    values = {v for (_, v) in rows}
+    if len(values) == 1:
+        return {n: r for (n, _), r in rows.items()}
+    return {n: r for (n, v), r in rows.items() if v is None}
 
 
 def fmt_time(ns):
@@ -427,6 +454,22 @@ def pgzip_tables(rows, memory):
     return lines
 
 
+def io_workers_table(rows, cpu):
+    """Time and CPU time per run, parapipe against hand-written threads, by worker count."""
+    ws = sorted({int(v) for (_, v) in rows})
+    lines = ["| workers | threads: time | parapipe: time | parapipe ÷ threads | threads: CPU "
+             "| parapipe: CPU | parapipe ÷ threads (CPU) |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for w in ws:
+        t, p = rows.get(("threads", str(w))), rows.get(("parapipe", str(w)))
+        ct, cp = cpu.get(("threads", str(w))), cpu.get(("parapipe", str(w)))
+        ratio = lambda a, b: f"{b['median'] / a['median']:.2f}" if a and b and a["median"] else "-"  # noqa: E731
+        cell = lambda r: fmt_time(r["median"]) if r else "-"  # noqa: E731
+        lines.append(f"| {w:,} | {cell(t)} | {cell(p)} | {ratio(t, p)} | {cell(ct)} | {cell(cp)} "
+                     f"| {ratio(ct, cp)} |")
+    return lines
+
+
 def median(results, group, name, value=None):
     r = results.get(group, {}).get((name, value))
     return r["median"] if r else None
@@ -507,6 +550,41 @@ def targets(results, memory, pgzip_memory=()):
         peak = m["peak_kb"] * 1024 / 1e6
         add("pgzip", f"W7: pgzip peak memory under {PGZIP_PEAK_LIMIT / 1e6:g} MB ({m['mode']})", f"{peak:.1f} MB",
             peak < PGZIP_PEAK_LIMIT / 1e6, over(peak, PGZIP_PEAK_LIMIT / 1e6, " MB"))
+    # Issue 17's targets, each a ratio measured side by side in one run.
+    for k in range(10, 16):
+        rayon = median(results, "granularity", "rayon_par_iter", str(k))
+        pp = median(results, "granularity", "parapipe", str(k))
+        need = 0.8 if k == 10 else 0.97
+        if rayon and pp:
+            add("granularity", f"17.1: fine grain, fib({k}): at least {need:g}x rayon par_iter's speed-up",
+                f"{rayon / pp:.2f}x", rayon / pp >= need, short(rayon / pp, need))
+    for group in ("uneven_stages", "uneven_stages_heavy"):
+        rayon = median(results, group, "rayon_par_iter")
+        for name in sorted(n for (n, _) in results.get(group, {}) if is_parapipe(n)):
+            pp = median(results, group, name)
+            if rayon and pp:
+                add("uneven", f"17.2: {group}, {name}: at least 0.98x rayon par_iter's speed-up",
+                    f"{rayon / pp:.2f}x", rayon / pp >= 0.98, short(rayon / pp, 0.98))
+    bridge, pp = median(results, "twenty_stage_chain", "rayon_par_bridge"), median(results, "twenty_stage_chain", "parapipe")
+    if bridge and pp:
+        add("overhead", "17.3: naive 20-stage chain: no more per item than rayon par_bridge",
+            f"{pp / bridge:.2f}x par_bridge's time", pp <= bridge, over(pp / bridge, 1.0, "x"))
+    one, five = median(results, "chain_growth", "parapipe_1"), median(results, "chain_growth", "parapipe_5")
+    if one and five:
+        add("overhead", "17.3: naive 5-stage chain: at most 2x the 1-stage cost",
+            f"{five / one:.2f}x", five / one <= 2, over(five / one, 2, "x"))
+    rayon = median(results, "small_runs", "rayon_par_iter", "100")
+    for name in ("parapipe_threads", "parapipe"):
+        pp = median(results, "small_runs", name, "100")
+        if rayon and pp:
+            add("small_runs", f"17.4: 3 stages over 100 items ({name}): at most 3x rayon par_iter",
+                f"{pp / rayon:.1f}x", pp / rayon <= 3, over(pp / rayon, 3, "x"))
+    for w, limit in ((4096, 1.5), (1024, 1.1)):
+        for group, what in (("io_workers", "time"), ("io_workers_cpu", "CPU time")):
+            t, pp = median(results, group, "threads", str(w)), median(results, group, "parapipe", str(w))
+            if t and pp:
+                add("io_workers", f"17.4b: {w:,} IO workers: at most {limit:g}x the {what} of hand-written threads",
+                    f"{pp / t:.2f}x", pp / t <= limit, over(pp / t, limit, "x"))
     for mode, label in (("bounded", "W5"), ("async", "W5, through an async stage")):
         peaks = {m["n"]: m["rss_kb"] for m in memory if m["mode"] == mode}
         if len(peaks) == len(MEMORY_COUNTS):
@@ -607,8 +685,10 @@ def chart(results, title):
     panels = []
     for _, group, heading, _ in GROUPS:
         rows = results.get(group)
+        if rows and group == "io_workers":
+            continue
         if rows and group != "granularity":
-            flat = {n: r for (n, v), r in rows.items() if v is None}
+            flat = flat_rows(rows)
             base = baseline_of(flat)
             if base:
                 panels.append((heading, flat, min(base["median"] / r["median"] for r in flat.values())))
@@ -709,8 +789,10 @@ def report(results, state, info):
         elif group == "pgzip":
             md += pgzip_tables({n: r for (n, v), r in rows.items() if v is None},
                                state.get("pgzip_memory", [])) + [""]
+        elif group == "io_workers":
+            md += io_workers_table(rows, results.get("io_workers_cpu", {})) + [""]
         else:
-            md += group_table({n: r for (n, v), r in rows.items() if v is None}) + [""]
+            md += group_table(flat_rows(rows)) + [""]
 
     md += ["## 5. Memory", "",
            "`examples/memory.rs`: items of 64 bytes from a fast source through one stage "
