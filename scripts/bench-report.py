@@ -48,14 +48,14 @@ GROUPS = [
     ("serial", "serial_20_stages", "1d. Overhead: 20-stage chain, serial",
      "1,000,000 `u64` through twenty `x + 1` stages fused in the calling thread, "
      "against the same hand-written iterator chain."),
+    ("overhead", "chain_growth", "1e. Overhead: a naive chain growing from 1 to 5 stages",
+     "1,000,000 `u64` through one and through five `x + 1` stages, default settings (one worker "
+     "each), beside rayon's `par_bridge` over the same five steps (issue 17, target 3)."),
     ("granularity", "granularity", "2. Granularity",
      "100,000 items, `fib(k)` per item, one stage with 2 workers."),
     ("mandelbrot", "mandelbrot", "3. Mandelbrot, rows in order",
      "1000 x 1000 points, at most 2,000 iterations, one row per item, "
      "rows delivered in order and compared with the sequential ones."),
-    ("overhead", "chain_growth", "1e. Overhead: a naive chain growing from 1 to 5 stages",
-     "1,000,000 `u64` through one and through five `x + 1` stages, default settings (one worker "
-     "each), beside rayon's `par_bridge` over the same five steps (issue 17, target 3)."),
     ("uneven", "uneven_stages", "4a. Uneven stages",
      "Five stages costing fib(12), fib(14), fib(13), fib(12), fib(12) per item."),
     ("uneven", "uneven_stages_heavy", "4b. Uneven stages, heavy",
@@ -71,6 +71,12 @@ GROUPS = [
      "The workload of `examples/fetch.rs`: 400 pages from a hyper server on loopback, 50 ms "
      "per request, 100 in flight, reqwest as the client, titles pulled out of the pages. The "
      "limit is 200 ms. Speed-ups are relative to a tokio + reqwest + `buffer_unordered(100)` program."),
+    ("pgzip", "pgzip", "7. Parallel gzip of a real 153 MB file",
+     "The work of `examples/pgzip.rs` (issue 17): the toolchain's largest `librustc_driver-*.so` "
+     "compressed at level 6 in 128 KiB chunks into one gzip member. `parapipe` (2 workers) reads "
+     "the file as it goes; `rayon` (`par_chunks` on 2 threads, every output collected before "
+     "writing) and `single` (flate2's `GzEncoder`, one thread) work on the file loaded into "
+     "memory once; `pigz_p2` is `pigz -p 2 -6` as a process. Speed-ups are relative to `single`."),
     ("small_runs", "small_runs", "8. Small runs: 3 stages over 100 items",
      "A 3-stage pipeline of cheap steps (default settings) over 100 items, run again and again: "
      "`parapipe` starts its threads for each run, `parapipe_threads` runs on a `Threads` set kept "
@@ -81,12 +87,6 @@ GROUPS = [
      "of `W` workers, against `W` hand-written threads taking items from a shared counter; whole "
      "runs, thread start-up included. CPU time is the process's user + system time per run, "
      "read from `/proc/self/stat` (10 ms ticks) (issue 17, target 4b)."),
-    ("pgzip", "pgzip", "7. Parallel gzip of a real 153 MB file",
-     "The work of `examples/pgzip.rs` (issue 17): the toolchain's largest `librustc_driver-*.so` "
-     "compressed at level 6 in 128 KiB chunks into one gzip member. `parapipe` (2 workers) reads "
-     "the file as it goes; `rayon` (`par_chunks` on 2 threads, every output collected before "
-     "writing) and `single` (flate2's `GzEncoder`, one thread) work on the file loaded into "
-     "memory once; `pigz_p2` is `pigz -p 2 -6` as a process. Speed-ups are relative to `single`."),
 ]
 BENCHES = ["overhead", "serial", "granularity", "mandelbrot", "uneven", "async_io", "pgzip",
            "small_runs", "io_workers"]
