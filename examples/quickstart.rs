@@ -142,14 +142,23 @@ fn main() -> Result<(), PipelineError> {
     let mut top: Vec<(&String, &u64)> = counts.iter().collect();
     top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
     let total: u64 = counts.values().sum();
-    println!("{total} words of at least 2 letters, {} distinct", counts.len());
+    println!(
+        "{total} words of at least 2 letters, {} distinct",
+        counts.len()
+    );
     println!("most common:");
     for (word, n) in top.iter().take(10) {
         println!("  {word:<10} {n:>8}");
     }
     let vs = |t: std::time::Duration| loop_time.as_secs_f64() / t.as_secs_f64();
-    println!("a stage per step:       {staged:>9.2?}  ({:.2}x the loop)", vs(staged));
-    println!("steps fused, 2 workers: {fused_time:>9.2?}  ({:.2}x the loop)", vs(fused_time));
+    println!(
+        "a stage per step:       {staged:>9.2?}  ({:.2}x the loop)",
+        vs(staged)
+    );
+    println!(
+        "steps fused, 2 workers: {fused_time:>9.2?}  ({:.2}x the loop)",
+        vs(fused_time)
+    );
     println!("a plain loop:           {loop_time:>9.2?}");
     Ok(())
 }
