@@ -806,6 +806,25 @@ def report(results, state, info):
     else:
         md += ["Not measured in this run (`--no-memory`)."]
     md.append("")
+    md += ["## On a machine with many more cores", "",
+           "Every number above is from 2 cores, where the source, the consumer and the workers "
+           "share the cores and each hand-off may cost a thread wake. With many cores those wakes "
+           "get cheaper and the paths that all workers of a stage share decide how far a stage "
+           "scales:", "",
+           "- a stage's input queue is one flume channel (one lock) that all its workers take "
+           "batches from, and its output queue one that they all send to: one lock per batch of "
+           "up to 512 items, not per item, but cheap items on many workers meet there;",
+           "- beyond 16 workers, one worker at a time waits on an empty input queue (or a full "
+           "output queue), the others on a lock (`CROWD` in `link.rs`): items still go to every "
+           "worker as fast as they come, the waits are what is serialised;",
+           "- an ordered stage's reorder step is one lock taken per batch;",
+           "- the source is one thread, and the consumer is yours: a pipeline never delivers "
+           "faster than either;",
+           "- a profiled run adds atomics per batch per worker, not per item.", "",
+           "The suite does not scale its thread counts yet: the benches fix rayon's pool and "
+           "parapipe's workers at 2 (`benches/common/mod.rs`, the stages' `workers = 2`), so on a "
+           "bigger machine they measure 2 threads against 2 threads. Only `benches/io_workers.rs` "
+           "takes its worker counts from the environment (`PARAPIPE_BENCH_WORKERS=1024,4096`).", ""]
     return "\n".join(md)
 
 
