@@ -53,7 +53,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use flate2::{Compress, Compression, Crc, FlushCompress, Status};
-use parapipe::PipelineError;
 use parapipe::prelude::*;
 use rayon::prelude::*;
 
@@ -291,7 +290,7 @@ pub fn compress<W: Write>(input: File, out: W, level: u32, workers: usize) -> io
     let mut gzip = GzipWriter::new(out, level)?;
     let chunks = read_chunks::new(Arc::new(input), CHUNK);
     for chunk in pipe!(chunks | deflate(level).workers(workers)).results() {
-        gzip.write_chunk(&chunk.map_err(into_io)?)?;
+        gzip.write_chunk(&chunk.map_err(io::Error::from)?)?;
     }
     gzip.finish()
 }
@@ -354,15 +353,6 @@ fn check_level(level: u32) -> io::Result<()> {
         ));
     }
     Ok(())
-}
-
-/// An error of the pipeline as an `io::Error` of the same kind when a
-/// stage failed with one, its message naming the stage.
-fn into_io(e: PipelineError) -> io::Error {
-    let kind = e
-        .downcast_ref::<io::Error>()
-        .map_or(io::ErrorKind::Other, io::Error::kind);
-    io::Error::new(kind, e)
 }
 
 fn about(path: &Path, what: &str, e: io::Error) -> io::Error {

@@ -191,6 +191,38 @@ impl Error for PipelineError {
     }
 }
 
+/// For code that reports `io::Error`s (a `main` returning `io::Result`, a
+/// reader or writer built on a pipeline): the kind is that of an
+/// `io::Error` a stage failed with, or of a thread that could not start,
+/// else `Other`; the pipeline's error, naming the task, is the source.
+///
+/// ```
+/// use parapipe::prelude::*;
+///
+/// #[map_stage]
+/// fn open(path: String) -> std::io::Result<u64> {
+///     Ok(std::fs::metadata(&path)?.len())
+/// }
+///
+/// fn sizes() -> std::io::Result<Vec<u64>> {
+///     Ok(pipe!(vec!["/no/such/file".to_owned()] | open).collect()?)
+/// }
+/// let err = sizes().unwrap_err();
+/// assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+/// assert!(err.to_string().contains("open-0"), "{err}");
+/// ```
+impl From<PipelineError> for std::io::Error {
+    fn from(e: PipelineError) -> Self {
+        let kind = match &e.0.failure {
+            Failure::Spawn(spawn) => spawn.kind(),
+            _ => e
+                .downcast_ref::<std::io::Error>()
+                .map_or(std::io::ErrorKind::Other, std::io::Error::kind),
+        };
+        std::io::Error::new(kind, e)
+    }
+}
+
 /// The message of a caught panic payload.
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&'static str>() {
