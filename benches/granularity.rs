@@ -4,7 +4,8 @@
 //! heavier? Beside parapipe, in the same process on the same input: the
 //! sequential loop, rayon's `par_iter`, pariter (ordered, the only way it
 //! runs), pipeliner, and hand-written threads over flume and crossbeam
-//! channels (one item per message, and 64-item batches), all on 2 threads.
+//! channels (one item per message, and 64-item batches), all on 2 threads
+//! (`PARAPIPE_BENCH_THREADS` sets another count: `benches/common/mod.rs`).
 //!
 //! Run with `cargo bench --bench granularity`.
 
@@ -31,6 +32,7 @@ fn work(x: u64, k: u64) -> u64 {
 
 fn granularity(c: &mut Criterion) {
     let pool = common::rayon_pool();
+    let threads = common::threads();
     let mut group = c.benchmark_group("granularity");
     group.throughput(Throughput::Elements(N));
     common::configure(&mut group, Duration::from_secs(1));
@@ -49,34 +51,50 @@ fn granularity(c: &mut Criterion) {
         });
         group.bench_function(id("pariter"), |b| {
             b.iter(|| {
-                let out = (0..N).parallel_map_custom(pariter_stage(2), move |x| fib_work(x, k));
+                let out =
+                    (0..N).parallel_map_custom(pariter_stage(threads), move |x| fib_work(x, k));
                 assert_eq!(out.sum::<u64>(), want)
             })
         });
         group.bench_function(id("pipeliner"), |b| {
             b.iter(|| {
                 let out = (0..N)
-                    .with_threads(2)
+                    .with_threads(threads)
                     .out_buffer(CAP)
                     .map(move |x| fib_work(x, k));
                 assert_eq!(out.sum::<u64>(), want)
             })
         });
         group.bench_function(id("flume_per_item"), |b| {
-            b.iter(|| assert_eq!(per_item::<Flume>(N, &[2], |_, x| fib_work(x, k)), want))
+            b.iter(|| {
+                assert_eq!(
+                    per_item::<Flume>(N, &[threads], |_, x| fib_work(x, k)),
+                    want
+                )
+            })
         });
         group.bench_function(id(&format!("flume_batched_{BATCH}")), |b| {
-            b.iter(|| assert_eq!(batched::<Flume>(N, &[2], |_, x| fib_work(x, k)), want))
+            b.iter(|| assert_eq!(batched::<Flume>(N, &[threads], |_, x| fib_work(x, k)), want))
         });
         group.bench_function(id("crossbeam_per_item"), |b| {
-            b.iter(|| assert_eq!(per_item::<Crossbeam>(N, &[2], |_, x| fib_work(x, k)), want))
+            b.iter(|| {
+                assert_eq!(
+                    per_item::<Crossbeam>(N, &[threads], |_, x| fib_work(x, k)),
+                    want
+                )
+            })
         });
         group.bench_function(id(&format!("crossbeam_batched_{BATCH}")), |b| {
-            b.iter(|| assert_eq!(batched::<Crossbeam>(N, &[2], |_, x| fib_work(x, k)), want))
+            b.iter(|| {
+                assert_eq!(
+                    batched::<Crossbeam>(N, &[threads], |_, x| fib_work(x, k)),
+                    want
+                )
+            })
         });
         group.bench_function(id("parapipe"), |b| {
             b.iter(|| {
-                let sum = pipe!(0..N | work(k))
+                let sum = pipe!(0..N | work(k).workers(threads))
                     .results()
                     .map(|r| r.unwrap())
                     .sum::<u64>();

@@ -48,6 +48,7 @@ fn row(y: usize) -> Vec<u32> {
 
 fn mandelbrot(c: &mut Criterion) {
     let pool = common::rayon_pool();
+    let threads = common::threads();
     let want: Vec<Vec<u32>> = (0..SIZE).map(mandel_row).collect();
     let check = |rows: Vec<Vec<u32>>| assert!(rows == want, "rows missing or out of order");
 
@@ -64,7 +65,7 @@ fn mandelbrot(c: &mut Criterion) {
         b.iter(|| {
             check(
                 (0..SIZE)
-                    .parallel_map_custom(pariter_stage(2), mandel_row)
+                    .parallel_map_custom(pariter_stage(threads), mandel_row)
                     .collect(),
             )
         })
@@ -73,7 +74,7 @@ fn mandelbrot(c: &mut Criterion) {
         b.iter(|| {
             check(
                 (0..SIZE)
-                    .with_threads(2)
+                    .with_threads(threads)
                     .out_buffer(CAP)
                     .ordered_map(mandel_row)
                     .collect(),
@@ -87,7 +88,13 @@ fn mandelbrot(c: &mut Criterion) {
         b.iter(|| check(per_item_ordered::<Crossbeam, _>(SIZE, 2, mandel_row)))
     });
     group.bench_function("parapipe_ordered", |b| {
-        b.iter(|| check(pipe!(0..SIZE | row).collect().expect("no failure")))
+        b.iter(|| {
+            check(
+                pipe!(0..SIZE | row.workers(threads))
+                    .collect()
+                    .expect("no failure"),
+            )
+        })
     });
     group.finish();
 }

@@ -99,6 +99,7 @@ fn hand_written(group: &mut BenchmarkGroup<'_, WallTime>, workers: &[usize], wan
 
 fn one_stage_2_workers(c: &mut Criterion) {
     let pool = common::rayon_pool();
+    let threads = common::threads();
     let want = sum_plus(N, 1);
     let mut group = c.benchmark_group("one_stage_2_workers");
     group.throughput(Throughput::Elements(N));
@@ -126,7 +127,7 @@ fn one_stage_2_workers(c: &mut Criterion) {
     });
     group.bench_function("pariter_ordered", |b| {
         b.iter(|| {
-            let out = (0..N).parallel_map_custom(pariter_stage(2), |x| x + 1);
+            let out = (0..N).parallel_map_custom(pariter_stage(threads), |x| x + 1);
             assert_eq!(sum_if_consecutive(out, 1), Some(want))
         })
     });
@@ -134,7 +135,7 @@ fn one_stage_2_workers(c: &mut Criterion) {
         b.iter(|| {
             assert_eq!(
                 (0..N)
-                    .with_threads(2)
+                    .with_threads(threads)
                     .out_buffer(CAP)
                     .map(|x| x + 1)
                     .sum::<u64>(),
@@ -145,16 +146,16 @@ fn one_stage_2_workers(c: &mut Criterion) {
     group.bench_function("pipeliner_ordered", |b| {
         b.iter(|| {
             let out = (0..N)
-                .with_threads(2)
+                .with_threads(threads)
                 .out_buffer(CAP)
                 .ordered_map(|x| x + 1);
             assert_eq!(sum_if_consecutive(out, 1), Some(want))
         })
     });
-    hand_written(&mut group, &[2], want);
+    hand_written(&mut group, &[threads], want);
     group.bench_function("parapipe", |b| {
         b.iter(|| {
-            let sum = pipe!(0..N | add_one)
+            let sum = pipe!(0..N | add_one.workers(threads))
                 .results()
                 .map(|r| r.unwrap())
                 .sum::<u64>();
@@ -163,7 +164,7 @@ fn one_stage_2_workers(c: &mut Criterion) {
     });
     group.bench_function("parapipe_ordered", |b| {
         b.iter(|| {
-            let out = pipe!(0..N | add_one.ordered(true))
+            let out = pipe!(0..N | add_one.workers(threads).ordered(true))
                 .results()
                 .map(|r| r.unwrap());
             assert_eq!(sum_if_consecutive(out, 1), Some(want))

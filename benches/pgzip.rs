@@ -65,10 +65,12 @@ fn single<W: Write>(data: &[u8], out: W) -> W {
     gz.finish().expect("in-memory output")
 }
 
-/// `pigz -p 2` at the same level on `input`, its output to `out`.
+/// `pigz -p 2` (or as many threads as `PARAPIPE_BENCH_THREADS` says, the
+/// row keeping its name) at the same level on `input`, its output to `out`.
 fn pigz(input: &Path, out: Stdio) -> Command {
     let mut cmd = Command::new(PIGZ);
-    cmd.args(["-p", "2", &format!("-{}", pgzip::LEVEL), "-c"])
+    let threads = common::threads().to_string();
+    cmd.args(["-p", threads.as_str(), &format!("-{}", pgzip::LEVEL), "-c"])
         .arg(input)
         .stdout(out);
     cmd
@@ -106,7 +108,7 @@ fn pgzip_bench(c: &mut Criterion) {
     // parapipe and rayon write the same bytes.
     let open = || File::open(&input).expect("the input file");
     let mut para = Vec::new();
-    let para_stats = pgzip::compress(open(), &mut para, pgzip::LEVEL, pgzip::WORKERS).unwrap();
+    let para_stats = pgzip::compress(open(), &mut para, pgzip::LEVEL, common::threads()).unwrap();
     check_decodes("parapipe", &para, &data);
     let mut ray = Vec::new();
     pool.install(|| pgzip::compress_rayon(&data, &mut ray, pgzip::LEVEL))
@@ -135,7 +137,8 @@ fn pgzip_bench(c: &mut Criterion) {
     common::configure(&mut group, Duration::from_secs(10));
     group.bench_function("parapipe", |b| {
         b.iter(|| {
-            let stats = pgzip::compress(open(), io::sink(), pgzip::LEVEL, pgzip::WORKERS).unwrap();
+            let stats =
+                pgzip::compress(open(), io::sink(), pgzip::LEVEL, common::threads()).unwrap();
             assert_eq!(stats, para_stats);
         })
     });

@@ -12,7 +12,8 @@
 //! with the five `map`s fused, pariter and pipeliner chains (2 threads per
 //! stage, `CAP`-item buffers), and hand-written threads over flume and
 //! crossbeam channels (2 per stage; one item per message, and 64-item
-//! batches).
+//! batches). "2" is `PARAPIPE_BENCH_THREADS` when it is set
+//! (`benches/common/mod.rs`).
 //!
 //! Run with `cargo bench --bench uneven`.
 
@@ -43,6 +44,7 @@ fn work(x: u64, k: u64) -> u64 {
 
 fn uneven(c: &mut Criterion, name: &str, (ks, n): ([u64; 5], u64)) {
     let pool = common::rayon_pool();
+    let threads = common::threads();
     let want = sum_plus(n, ks.iter().map(|&k| fib(k)).sum());
     let [k0, k1, k2, k3, k4] = ks;
     let mut group = c.benchmark_group(name);
@@ -78,30 +80,30 @@ fn uneven(c: &mut Criterion, name: &str, (ks, n): ([u64; 5], u64)) {
     group.bench_function("pariter", |b| {
         b.iter(|| {
             let out = (0..n)
-                .parallel_map_custom(pariter_stage(2), move |x| fib_work(x, k0))
-                .parallel_map_custom(pariter_stage(2), move |x| fib_work(x, k1))
-                .parallel_map_custom(pariter_stage(2), move |x| fib_work(x, k2))
-                .parallel_map_custom(pariter_stage(2), move |x| fib_work(x, k3))
-                .parallel_map_custom(pariter_stage(2), move |x| fib_work(x, k4));
+                .parallel_map_custom(pariter_stage(threads), move |x| fib_work(x, k0))
+                .parallel_map_custom(pariter_stage(threads), move |x| fib_work(x, k1))
+                .parallel_map_custom(pariter_stage(threads), move |x| fib_work(x, k2))
+                .parallel_map_custom(pariter_stage(threads), move |x| fib_work(x, k3))
+                .parallel_map_custom(pariter_stage(threads), move |x| fib_work(x, k4));
             assert_eq!(out.sum::<u64>(), want)
         })
     });
     group.bench_function("pipeliner", |b| {
         b.iter(|| {
             let out = (0..n)
-                .with_threads(2)
+                .with_threads(threads)
                 .out_buffer(CAP)
                 .map(move |x| fib_work(x, k0))
-                .with_threads(2)
+                .with_threads(threads)
                 .out_buffer(CAP)
                 .map(move |x| fib_work(x, k1))
-                .with_threads(2)
+                .with_threads(threads)
                 .out_buffer(CAP)
                 .map(move |x| fib_work(x, k2))
-                .with_threads(2)
+                .with_threads(threads)
                 .out_buffer(CAP)
                 .map(move |x| fib_work(x, k3))
-                .with_threads(2)
+                .with_threads(threads)
                 .out_buffer(CAP)
                 .map(move |x| fib_work(x, k4));
             assert_eq!(out.sum::<u64>(), want)
@@ -109,23 +111,29 @@ fn uneven(c: &mut Criterion, name: &str, (ks, n): ([u64; 5], u64)) {
     });
     let step = |stage: usize, x: u64| fib_work(x, ks[stage]);
     group.bench_function("flume_per_item", |b| {
-        b.iter(|| assert_eq!(per_item::<Flume>(n, &[2; 5], step), want))
+        b.iter(|| assert_eq!(per_item::<Flume>(n, &[threads; 5], step), want))
     });
     group.bench_function(format!("flume_batched_{BATCH}"), |b| {
-        b.iter(|| assert_eq!(batched::<Flume>(n, &[2; 5], step), want))
+        b.iter(|| assert_eq!(batched::<Flume>(n, &[threads; 5], step), want))
     });
     group.bench_function("crossbeam_per_item", |b| {
-        b.iter(|| assert_eq!(per_item::<Crossbeam>(n, &[2; 5], step), want))
+        b.iter(|| assert_eq!(per_item::<Crossbeam>(n, &[threads; 5], step), want))
     });
     group.bench_function(format!("crossbeam_batched_{BATCH}"), |b| {
-        b.iter(|| assert_eq!(batched::<Crossbeam>(n, &[2; 5], step), want))
+        b.iter(|| assert_eq!(batched::<Crossbeam>(n, &[threads; 5], step), want))
     });
     group.bench_function("parapipe", |b| {
         b.iter(|| {
-            let sum = pipe!(0..n | work(k0) | work(k1) | work(k2) | work(k3) | work(k4))
-                .results()
-                .map(|r| r.unwrap())
-                .sum::<u64>();
+            let sum = pipe!(
+                0..n | work(k0).workers(threads)
+                    | work(k1).workers(threads)
+                    | work(k2).workers(threads)
+                    | work(k3).workers(threads)
+                    | work(k4).workers(threads)
+            )
+            .results()
+            .map(|r| r.unwrap())
+            .sum::<u64>();
             assert_eq!(sum, want)
         })
     });
@@ -148,7 +156,7 @@ fn uneven(c: &mut Criterion, name: &str, (ks, n): ([u64; 5], u64)) {
         b.iter(|| {
             let fused = segment!(work(k0) | work(k1) | work(k2) | work(k3) | work(k4))
                 .serial()
-                .workers(2);
+                .workers(threads);
             let sum = pipe!(0..n | { fused })
                 .results()
                 .map(|r| r.unwrap())

@@ -6,6 +6,7 @@ regenerates docs/benchmarks.md and docs/benchmarks.svg from what it measured.
     python3 scripts/bench-report.py --bench uneven # rerun one bench (repeatable), keep the others' results
     python3 scripts/bench-report.py --wait-idle 600 --retries 2  # on a shared machine
     python3 scripts/bench-report.py --no-bench --no-memory  # only rewrite the docs from the last results
+    PARAPIPE_BENCH_THREADS=16 python3 scripts/bench-report.py  # on a 16-core machine: 16 threads per parallel variant
 
 It honours CARGO_TARGET_DIR (criterion writes to <target dir>/criterion).
 Before a bench runs, its groups' old criterion results are deleted, so a
@@ -87,9 +88,14 @@ GROUPS = [
      "of `W` workers, against `W` hand-written threads taking items from a shared counter; whole "
      "runs, thread start-up included. CPU time is the process's user + system time per run, "
      "read from `/proc/self/stat` (10 ms ticks) (issue 17, target 4b)."),
+    ("profiler", "profiler", "10. The profiler's cost",
+     "100,000 items of `fib(15)` (about 1.5 µs each) through a map stage (`map_*`) and an "
+     "iterator stage (`iter_*`), 2 workers, unprofiled (`off`), profiled in memory and "
+     "profiled into a database (samples every 100 ms). The target: profiled at most 10% "
+     "slower than unprofiled."),
 ]
 BENCHES = ["overhead", "serial", "granularity", "mandelbrot", "uneven", "async_io", "pgzip",
-           "small_runs", "io_workers"]
+           "small_runs", "io_workers", "profiler"]
 # Groups a bench writes that are shown inside another group's section.
 EXTRA_GROUPS = {"io_workers": ["io_workers_cpu"]}
 BASELINES = ("sequential", "hand_written_chain", "buffer_unordered", "single")
@@ -585,6 +591,13 @@ def targets(results, memory, pgzip_memory=()):
             if t and pp:
                 add("io_workers", f"17.4b: {w:,} IO workers: at most {limit:g}x the {what} of hand-written threads",
                     f"{pp / t:.2f}x", pp / t <= limit, over(pp / t, limit, "x"))
+    for kind in ("map", "iter"):
+        off = median(results, "profiler", f"{kind}_off")
+        for mode in ("in_memory", "stored"):
+            on = median(results, "profiler", f"{kind}_{mode}")
+            if off and on:
+                add("profiler", f"17.7: profiler ({kind} stage, {mode}): at most 10% slower than unprofiled",
+                    f"{on / off:.3f}x", on / off <= 1.1, over(on / off, 1.1, "x"))
     for mode, label in (("bounded", "W5"), ("async", "W5, through an async stage")):
         peaks = {m["n"]: m["rss_kb"] for m in memory if m["mode"] == mode}
         if len(peaks) == len(MEMORY_COUNTS):
@@ -821,10 +834,14 @@ def report(results, state, info):
            "- the source is one thread, and the consumer is yours: a pipeline never delivers "
            "faster than either;",
            "- a profiled run adds atomics per batch per worker, not per item.", "",
-           "The suite does not scale its thread counts yet: the benches fix rayon's pool and "
-           "parapipe's workers at 2 (`benches/common/mod.rs`, the stages' `workers = 2`), so on a "
-           "bigger machine they measure 2 threads against 2 threads. Only `benches/io_workers.rs` "
-           "takes its worker counts from the environment (`PARAPIPE_BENCH_WORKERS=1024,4096`).", ""]
+           "To run the suite unchanged on such a machine, set the threads per parallel variant: "
+           "`PARAPIPE_BENCH_THREADS=16 python3 scripts/bench-report.py`. rayon's pool, the "
+           "parallel stages' workers (one stage in `granularity`, `mandelbrot` and "
+           "`one_stage_2_workers`, each of the five in `uneven`), pariter, pipeliner, the "
+           "hand-written threads and `pigz -p` follow it (default 2; row names keep their `2`). The "
+           "naive chains and small runs keep one worker per stage, as written, and "
+           "`benches/io_workers.rs` takes its worker counts from `PARAPIPE_BENCH_WORKERS` "
+           "(default 256,512,1024,2048,4096). The targets above are 2-core targets.", ""]
     return "\n".join(md)
 
 

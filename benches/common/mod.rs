@@ -26,11 +26,26 @@ pub fn configure(group: &mut BenchmarkGroup<'_, WallTime>, measurement: Duration
     group.measurement_time(measurement);
 }
 
-/// A rayon pool with one thread per core of the reference machine (2), so
-/// rayon uses as many threads as the pipelines' workers.
+/// Threads per parallel variant: one per core of the reference machine (2),
+/// or `PARAPIPE_BENCH_THREADS` to run the suite unchanged on a bigger one
+/// (rayon's pool, the parallel stages' workers, the hand-written and the
+/// other crates' thread counts all follow it).
+pub fn threads() -> usize {
+    match std::env::var("PARAPIPE_BENCH_THREADS") {
+        Ok(n) => n
+            .trim()
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .expect("PARAPIPE_BENCH_THREADS: a number of threads, at least 1"),
+        Err(_) => 2,
+    }
+}
+
+/// A rayon pool of [`threads`] threads, as many as the pipelines' workers.
 pub fn rayon_pool() -> rayon::ThreadPool {
     rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
+        .num_threads(threads())
         .build()
         .expect("rayon pool")
 }
