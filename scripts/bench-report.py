@@ -263,7 +263,7 @@ def run_bench(name, criterion, logs, max_wait):
                        cwd=ROOT, check=True, stdout=out, stderr=subprocess.STDOUT)
     wall = time.time() - start
     return {"bench": name, "load_before": before, "load_after": loadavg(),
-            "seconds": wall, "others": others_share(busy, own, wall),
+            "seconds": wall, "commit": measured_commit(), "others": others_share(busy, own, wall),
             "waited": waited, "idle_share": idle_share,
             "started": datetime.datetime.fromtimestamp(start, datetime.timezone.utc)
             .strftime("%Y-%m-%d %H:%M")}
@@ -729,6 +729,16 @@ def chart(results, title):
 
 # ---- the report ------------------------------------------------------------
 
+def code_measured(state):
+    """The commit the benches measured, or a note that it differs per bench."""
+    commits = {r.get("commit") for r in state.get("runs", [])}
+    if len(commits) == 1 and None not in commits:
+        return f"commit {commits.pop()}"
+    if len(commits) > 1:
+        return "per bench, in the table below"
+    return f"commit {state.get('commit') or measured_commit()}"
+
+
 def sample_counts(results):
     counts = sorted({r["samples"] for g in results.values() for r in g.values()})
     return " or ".join(str(c) for c in counts) or "no"
@@ -761,8 +771,8 @@ def report(results, state, info):
           f"| memory | {info['memory']} |",
           f"| rustc | {info['rustc']} |",
           f"| kernel | {info['kernel']} |",
-          f"| code measured | commit {state.get('commit') or measured_commit()} (the last one that "
-          "changed anything but docs/, scripts/ and README.md) |",
+          f"| code measured | {code_measured(state)} (the last commit that changed anything but "
+          "docs/, scripts/ and README.md when the bench ran) |",
           f"| last run | {state['started']} to {state['finished']} (UTC) |",
           f"| load average (1, 5, 15 min) at its start | {fmt_load(state['load_start'])} |",
           f"| load average at its end | {fmt_load(state['load_end'])} |", ""]
@@ -773,9 +783,9 @@ def report(results, state, info):
                "the load average is given too, but it counts the benches' own threads (a 20-stage "
                "chain runs over 20). Ratios within one bench were measured in the same process, "
                "close in time, and suffer less from sharing than absolute times.", "",
-               "| bench | started (UTC) | waited for idle | others' CPU use | load before | load after | wall time |",
-               "| --- | --- | ---: | ---: | --- | --- | ---: |"]
-        md += [f"| {r['bench']} | {r['started']} | {r.get('waited', 0):.0f} s | "
+               "| bench | code measured | started (UTC) | waited for idle | others' CPU use | load before | load after | wall time |",
+               "| --- | --- | --- | ---: | ---: | --- | --- | ---: |"]
+        md += [f"| {r['bench']} | {r.get('commit', '-')} | {r['started']} | {r.get('waited', 0):.0f} s | "
                f"{fmt_share(r.get('others'))} | {fmt_load(r['load_before'])} | "
                f"{fmt_load(r['load_after'])} | {r['seconds']:.0f} s |" for r in runs]
         md.append("")
