@@ -33,6 +33,8 @@
 //!   pipeline is consumed.
 //! - **Consumers**: read all, read slowly, drop after k items, and
 //!   `latest()` (waited for, or dropped early).
+//! - **Where the threads come from**: a quarter of the runs go on a
+//!   `Threads` set of their own, dropped after the run.
 //!
 //! `pass` runs each spec sequentially and `outcomes` lists what a run may
 //! legitimately give. Where the runtime's choice is
@@ -321,6 +323,10 @@ struct Spec {
     /// Profiled (in memory) and debugged: the measuring threads must not
     /// change what is delivered, and the profile must count it.
     observed: bool,
+    /// Run on a `Threads` set of the case's own, dropped when the case
+    /// ends: its threads must end every way a run does, and the set's
+    /// threads must be gone after (the thread count is checked).
+    on_threads: bool,
 }
 
 impl Spec {
@@ -1278,6 +1284,11 @@ const PROMPT: Duration = Duration::from_secs(5);
 
 fn run(spec: &Spec, shared: Shared, release: flume::Sender<()>) -> Outcome {
     let mut pipeline = build(spec, &shared);
+    // Declared before the run's results, so dropped after them.
+    let threads = spec.on_threads.then(parapipe::Threads::new);
+    if let Some(threads) = &threads {
+        pipeline = pipeline.on_threads(threads);
+    }
     let mut out = Outcome::default();
     let timed_drop = |out: &mut Outcome, what: &str, drop_it: &mut dyn FnMut()| {
         let released = shared.released.load(SeqCst);
@@ -1951,10 +1962,20 @@ fn spec_strategy() -> impl Strategy<Value = Spec> {
         // Where the fault goes: 0-2 nowhere, 3 the source, above a stage.
         (0..12usize, 0..12_000u64, 0..20u8),
         (0..100u8, 0..12_000usize, 0..30u64),
-        proptest::bool::weighted(0.15),
+        (
+            proptest::bool::weighted(0.15),
+            proptest::bool::weighted(0.25),
+        ),
     )
         .prop_map(
-            |((n, source), mut stages, segment, (place, value, fault), consumer, observed)| {
+            |(
+                (n, source),
+                mut stages,
+                segment,
+                (place, value, fault),
+                consumer,
+                (observed, on_threads),
+            )| {
                 let mut segment = segment.filter(|s| s.start < stages.len()).map(|mut s| {
                     s.len = s.len.min(stages.len() - s.start);
                     s
@@ -2051,6 +2072,7 @@ fn spec_strategy() -> impl Strategy<Value = Spec> {
                     segment,
                     consumer,
                     observed,
+                    on_threads,
                 };
                 // A sender quiet until the run is over, with no idle
                 // timeout: only where the run ends without its items.
