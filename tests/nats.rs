@@ -862,16 +862,18 @@ fn worker_started_before_the_driver_joins() {
     let worker_job = job(&server, "early")
         .role(parapipe::nats::Role::Worker)
         .process_name("early");
-    // Slow items (about a second of work): the run outlasts the worker's
-    // poll for it, so the worker takes part rather than arriving late.
+    // Slow items (about three seconds of work): the run outlasts the
+    // worker's poll for it, so the worker takes part rather than arriving
+    // late. (With a second of work, CI once saw the run end before the
+    // worker joined, on a machine busy with the other tests of this file.)
     let worker = std::thread::spawn(move || {
-        pipe!(distributed(&worker_job): 0..2_000u64 | spin(1_000) | pairs(NEVER) | show).run()
+        pipe!(distributed(&worker_job): 0..2_000u64 | spin(3_000) | pairs(NEVER) | show).run()
     });
     std::thread::sleep(Duration::from_millis(500));
     let job = job(&server, "early").process_name("driver");
     let status_job = job.clone();
     let got: Vec<String> = watchdog(Duration::from_secs(60), "driver after worker", move || {
-        pipe!(distributed(&job): 0..2_000u64 | spin(1_000) | pairs(NEVER) | show).collect()
+        pipe!(distributed(&job): 0..2_000u64 | spin(3_000) | pairs(NEVER) | show).collect()
     })
     .unwrap();
     worker.join().unwrap().unwrap();
