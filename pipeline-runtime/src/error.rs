@@ -317,6 +317,14 @@ impl Error for Tagged {
     }
 }
 
+/// The message of a caught panic payload, the payload dropped (see
+/// [`drop_payload`]).
+pub(crate) fn into_panic_message(payload: Box<dyn Any + Send>) -> String {
+    let message = panic_message(&*payload);
+    drop_payload(payload);
+    message
+}
+
 /// Drops a caught panic's payload, whose own `Drop` may panic too: that
 /// second payload is leaked rather than dropped, so this never unwinds.
 pub(crate) fn drop_payload(payload: Box<dyn Any + Send>) {

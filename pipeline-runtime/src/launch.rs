@@ -10,7 +10,8 @@ use std::thread::{self, JoinHandle};
 use crate::config::StageConfig;
 use crate::control::Control;
 use crate::error::{
-    Counters, Failure, PipelineError, StageError, Stop, Tagged, drop_payload, panic_message,
+    Counters, Failure, PipelineError, StageError, Stop, Tagged, drop_payload, into_panic_message,
+    panic_message,
 };
 use crate::link::{Gauge, Rx, Tx, link_with};
 use crate::ordered::Reorder;
@@ -309,11 +310,7 @@ pub(crate) fn join(handle: Handle, name: &str, ctl: &Control) {
     let message = match handle {
         Handle::Own(handle) => match handle.join() {
             Ok(()) => return,
-            Err(payload) => {
-                let message = panic_message(&*payload);
-                drop_payload(payload);
-                message
-            }
+            Err(payload) => into_panic_message(payload),
         },
         Handle::Pooled(done) => match done.wait() {
             Ok(()) => return,

@@ -83,9 +83,9 @@ struct Shared<T> {
 }
 
 /// Above this many receivers (or senders), a link lets one of them at a
-/// time wait on its empty (or full) queue. Every waiter on a flume queue is a hook in a list that each
-/// timed-out wait scans to remove itself, and every waiter yields its core
-/// a few times first: with 4,096 workers sleeping on an empty queue in
+/// time wait on its empty (or full) queue. Every waiter on a flume queue is
+/// a hook in a list that each timed-out wait scans to remove itself, and
+/// every waiter yields its core a few times first: with 4,096 workers sleeping on an empty queue in
 /// `POLL` rounds, that was 8 s and 15 CPU-seconds for 5,000 items of 50 ms
 /// (`benches/io_workers.rs`; hand-written threads: 0.9 s, 1 CPU-second).
 /// Workers waiting on a lock cost nothing until it is theirs. Below it, a
@@ -537,10 +537,8 @@ impl<T> Rx<T> {
             return Err(Stop::Cancelled);
         }
         self.publish_cost();
-        if self.shared.has_returned.load(Relaxed)
-            && let Some(batch) = self.take_returned()
-        {
-            return Ok(Recv::Batch(self.handed_back(batch)));
+        if let Some(items) = self.given_back() {
+            return Ok(Recv::Batch(items));
         }
         Ok(match self.rx.try_recv() {
             Ok(batch) => Recv::Batch(self.handed_out(batch)),
@@ -573,10 +571,8 @@ impl<T> Rx<T> {
             if ctl.is_cancelled() {
                 return Err(Stop::Cancelled);
             }
-            if self.shared.has_returned.load(Relaxed)
-                && let Some(batch) = self.take_returned()
-            {
-                return Ok(Some(Recv::Batch(self.handed_back(batch))));
+            if let Some(items) = self.given_back() {
+                return Ok(Some(Recv::Batch(items)));
             }
         }
         match self.try_recv_yielding() {
@@ -692,6 +688,16 @@ impl<T> Rx<T> {
         Some(batch)
     }
 
+    /// A batch a sibling gave back, if there is one, handed out: the flag is
+    /// read first, so the common case takes no lock.
+    fn given_back(&mut self) -> Option<Vec<T>> {
+        if !self.shared.has_returned.load(Relaxed) {
+            return None;
+        }
+        let batch = self.take_returned()?;
+        Some(self.handed_back(batch))
+    }
+
     /// [`handed_out`](Rx::handed_out) for a batch a sibling gave back.
     fn handed_back(&mut self, batch: Batch<T>) -> Vec<T> {
         let items = self.handed_out(batch);
@@ -758,10 +764,8 @@ impl<T> Rx<T> {
                     }
                     // A sibling that stopped reading may have given its
                     // rest back while this one slept on the queue.
-                    if self.shared.has_returned.load(Relaxed)
-                        && let Some(batch) = self.take_returned()
-                    {
-                        return Ok(Some(Recv::Batch(self.handed_back(batch))));
+                    if let Some(items) = self.given_back() {
+                        return Ok(Some(Recv::Batch(items)));
                     }
                 }
             }

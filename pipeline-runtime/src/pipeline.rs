@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::config::{QueueSize, StageConfig};
 use crate::control::Control;
 use crate::debug::{Debugger, Monitor};
-use crate::error::{Failure, PipelineError, drop_payload, panic_message};
+use crate::error::{Failure, PipelineError, into_panic_message};
 use crate::launch::Launch;
 use crate::link::{Rx, link, link_with};
 use crate::ordered::Out;
@@ -384,9 +384,7 @@ impl<T: Send + 'static> Pipeline<T> {
             None => match catch_unwind(AssertUnwindSafe(|| self.plan.start(&mut launch))) {
                 Ok(rx) => rx,
                 Err(payload) => {
-                    let message = panic_message(&*payload);
-                    drop_payload(payload);
-                    let failure = Failure::Panic(message);
+                    let failure = Failure::Panic(into_panic_message(payload));
                     launch.ctl.fail(PipelineError::new("start", None, failure));
                     link(QueueSize::Bounded(1), false).1
                 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::thread::{self, JoinHandle};
 
 use crate::control::lock;
-use crate::error::{drop_payload, panic_message};
+use crate::error::into_panic_message;
 
 /// A thread's work for one run: the body `launch.rs` wraps around a
 /// stage's worker, a source or a consumer of the run.
@@ -176,11 +176,7 @@ fn serve(set: &Weak<Inner>, inbox: &flume::Receiver<Message>) {
     {
         // `launch.rs` catches the panics of a run's code; anything else
         // is reported as the thread's end, as a join would.
-        let outcome = catch_unwind(AssertUnwindSafe(job)).map_err(|payload| {
-            let message = panic_message(&*payload);
-            drop_payload(payload);
-            message
-        });
+        let outcome = catch_unwind(AssertUnwindSafe(job)).map_err(into_panic_message);
         // Back in the list before the run hears it is done, so that the
         // run after it finds this thread idle.
         let back = set.upgrade().is_some_and(|inner| {
