@@ -1,7 +1,7 @@
 //! State shared by every thread of one running pipeline.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use crate::error::PipelineError;
@@ -23,6 +23,17 @@ pub(crate) struct Control {
     followers: AtomicUsize,
     /// In a distributed run, this process's name, given to its failures.
     process: OnceLock<String>,
+    /// The other runs of the same graph (a fork's upstream and branches, a
+    /// merge and its inputs): each run's first failure becomes the first
+    /// failure of every run of the graph, so every consumer hears of it.
+    peers: Mutex<Vec<Weak<Control>>>,
+    /// Runs whose results this one consumes (a merge's inputs): cancelled
+    /// with it, since a thread of ours blocked reading them cannot see our
+    /// cancellation.
+    feeds: Mutex<Vec<Weak<Control>>>,
+    /// Whether the consumer has asked for a batch of results yet: a fork
+    /// waits for a branch only once somebody reads it (see `outlet.rs`).
+    reading: AtomicBool,
     /// Where the pipeline's async stages run their futures.
     #[cfg(feature = "async")]
     pub(crate) executor: crate::executor::Executor,
@@ -36,10 +47,15 @@ impl Control {
 
     pub(crate) fn cancel(&self) {
         if !self.cancelled.swap(true, Ordering::Relaxed) {
-            // Under the lock, so a sleeper that just found the flag unset
-            // is already waiting and cannot miss the notification.
-            let _guard = lock(&self.wake);
-            self.woken.notify_all();
+            {
+                // Under the lock, so a sleeper that just found the flag unset
+                // is already waiting and cannot miss the notification.
+                let _guard = lock(&self.wake);
+                self.woken.notify_all();
+            }
+            for feed in live(&self.feeds) {
+                feed.cancel();
+            }
         }
     }
 
@@ -74,15 +90,110 @@ impl Control {
         if let (None, Some(process)) = (error.process(), self.process.get()) {
             error.set_process(process);
         }
-        {
+        let first = {
             let mut first = lock(&self.first);
             if first.is_none() {
                 *first = Some(error);
+                true
             } else {
                 self.followers.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        };
+        self.cancel();
+        if first {
+            self.spread();
+        }
+    }
+
+    /// Records a failure of another run of the graph, unless this run
+    /// already failed (then it is not counted: it is one failure, seen
+    /// from here).
+    pub(crate) fn fail_elsewhere(&self, error: PipelineError) {
+        if self.record(error) {
+            self.cancel();
+            self.spread();
+        }
+    }
+
+    /// Records `error` as the first failure unless there is one; whether
+    /// it did.
+    fn record(&self, error: PipelineError) -> bool {
+        let mut first = lock(&self.first);
+        if first.is_some() {
+            return false;
+        }
+        *first = Some(error);
+        true
+    }
+
+    /// Fails each of `runs` with its own copy of one failure (`make`
+    /// makes it) before any of them spreads it, so each consumer gets the
+    /// failure itself (with its type) rather than another run's report of
+    /// it: for a failure of something all of them share (a fork).
+    pub(crate) fn fail_together(runs: &[Arc<Control>], make: impl Fn() -> PipelineError) {
+        let recorded: Vec<bool> = runs.iter().map(|run| run.record(make())).collect();
+        for (run, recorded) in runs.iter().zip(recorded) {
+            if recorded {
+                run.cancel();
+                run.spread();
             }
         }
-        self.cancel();
+    }
+
+    /// Gives this run's first failure to every peer. A peer passes it on
+    /// to its own peers, so a graph of any shape hears of it; a run that
+    /// already failed stops it there.
+    fn spread(&self) {
+        let peers = live(&self.peers);
+        if peers.is_empty() {
+            return;
+        }
+        for peer in peers {
+            let Some(copy) = self.failure_copy() else {
+                return;
+            };
+            peer.fail_elsewhere(copy);
+        }
+    }
+
+    /// This run's first failure so far, as another run of its graph reports it.
+    pub(crate) fn failure_copy(&self) -> Option<PipelineError> {
+        lock(&self.first).as_ref().map(PipelineError::elsewhere)
+    }
+
+    /// Makes `a` and `b` runs of one graph: from now on the first failure of
+    /// either is the other's, and a failure either already had is given to
+    /// the other now.
+    pub(crate) fn join_graph(a: &Arc<Control>, b: &Arc<Control>) {
+        lock(&a.peers).push(Arc::downgrade(b));
+        lock(&b.peers).push(Arc::downgrade(a));
+        for (from, to) in [(a, b), (b, a)] {
+            if let Some(copy) = from.failure_copy() {
+                to.fail_elsewhere(copy);
+            }
+        }
+    }
+
+    /// Cancels `input` whenever this run is cancelled (now, if it is).
+    pub(crate) fn feed_from(&self, input: &Arc<Control>) {
+        lock(&self.feeds).push(Arc::downgrade(input));
+        if self.is_cancelled() {
+            input.cancel();
+        }
+    }
+
+    /// Notes that the consumer asked for results (once per batch: cheap).
+    #[inline]
+    pub(crate) fn mark_reading(&self) {
+        if !self.reading.load(Ordering::Relaxed) {
+            self.reading.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the consumer has asked for results yet.
+    pub(crate) fn is_reading(&self) -> bool {
+        self.reading.load(Ordering::Relaxed)
     }
 
     /// Names this process in its failures (a distributed run).
@@ -104,6 +215,12 @@ impl Control {
         error.set_followed_by(self.followers.load(Ordering::Relaxed));
         Some(error)
     }
+}
+
+/// The runs of a list still alive, copied out so no lock is held while
+/// they are told something.
+fn live(runs: &Mutex<Vec<Weak<Control>>>) -> Vec<Arc<Control>> {
+    lock(runs).iter().filter_map(Weak::upgrade).collect()
 }
 
 /// Locks one of the runtime's own mutexes. No user code runs under them, so

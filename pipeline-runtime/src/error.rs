@@ -59,6 +59,13 @@ pub enum Failure {
     Spawn(std::io::Error),
     /// A stage's configuration is invalid (for example `workers(0)`).
     Config(String),
+    /// Another pipeline of the same graph failed: a branch of the same
+    /// [`tee`](crate::Pipeline::tee) or split, the pipeline it branches
+    /// from, or an input of the same [`merge`](crate::Pipeline::merge).
+    /// [`stage`](PipelineError::stage) and [`worker`](PipelineError::worker)
+    /// name the task that failed there; this is what went wrong
+    /// (`failed: ...`, `panicked: ...`).
+    Elsewhere(String),
 }
 
 /// The first failure of a pipeline, as the consumer sees it: which task
@@ -86,6 +93,22 @@ impl PipelineError {
             worker,
             process: None,
             failure,
+            followed_by: 0,
+        }))
+    }
+
+    /// This failure as another pipeline of its graph reports it: the same
+    /// task, what went wrong as text (the stage's own error stays here).
+    pub(crate) fn elsewhere(&self) -> PipelineError {
+        let what = match &self.0.failure {
+            Failure::Elsewhere(what) => what.clone(),
+            failure => what_went_wrong(failure),
+        };
+        PipelineError(Box::new(Inner {
+            stage: self.0.stage.clone(),
+            worker: self.0.worker,
+            process: self.0.process.clone(),
+            failure: Failure::Elsewhere(what),
             followed_by: 0,
         }))
     }
@@ -168,6 +191,10 @@ impl fmt::Display for PipelineError {
             task = format!("{task}\" in process \"{process}");
         }
         match &self.0.failure {
+            Failure::Elsewhere(what) => write!(
+                f,
+                "the task \"{task}\", in another pipeline of this graph, {what}"
+            )?,
             Failure::Error(e) => write!(f, "the task \"{task}\" failed: {e}")?,
             Failure::Panic(msg) => write!(f, "the task \"{task}\" panicked: {msg}")?,
             Failure::Spawn(e) => write!(f, "could not start a thread for \"{task}\": {e}")?,
@@ -186,8 +213,19 @@ impl Error for PipelineError {
         match &self.0.failure {
             Failure::Error(e) => Some(&**e),
             Failure::Spawn(e) => Some(e),
-            Failure::Panic(_) | Failure::Config(_) => None,
+            Failure::Panic(_) | Failure::Config(_) | Failure::Elsewhere(_) => None,
         }
+    }
+}
+
+/// What went wrong, after the task's name: `failed: ...`.
+fn what_went_wrong(failure: &Failure) -> String {
+    match failure {
+        Failure::Error(e) => format!("failed: {e}"),
+        Failure::Panic(msg) => format!("panicked: {msg}"),
+        Failure::Spawn(e) => format!("could not start a thread: {e}"),
+        Failure::Config(msg) => format!("is misconfigured: {msg}"),
+        Failure::Elsewhere(what) => what.clone(),
     }
 }
 

@@ -27,11 +27,15 @@ pub mod debug;
 mod error;
 #[cfg(feature = "async")]
 mod executor;
+mod fork;
+mod keep_errors;
 mod launch;
 mod link;
+mod merge;
 #[cfg(feature = "nats")]
 pub mod nats;
 mod ordered;
+mod outlet;
 mod pipeline;
 pub mod profile;
 mod results;
@@ -54,6 +58,8 @@ pub use async_map::TimedOut;
 pub use async_results::ResultStream;
 pub use config::{DEFAULT_CONCURRENCY, DEFAULT_QSIZE, QueueSize, StageConfig};
 pub use error::{BoxError, Failure, PipelineError, Skip, StageError};
+pub use fork::{DEFAULT_BRANCH_BUFFER, NoSuchBranch, Unread};
+pub use keep_errors::KeepErrors;
 pub use pipeline::{IntoSource, Pipeline};
 pub use results::Results;
 pub use segment::Segment;

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use crate::config::{QueueSize, StageConfig};
 use crate::control::Control;
 use crate::debug::{Debugger, Monitor};
-use crate::error::{Failure, PipelineError, into_panic_message};
-use crate::launch::Launch;
+use crate::error::{Failure, PipelineError, StageError, into_panic_message};
+use crate::launch::{Launch, WorkerStart};
 use crate::link::{Rx, link, link_with};
 use crate::ordered::Out;
 use crate::profile::{Probe, Profiler, RunStats};
@@ -94,6 +94,9 @@ pub struct Pipeline<T> {
     observe: Observe,
     /// The set of threads to run on, if given ([`Pipeline::on_threads`]).
     threads: Option<std::sync::Weak<crate::threads::Inner>>,
+    /// What a branch of this pipeline nobody reads may hold
+    /// ([`Pipeline::branch_buffer`]).
+    pub(crate) branch_buffer: usize,
     /// The tokio runtime its async stages' futures run on, if given.
     #[cfg(feature = "async")]
     pub(crate) runtime: Option<tokio::runtime::Handle>,
@@ -223,6 +226,7 @@ impl<T: Send + 'static> Pipeline<T> {
             invalid: None,
             observe: Observe::default(),
             threads: None,
+            branch_buffer: crate::fork::DEFAULT_BRANCH_BUFFER,
             #[cfg(feature = "async")]
             runtime: None,
             _items: PhantomData,
@@ -237,29 +241,39 @@ impl<T: Send + 'static> Pipeline<T> {
                 PipelineError::new(producer.config().name(), None, Failure::Config(why))
             })
         });
+        let config = producer.config().clone();
+        let producer = Arc::new(producer);
+        let mut pipeline = Self::from_workers(config, move |mut w| {
+            let probe = w.probe();
+            if let Some(probe) = &probe {
+                probe.started();
+                w.tx.stamp_batches();
+            }
+            let emitter = Emitter::new(&mut w.tx, &w.ctl, w.index, w.filter, &w.counters, probe);
+            producer.produce(emitter)?;
+            // What `emit` buffered last: `produce` need not flush.
+            w.tx.flush(&w.ctl)?;
+            Ok(())
+        });
+        pipeline.invalid = invalid;
+        pipeline
+    }
+
+    /// A pipeline whose items come from `config.workers()` workers, each
+    /// running `body`: a producer's, a merge's.
+    pub(crate) fn from_workers<F>(config: StageConfig, body: F) -> Self
+    where
+        F: FnOnce(WorkerStart<T>) -> Result<(), StageError> + Clone + Send + 'static,
+    {
         let step: Step = Box::new(move |launch: &mut Launch, _, numbered| {
-            let config = producer.config().clone();
-            let producer = Arc::new(producer);
-            let rx = launch.spawn_workers(&config, Vec::new(), numbered, move |mut w| {
-                let probe = w.probe();
-                if let Some(probe) = &probe {
-                    probe.started();
-                    w.tx.stamp_batches();
-                }
-                let emitter =
-                    Emitter::new(&mut w.tx, &w.ctl, w.index, w.filter, &w.counters, probe);
-                producer.produce(emitter)?;
-                // What `emit` buffered last: `produce` need not flush.
-                w.tx.flush(&w.ctl)?;
-                Ok(())
-            });
-            Box::new(rx)
+            Box::new(launch.spawn_workers(&config, Vec::new(), numbered, body))
         });
         Pipeline {
             plan: Plan::first(step),
-            invalid,
+            invalid: None,
             observe: Observe::default(),
             threads: None,
+            branch_buffer: crate::fork::DEFAULT_BRANCH_BUFFER,
             #[cfg(feature = "async")]
             runtime: None,
             _items: PhantomData,
@@ -267,8 +281,7 @@ impl<T: Send + 'static> Pipeline<T> {
     }
 
     /// This pipeline, failing with `error` when consumed, before any thread
-    /// starts.
-    #[cfg(feature = "nats")]
+    /// starts (unless it already fails with an earlier error).
     pub(crate) fn failing(mut self, error: PipelineError) -> Self {
         self.invalid.get_or_insert(error);
         self
@@ -307,6 +320,7 @@ impl<T: Send + 'static> Pipeline<T> {
             invalid: Some(invalid),
             observe: self.observe,
             threads: self.threads,
+            branch_buffer: self.branch_buffer,
             #[cfg(feature = "async")]
             runtime: self.runtime,
             _items: PhantomData,
@@ -344,6 +358,7 @@ impl<T: Send + 'static> Pipeline<T> {
             invalid,
             observe: self.observe,
             threads: self.threads,
+            branch_buffer: self.branch_buffer,
             #[cfg(feature = "async")]
             runtime: self.runtime,
             _items: PhantomData,

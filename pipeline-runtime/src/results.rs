@@ -172,6 +172,7 @@ fn receive<T>(
     observed: &Option<Observed>,
 ) -> Option<Vec<T>> {
     let link = rx.as_mut()?;
+    ctl.mark_reading();
     match link.recv_to_end(ctl) {
         Some(batch) => {
             if let Some(observed) = observed {
@@ -187,6 +188,20 @@ fn receive<T>(
 }
 
 impl<T> Results<T> {
+    /// What is left of the batch at hand, or the next batch, or the end
+    /// (with the failure, if any): for runtime threads that consume a
+    /// pipeline a batch at a time (a fork, a merge).
+    pub(crate) fn next_batch(&mut self) -> Option<Result<Vec<T>, PipelineError>> {
+        let rest: Vec<T> = self.batch.by_ref().collect();
+        if !rest.is_empty() {
+            return Some(Ok(rest));
+        }
+        match receive(&mut self.rx, &self.ctl, &self.observed) {
+            Some(batch) => Some(Ok(batch)),
+            None => self.end().map(|end| end.map(|_| Vec::new())),
+        }
+    }
+
     #[cold]
     fn end(&mut self) -> Option<Result<T, PipelineError>> {
         // The results are complete, but threads upstream of a stage that

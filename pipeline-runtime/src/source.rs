@@ -14,6 +14,18 @@ pub(crate) enum Source<I: IntoIterator> {
     /// A channel, ended after an idle time without items if one is given.
     Flume(Channel<I::Item>),
     Std(std::sync::mpsc::Receiver<I::Item>),
+    /// A queue of the runtime's own: a branch of a fork.
+    Queue(Box<dyn Queue<I::Item>>),
+}
+
+/// A queue a source drains that is not a channel: a fork's branch
+/// (`fork.rs`). Given the run's control, so the queue can hand the run a
+/// failure it carries.
+pub(crate) trait Queue<T>: Send {
+    /// The next item if one is there now.
+    fn try_recv(&mut self, ctl: &Control) -> Polled<T>;
+    /// The next item, waiting at most `timeout` for it.
+    fn recv_timeout(&mut self, timeout: Duration, ctl: &Control) -> Polled<T>;
 }
 
 /// A flume channel source.
@@ -47,7 +59,7 @@ impl Gate {
 }
 
 /// One poll of a channel source.
-enum Polled<T> {
+pub(crate) enum Polled<T> {
     Item(T),
     Empty,
     Closed,
@@ -130,6 +142,19 @@ impl<I: IntoIterator> Source<I> {
                 },
                 Vec::new,
             )?,
+            Source::Queue(queue) => {
+                // Both polls need the queue; they never run at once.
+                let queue = std::cell::RefCell::new(queue);
+                drain_channel(
+                    tx,
+                    ctl,
+                    None,
+                    probe,
+                    || queue.borrow_mut().try_recv(ctl),
+                    |timeout| queue.borrow_mut().recv_timeout(timeout, ctl),
+                    Vec::new,
+                )?
+            }
         }
         tx.flush(ctl)?;
         Ok(())

@@ -208,6 +208,32 @@ pub trait StageExt: Configurable + Sized {
         self
     }
 
+    /// Passes each item's `Err` on as an item instead of failing the
+    /// pipeline: the stage's output becomes `Result<Out, Error>`, for a
+    /// dead-letter path ([`Pipeline::split_result`]) or any code that wants
+    /// to see the errors. A [`Skip`](crate::Skip) returned as the error is
+    /// an `Err` item too; panics still fail the pipeline.
+    ///
+    /// ```
+    /// use parapipe::prelude::*;
+    ///
+    /// #[map_stage]
+    /// fn parse(line: &'static str) -> Result<u32, std::num::ParseIntError> {
+    ///     line.parse()
+    /// }
+    ///
+    /// let out: Vec<Result<u32, _>> = pipe!(vec!["1", "x"] | parse.keep_errors()).collect()?;
+    /// assert_eq!(out[0], Ok(1));
+    /// assert!(out[1].is_err());
+    /// # Ok::<(), PipelineError>(())
+    /// ```
+    fn keep_errors(self) -> crate::keep_errors::KeepErrors<Self>
+    where
+        Self: Stage,
+    {
+        crate::keep_errors::KeepErrors(self)
+    }
+
     /// Renames the stage (in errors and thread names).
     fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
         self.config_mut().set_name(name);

@@ -217,6 +217,9 @@ pub(super) fn report_local_end(sh: &Shared) -> Result<(), Halt> {
                 Failure::Error(e) => e.to_string(),
                 Failure::Spawn(e) => format!("could not start a thread: {e}"),
                 Failure::Config(msg) => format!("misconfigured: {msg}"),
+                // A distributed pipeline is not part of a graph; if one
+                // were, its message is text already.
+                Failure::Elsewhere(what) => what.clone(),
             };
             Some(Outcome::Failed(Failed {
                 stage: error.stage().to_owned(),

@@ -1,0 +1,86 @@
+//! Fan-in: several pipelines of one item type read as one
+//! ([`Pipeline::merge`]).
+//!
+//! A merge is a producer with one worker per input: worker `i` starts
+//! input `i` and passes its batches on. The merge's run and each input's
+//! are one graph (`Control::join_graph`: a failure anywhere fails all),
+//! and the merge's run cancels its inputs when it is cancelled, since a
+//! worker waiting for an input's next batch cannot see the merge stop.
+//! Each worker owns its input's results, so the merge's shutdown joins the
+//! inputs' threads.
+
+use std::sync::{Arc, Mutex};
+
+use crate::config::StageConfig;
+use crate::control::{Control, lock};
+use crate::error::{StageError, Stop};
+use crate::launch::WorkerStart;
+use crate::pipeline::Pipeline;
+
+impl<T: Send + 'static> Pipeline<T> {
+    /// One pipeline of the items of all of `inputs`, as they arrive: fan-in.
+    /// Each input's items keep their order relative to each other; across
+    /// inputs the order is the order of arrival, not defined. The inputs
+    /// start when the merge does, each read on a thread of its own, and are
+    /// one graph with it: the first failure of any input, or of the
+    /// merge's stages, fails them all, and dropping the merge's results
+    /// stops every input. No inputs: no items.
+    ///
+    /// ```
+    /// use parapipe::prelude::*;
+    ///
+    /// #[map_stage]
+    /// fn label(x: u32) -> String { format!("#{x}") }
+    ///
+    /// let (even, odd) = pipe!(0..6u32).split(|x| x % 2 == 0);
+    /// let all = Pipeline::merge([pipe!(even | label), pipe!(odd | label)]);
+    /// let mut out: Vec<String> = all.collect()?;
+    /// out.sort();
+    /// assert_eq!(out, ["#0", "#1", "#2", "#3", "#4", "#5"]);
+    /// # Ok::<(), PipelineError>(())
+    /// ```
+    pub fn merge(inputs: impl IntoIterator<Item = Pipeline<T>>) -> Pipeline<T> {
+        let inputs: Vec<Mutex<Option<Pipeline<T>>>> =
+            inputs.into_iter().map(|p| Mutex::new(Some(p))).collect();
+        if inputs.is_empty() {
+            return Pipeline::default();
+        }
+        let mut config = StageConfig::new("merge");
+        config.set_workers(inputs.len());
+        let inputs = Arc::new(inputs);
+        Pipeline::from_workers(config, move |w| pass_on(&inputs, w))
+    }
+}
+
+/// Worker `w.index` of a merge: starts its input and passes its batches on.
+fn pass_on<T: Send + 'static>(
+    inputs: &[Mutex<Option<Pipeline<T>>>],
+    mut w: WorkerStart<T>,
+) -> Result<(), StageError> {
+    let Some(input) = lock(&inputs[w.index]).take() else {
+        return Ok(());
+    };
+    let mut results = input.results();
+    let run = results.control();
+    Control::join_graph(&w.ctl, &run);
+    w.ctl.feed_from(&run);
+    while let Some(batch) = results.next_batch() {
+        match batch {
+            Ok(batch) => {
+                for item in batch {
+                    w.tx.push(item, &w.ctl)?;
+                }
+                // Passed on now: an input that streams is not held back
+                // until the next batch.
+                w.tx.flush(&w.ctl)?;
+            }
+            Err(error) => {
+                // The graph has it already (joined above); in case it was
+                // the input's before the join, it is ours now too.
+                w.ctl.fail_elsewhere(error.elsewhere());
+                return Err(StageError(Stop::Cancelled));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,214 @@
+//! The queues between a fork's thread and its branches' sources.
+//!
+//! All branches of a fork share one lock, so the fork can wait until the
+//! branches it must wait for have room. Which are those is the rule that
+//! keeps a tee from hanging: the fork waits only for a branch somebody
+//! reads (its consumer has asked for results). A branch nobody reads yet
+//! (its pipeline not started, or its results not asked for, say because
+//! the one thread reading the graph reads another branch to its end
+//! first) is never waited for: it holds what arrives, up to `bound` items,
+//! and beyond that the graph fails with an error naming the branch, rather
+//! than hanging.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::Duration;
+
+use crate::control::{Control, POLL, lock};
+use crate::error::PipelineError;
+
+pub(crate) struct Outlets<T> {
+    state: Mutex<State<T>>,
+    /// One per branch: items, or the end, arrived.
+    arrived: Vec<Condvar>,
+    /// A branch took its items, or went away.
+    room: Condvar,
+    /// How many items a branch somebody reads may hold before the fork
+    /// waits for it to take them.
+    room_at: usize,
+    /// How many items a branch nobody reads may hold.
+    bound: usize,
+}
+
+struct State<T> {
+    branches: Vec<Branch<T>>,
+    /// The fork delivered its last item.
+    closed: bool,
+    /// If the fork's upstream failed, its failure, for branches that start
+    /// after the fork ended.
+    failure: Option<PipelineError>,
+}
+
+struct Branch<T> {
+    items: VecDeque<T>,
+    /// Its pipeline ended or was dropped: nothing more goes to it.
+    gone: bool,
+    /// Its run, once started.
+    run: Option<Weak<Control>>,
+}
+
+impl<T> Branch<T> {
+    fn is_read(&self) -> bool {
+        let run = self.run.as_ref().and_then(Weak::upgrade);
+        run.is_some_and(|run| run.is_reading())
+    }
+}
+
+/// Why the fork cannot deliver.
+pub(crate) enum Refused {
+    /// Every branch is gone.
+    Gone,
+    /// The fork's run was cancelled while it waited.
+    Cancelled,
+    /// A branch nobody reads holds more than the bound.
+    Behind { branch: usize, items: usize },
+}
+
+/// What a branch's source takes.
+pub(crate) enum Taken<T> {
+    Items(VecDeque<T>),
+    Empty,
+    /// The fork has ended; with its upstream's failure, if it failed.
+    Closed(Option<PipelineError>),
+}
+
+impl<T> Outlets<T> {
+    pub(crate) fn new(branches: usize, room_at: usize, bound: usize) -> Self {
+        let branch = || Branch {
+            items: VecDeque::new(),
+            gone: false,
+            run: None,
+        };
+        Outlets {
+            state: Mutex::new(State {
+                branches: (0..branches).map(|_| branch()).collect(),
+                closed: false,
+                failure: None,
+            }),
+            arrived: (0..branches).map(|_| Condvar::new()).collect(),
+            room: Condvar::new(),
+            room_at: room_at.clamp(1, bound.max(1)),
+            bound,
+        }
+    }
+
+    pub(crate) fn branches(&self) -> usize {
+        self.arrived.len()
+    }
+
+    /// The runs of the branches that started and are still alive.
+    pub(crate) fn runs(&self) -> Vec<Arc<Control>> {
+        let state = lock(&self.state);
+        let runs = state.branches.iter().filter_map(|b| b.run.as_ref());
+        runs.filter_map(Weak::upgrade).collect()
+    }
+
+    /// Branch `branch` started, as the run `run`.
+    pub(crate) fn started(&self, branch: usize, run: &Arc<Control>) {
+        lock(&self.state).branches[branch].run = Some(Arc::downgrade(run));
+    }
+
+    /// Appends each branch's share (`shares[i]` for branch `i`), after
+    /// waiting while a branch somebody reads is full. A gone branch's share
+    /// is dropped, after the lock is released (an item's `Drop` is the
+    /// user's code).
+    pub(crate) fn deliver(&self, shares: Vec<Vec<T>>, ctl: &Control) -> Result<(), Refused> {
+        let mut dropped = Vec::new();
+        let result = self.deliver_keeping(shares, ctl, &mut dropped);
+        drop(dropped);
+        result
+    }
+
+    fn deliver_keeping(
+        &self,
+        shares: Vec<Vec<T>>,
+        ctl: &Control,
+        dropped: &mut Vec<Vec<T>>,
+    ) -> Result<(), Refused> {
+        let mut state = lock(&self.state);
+        loop {
+            if state.branches.iter().all(|b| b.gone) {
+                return Err(Refused::Gone);
+            }
+            if ctl.is_cancelled() {
+                return Err(Refused::Cancelled);
+            }
+            let full = |b: &Branch<T>| !b.gone && b.items.len() >= self.room_at && b.is_read();
+            if !state.branches.iter().any(full) {
+                break;
+            }
+            // Polled as well as notified: a branch's consumer starting to
+            // read changes whom to wait for, and tells nobody.
+            state = (self.room.wait_timeout(state, POLL))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        for (index, share) in shares.into_iter().enumerate() {
+            let branch = &mut state.branches[index];
+            if branch.gone {
+                dropped.push(share);
+                continue;
+            }
+            if share.is_empty() {
+                continue;
+            }
+            branch.items.extend(share);
+            self.arrived[index].notify_one();
+            if branch.items.len() > self.bound && !branch.is_read() {
+                let items = branch.items.len();
+                return Err(Refused::Behind {
+                    branch: index,
+                    items,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The fork has ended, with its upstream's failure if it failed.
+    pub(crate) fn close(&self, failure: Option<PipelineError>) {
+        let mut state = lock(&self.state);
+        state.closed = true;
+        state.failure = failure;
+        for arrived in &self.arrived {
+            arrived.notify_all();
+        }
+    }
+
+    /// Branch `branch` takes everything it holds, waiting up to `wait` for
+    /// something to arrive if it holds nothing.
+    pub(crate) fn take(&self, branch: usize, wait: Option<Duration>) -> Taken<T> {
+        let mut state = lock(&self.state);
+        let mut waited = false;
+        loop {
+            if !state.branches[branch].items.is_empty() {
+                let items = std::mem::take(&mut state.branches[branch].items);
+                self.room.notify_one();
+                return Taken::Items(items);
+            }
+            if state.closed {
+                return Taken::Closed(state.failure.as_ref().map(PipelineError::elsewhere));
+            }
+            match wait {
+                Some(wait) if !waited => {
+                    waited = true;
+                    state = (self.arrived[branch].wait_timeout(state, wait))
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                _ => return Taken::Empty,
+            }
+        }
+    }
+
+    /// Branch `branch` is gone: the fork stops sending to it, and what it
+    /// held is returned, for the caller to drop outside the lock.
+    pub(crate) fn leave(&self, branch: usize) -> VecDeque<T> {
+        let mut state = lock(&self.state);
+        let branch = &mut state.branches[branch];
+        branch.gone = true;
+        let items = std::mem::take(&mut branch.items);
+        self.room.notify_all();
+        items
+    }
+}
