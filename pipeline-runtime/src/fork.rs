@@ -19,13 +19,14 @@
 //! naming the task that failed. A branch that starts after the fork ended
 //! finds the upstream's failure in its outlet.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::control::{Control, lock};
+use crate::control::{Control, POLL, lock};
 use crate::error::{Failure, PipelineError, into_panic_message};
 use crate::outlet::{Outlets, Refused, Taken};
 use crate::pipeline::Pipeline;
@@ -60,6 +61,57 @@ enum State<U> {
     },
 }
 
+/// Holds a fork's thread back until its branches that start together have
+/// started: see [`start_together`].
+#[derive(Default)]
+struct Gate {
+    open: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl Gate {
+    fn open(&self) {
+        *lock(&self.open) = true;
+        self.opened.notify_all();
+    }
+
+    /// Waits until the gate opens or `ctl` is cancelled.
+    fn wait(&self, ctl: &Control) {
+        let mut open = lock(&self.open);
+        while !*open && !ctl.is_cancelled() {
+            open = (self.opened.wait_timeout(open, POLL))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+thread_local! {
+    /// The gates of the forks started inside [`start_together`] on this thread.
+    static HELD: RefCell<Option<Vec<Arc<Gate>>>> = const { RefCell::new(None) };
+}
+
+/// Runs `start`, which starts pipelines (a merge's inputs), holding back
+/// every fork it starts until it returns. A merge of branches of one fork
+/// starts them all before the fork deals its first item, so no branch is
+/// taken for one nobody reads while its siblings start.
+pub(crate) fn start_together<R>(start: impl FnOnce() -> R) -> R {
+    /// Opens the gates, even if `start` unwinds.
+    struct Release(Option<Vec<Arc<Gate>>>);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            let held = HELD.with(|held| held.borrow_mut().take());
+            HELD.with(|slot| *slot.borrow_mut() = self.0.take());
+            for gate in held.into_iter().flatten() {
+                gate.open();
+            }
+        }
+    }
+    let outer = HELD.with(|held| held.borrow_mut().replace(Vec::new()));
+    let _release = Release(outer);
+    start()
+}
+
 impl<U: Send + 'static> Fork<U> {
     /// Starts the upstream and the fork's thread if `branch` is the first
     /// branch to start, and joins the branch's `run` to the graph.
@@ -78,9 +130,23 @@ impl<U: Send + 'static> Fork<U> {
             let ctl = upstream.control();
             let outlets = self.outlets.clone();
             let kind = self.kind;
+            let gate = Arc::new(Gate::default());
+            let held = HELD.with(|held| match held.borrow_mut().as_mut() {
+                Some(held) => {
+                    held.push(gate.clone());
+                    true
+                }
+                None => false,
+            });
+            if !held {
+                gate.open();
+            }
             let spawned = std::thread::Builder::new()
                 .name(format!("parapipe-{kind}"))
-                .spawn(move || deal(upstream, router, &outlets, kind));
+                .spawn(move || {
+                    gate.wait(&upstream.control());
+                    deal(upstream, router, &outlets, kind)
+                });
             let thread = match spawned {
                 Ok(thread) => Some(thread),
                 Err(error) => {
@@ -235,8 +301,9 @@ impl<U, B> Drop for Reader<U, B> {
 }
 
 /// The error of a fork whose branch nobody read while the others were
-/// read, once the branch held more than its bound: reading the branches
-/// from one thread, one after the other, or keeping a branch nobody reads.
+/// read, once the branch held its bound for a second: reading the
+/// branches from one thread, one after the other, or keeping a branch
+/// nobody reads.
 #[derive(Debug, Clone)]
 pub struct Unread {
     kind: &'static str,
@@ -330,8 +397,9 @@ impl<T: Send + 'static> Pipeline<T> {
     /// for) is not waited for: it holds what it is sent, up to
     /// [`branch_buffer`](Pipeline::branch_buffer) items (65,536 by
     /// default), so one thread can read a short tee's branches one after
-    /// the other; beyond that the whole graph fails with an [`Unread`]
-    /// error naming the branch, rather than hang. A branch that is dropped,
+    /// the other. A branch that holds that many and is still not read a
+    /// second later fails the whole graph with an [`Unread`] error naming
+    /// the branch, rather than hang. A branch that is dropped,
     /// or whose results are dropped, leaves: the others go on without it.
     ///
     /// # One graph, one fate

@@ -1,8 +1,10 @@
 //! Fan-in: several pipelines of one item type read as one
 //! ([`Pipeline::merge`]).
 //!
-//! A merge is a producer with one worker per input: worker `i` starts
-//! input `i` and passes its batches on. The merge's run and each input's
+//! A merge is a producer with one worker per input: the merge's start
+//! starts every input (on one thread, so the branches of one fork start
+//! together: `fork::start_together`), and worker `i` passes input `i`'s
+//! batches on. The merge's run and each input's
 //! are one graph (`Control::join_graph`: a failure anywhere fails all),
 //! and the merge's run cancels its inputs when it is cancelled, since a
 //! worker waiting for an input's next batch cannot see the merge stop.
@@ -16,6 +18,7 @@ use crate::control::{Control, lock};
 use crate::error::{StageError, Stop};
 use crate::launch::WorkerStart;
 use crate::pipeline::Pipeline;
+use crate::results::Results;
 
 impl<T: Send + 'static> Pipeline<T> {
     /// One pipeline of the items of all of `inputs`, as they arrive: fan-in.
@@ -40,30 +43,42 @@ impl<T: Send + 'static> Pipeline<T> {
     /// # Ok::<(), PipelineError>(())
     /// ```
     pub fn merge(inputs: impl IntoIterator<Item = Pipeline<T>>) -> Pipeline<T> {
-        let inputs: Vec<Mutex<Option<Pipeline<T>>>> =
-            inputs.into_iter().map(|p| Mutex::new(Some(p))).collect();
+        let inputs: Vec<Pipeline<T>> = inputs.into_iter().collect();
         if inputs.is_empty() {
             return Pipeline::default();
         }
         let mut config = StageConfig::new("merge");
         config.set_workers(inputs.len());
-        let inputs = Arc::new(inputs);
-        Pipeline::from_workers(config, move |w| pass_on(&inputs, w))
+        let slots: Arc<Vec<Slot<T>>> = Arc::new(inputs.iter().map(|_| Mutex::new(None)).collect());
+        let started = slots.clone();
+        let body = move |w| pass_on(&slots, w);
+        Pipeline::from_workers(config, body).with_thread(move |launch| {
+            // Every input starts here, on one thread, before the workers
+            // that read them: the branches of one fork start together, and
+            // count as read from the start.
+            let ctl = launch.control();
+            crate::fork::start_together(|| {
+                for (input, slot) in inputs.into_iter().zip(started.iter()) {
+                    let results = input.results();
+                    let run = results.control();
+                    run.mark_reading();
+                    Control::join_graph(&ctl, &run);
+                    ctl.feed_from(&run);
+                    *lock(slot) = Some(results);
+                }
+            });
+        })
     }
 }
 
-/// Worker `w.index` of a merge: starts its input and passes its batches on.
-fn pass_on<T: Send + 'static>(
-    inputs: &[Mutex<Option<Pipeline<T>>>],
-    mut w: WorkerStart<T>,
-) -> Result<(), StageError> {
-    let Some(input) = lock(&inputs[w.index]).take() else {
+/// An input's results, from its start until its worker takes them.
+type Slot<T> = Mutex<Option<Results<T>>>;
+
+/// Worker `w.index` of a merge: passes its input's batches on.
+fn pass_on<T: Send + 'static>(slots: &[Slot<T>], mut w: WorkerStart<T>) -> Result<(), StageError> {
+    let Some(mut results) = lock(&slots[w.index]).take() else {
         return Ok(());
     };
-    let mut results = input.results();
-    let run = results.control();
-    Control::join_graph(&w.ctl, &run);
-    w.ctl.feed_from(&run);
     while let Some(batch) = results.next_batch() {
         match batch {
             Ok(batch) => {
@@ -75,8 +90,8 @@ fn pass_on<T: Send + 'static>(
                 w.tx.flush(&w.ctl)?;
             }
             Err(error) => {
-                // The graph has it already (joined above); in case it was
-                // the input's before the join, it is ours now too.
+                // The graph has it already (joined at the start); in case
+                // it was the input's before the join, it is ours now too.
                 w.ctl.fail_elsewhere(error.elsewhere());
                 return Err(StageError(Stop::Cancelled));
             }

@@ -6,16 +6,22 @@
 //! reads (its consumer has asked for results). A branch nobody reads yet
 //! (its pipeline not started, or its results not asked for, say because
 //! the one thread reading the graph reads another branch to its end
-//! first) is never waited for: it holds what arrives, up to `bound` items,
-//! and beyond that the graph fails with an error naming the branch, rather
-//! than hanging.
+//! first) holds what arrives, up to `bound` items. There the fork waits a
+//! grace time for it to be read (a branch read from a thread that is
+//! still starting), and then fails the graph with an error naming the
+//! branch, rather than hang.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::control::{Control, POLL, lock};
 use crate::error::PipelineError;
+
+/// How long the fork waits for a branch nobody reads that holds its bound
+/// to be read before it fails the graph: long next to a thread's start,
+/// short next to a person waiting for a program that cannot go on.
+pub(crate) const UNREAD_GRACE: Duration = Duration::from_secs(1);
 
 pub(crate) struct Outlets<T> {
     state: Mutex<State<T>>,
@@ -60,7 +66,7 @@ pub(crate) enum Refused {
     Gone,
     /// The fork's run was cancelled while it waited.
     Cancelled,
-    /// A branch nobody reads holds more than the bound.
+    /// A branch nobody reads held its bound for the grace time.
     Behind { branch: usize, items: usize },
 }
 
@@ -126,6 +132,7 @@ impl<T> Outlets<T> {
         dropped: &mut Vec<Vec<T>>,
     ) -> Result<(), Refused> {
         let mut state = lock(&self.state);
+        let mut unread_since: Option<Instant> = None;
         loop {
             if state.branches.iter().all(|b| b.gone) {
                 return Err(Refused::Gone);
@@ -134,8 +141,17 @@ impl<T> Outlets<T> {
                 return Err(Refused::Cancelled);
             }
             let full = |b: &Branch<T>| !b.gone && b.items.len() >= self.room_at && b.is_read();
-            if !state.branches.iter().any(full) {
-                break;
+            let over = |b: &Branch<T>| !b.gone && b.items.len() >= self.bound && !b.is_read();
+            match state.branches.iter().position(over) {
+                Some(branch) => {
+                    let since = *unread_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= UNREAD_GRACE {
+                        let items = state.branches[branch].items.len();
+                        return Err(Refused::Behind { branch, items });
+                    }
+                }
+                None if !state.branches.iter().any(full) => break,
+                None => unread_since = None,
             }
             // Polled as well as notified: a branch's consumer starting to
             // read changes whom to wait for, and tells nobody.
@@ -147,19 +163,9 @@ impl<T> Outlets<T> {
             let branch = &mut state.branches[index];
             if branch.gone {
                 dropped.push(share);
-                continue;
-            }
-            if share.is_empty() {
-                continue;
-            }
-            branch.items.extend(share);
-            self.arrived[index].notify_one();
-            if branch.items.len() > self.bound && !branch.is_read() {
-                let items = branch.items.len();
-                return Err(Refused::Behind {
-                    branch: index,
-                    items,
-                });
+            } else if !share.is_empty() {
+                branch.items.extend(share);
+                self.arrived[index].notify_one();
             }
         }
         Ok(())
