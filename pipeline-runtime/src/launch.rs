@@ -88,7 +88,9 @@ impl<O> WorkerStart<O> {
     /// What this worker measures, if anything: made on the worker's own
     /// thread, whose CPU time it reads.
     pub(crate) fn probe(&self) -> Option<Probe> {
-        self.stats.clone().map(Probe::new)
+        self.stats
+            .clone()
+            .map(|stats| Probe::of_worker(stats, self.index))
     }
 
     /// Those of the stages fused into it (none unless measured).
