@@ -145,7 +145,7 @@
 //! | where | what |
 //! | --- | --- |
 //! | [`prelude`] | what writing and running a pipeline needs: the four macros, [`Pipeline`], [`Results`], [`PipelineError`], [`IntoSource`], [`Stage`], [`Producer`], [`StageExt`], [`Configurable`], [`StageConfig`], [`QueueSize`], [`Segment`], [`Skip`], [`StageError`] |
-//! | the crate root | the same, and [`Failure`], [`BoxError`], [`DEFAULT_QSIZE`], [`SerialPipeline`], [`Stream`], [`Bucket`], [`Stopped`], [`Latest`] |
+//! | the crate root | the same, and [`Failure`], [`BoxError`], [`DEFAULT_QSIZE`], [`SerialPipeline`], [`Partitioned`], [`Stream`], [`Bucket`], [`Stopped`], [`Latest`] |
 //! | [`stages`] | built-in stages for closures: `map`, `filter`, `filter_map`, `flat_map`, `inspect`, `flatten`, `chunk`, `take` |
 //! | [`handwritten`] | for stages written by hand: a worker's [`Worker`](handwritten::Worker), [`Input`](handwritten::Input), [`Next`](handwritten::Next), a producer's [`Emitter`](handwritten::Emitter) |
 //! | [`chain`] | a segment's building blocks, to build one without `segment!`: [`Leaf`](chain::Leaf), [`Then`](chain::Then), [`Chain`](chain::Chain), [`Tagged`](chain::Tagged) |
@@ -341,8 +341,8 @@ pub use parapipe_macros::segment;
 
 pub use parapipe_runtime::{
     BoxError, Bucket, Configurable, DEFAULT_CONCURRENCY, DEFAULT_QSIZE, Failure, IntoSource,
-    Latest, Pipeline, PipelineError, Producer, QueueSize, Results, Segment, SerialPipeline, Skip,
-    Stage, StageConfig, StageError, StageExt, Stopped, Stream, Threads,
+    Latest, Partitioned, Pipeline, PipelineError, Producer, QueueSize, Results, Segment,
+    SerialPipeline, Skip, Stage, StageConfig, StageError, StageExt, Stopped, Stream, Threads,
 };
 pub use parapipe_runtime::{chain, debug, handwritten, profile, stages};
 

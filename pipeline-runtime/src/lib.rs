@@ -32,6 +32,7 @@ mod link;
 #[cfg(feature = "nats")]
 pub mod nats;
 mod ordered;
+mod partition;
 mod pipeline;
 pub mod profile;
 mod results;
@@ -54,6 +55,7 @@ pub use async_map::TimedOut;
 pub use async_results::ResultStream;
 pub use config::{DEFAULT_CONCURRENCY, DEFAULT_QSIZE, QueueSize, StageConfig};
 pub use error::{BoxError, Failure, PipelineError, Skip, StageError};
+pub use partition::Partitioned;
 pub use pipeline::{IntoSource, Pipeline};
 pub use results::Results;
 pub use segment::Segment;

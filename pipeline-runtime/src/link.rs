@@ -518,6 +518,13 @@ impl<T> Rx<T> {
         self.seq
     }
 
+    /// The gauge counting the items in the link's queue, in a profiled or
+    /// debugged run: a keyed stage's router counts the items it moves on
+    /// to its workers' queues in it too, as still waiting for the stage.
+    pub(crate) fn gauge(&self) -> Option<Arc<Gauge>> {
+        self.shared.gauge.clone()
+    }
+
     /// Whether the link's batches are numbered.
     pub(crate) fn is_numbered(&self) -> bool {
         self.shared.numbering.is_some()

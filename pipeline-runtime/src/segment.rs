@@ -185,6 +185,10 @@ impl<C: Chain> Stage for Segment<C> {
         Chain::enter_scope(self, segment);
     }
 
+    fn splices(&self) -> bool {
+        !self.serial
+    }
+
     fn attach(self, pipeline: Pipeline<C::In>) -> Pipeline<C::Out> {
         let config = &self.config;
         // The segment's own name, and, fused or not, every stage's
@@ -197,6 +201,15 @@ impl<C: Chain> Stage for Segment<C> {
             if let (true, Some(stage)) = (copies > 1, self.chain.find_stage(&|_, one| one)) {
                 let why = format!(
                     "`{stage}` runs on one worker, and this serial segment runs {copies} copies of its chain (one per worker): each would apply it on its own; give the segment one worker, or move `{stage}` out of it",
+                );
+                return pipeline.misconfigured(config.name(), why);
+            }
+            // Each copy of the chain takes a share of every key: a keyed
+            // stage in it could not keep a key's items together.
+            let keyed = |c: &StageConfig, _| c.partitioned();
+            if let (true, Some(stage)) = (copies > 1, self.chain.find_stage(&keyed)) {
+                let why = format!(
+                    "`{stage}` is keyed (`partition_by`), and this serial segment runs {copies} copies of its chain (one per worker), each taking a share of every key: give the segment one worker, move `{stage}` out of it, or partition the segment itself (`.serial().partition_by(key)`)",
                 );
                 return pipeline.misconfigured(config.name(), why);
             }
