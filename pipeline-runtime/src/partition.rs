@@ -31,12 +31,27 @@ use crate::worker::Worker;
 ///
 /// Its configuration is the stage's own, so the builder methods of
 /// [`StageExt`](crate::StageExt) apply to it as to the stage.
-pub struct Partitioned<S, F> {
+///
+/// The key function is kept hashed and type-erased, so this type does not
+/// depend on it: a key function that does not fit the stage is an error
+/// at `partition_by` alone, not again wherever the stage is used.
+pub struct Partitioned<S: Stage> {
     stage: S,
-    key: F,
+    hash: KeyHash<S::In>,
 }
 
-impl<S: std::fmt::Debug, F> std::fmt::Debug for Partitioned<S, F> {
+/// An item's key's hash.
+pub(crate) type KeyHash<T> = Box<dyn Fn(&T) -> u64 + Send + Sync>;
+
+/// The hash of a key: the same in every run and process of a program,
+/// since `DefaultHasher::new` has fixed keys.
+pub(crate) fn hash_of<K: Hash>(key: &K) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    key.hash(&mut hasher);
+    hasher.finish()
+}
+
+impl<S: Stage + std::fmt::Debug> std::fmt::Debug for Partitioned<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Partitioned")
             .field("stage", &self.stage)
@@ -44,9 +59,9 @@ impl<S: std::fmt::Debug, F> std::fmt::Debug for Partitioned<S, F> {
     }
 }
 
-impl<S, F> Partitioned<S, F> {
-    pub(crate) fn new(stage: S, key: F) -> Self {
-        Partitioned { stage, key }
+impl<S: Stage> Partitioned<S> {
+    pub(crate) fn new(stage: S, hash: KeyHash<S::In>) -> Self {
+        Partitioned { stage, hash }
     }
 
     /// The stage whose input is partitioned.
@@ -55,7 +70,7 @@ impl<S, F> Partitioned<S, F> {
     }
 }
 
-impl<S: Configurable, F> Configurable for Partitioned<S, F> {
+impl<S: Stage> Configurable for Partitioned<S> {
     fn config(&self) -> &StageConfig {
         self.stage.config()
     }
@@ -64,12 +79,7 @@ impl<S: Configurable, F> Configurable for Partitioned<S, F> {
     }
 }
 
-impl<S, F, K> Stage for Partitioned<S, F>
-where
-    S: Stage,
-    K: Hash,
-    F: Fn(&S::In) -> K + Send + Sync + 'static,
-{
+impl<S: Stage> Stage for Partitioned<S> {
     type In = S::In;
     type Out = S::Out;
     type Error = S::Error;
@@ -116,9 +126,9 @@ where
         if let Some(why) = unsupported(&self.stage) {
             return pipeline.misconfigured(config.name(), why);
         }
-        let Partitioned { stage, key } = self;
+        let Partitioned { stage, hash } = self;
         let split: Split<S::In> =
-            Box::new(move |launch, input, config| start_router(launch, input, config, key));
+            Box::new(move |launch, input, config| start_router(launch, input, config, hash));
         pipeline.spawn_stage_split(stage, Some(split))
     }
 }
@@ -157,28 +167,20 @@ fn worker_queue(queue: QueueSize, workers: usize) -> QueueSize {
     }
 }
 
-/// The worker a key goes to, out of `workers`: the same in every run and
-/// process of a program, since `DefaultHasher::new` has fixed keys.
-fn worker_of<K: Hash>(key: &K, workers: usize) -> usize {
-    let mut hasher = DefaultHasher::new();
-    key.hash(&mut hasher);
+/// The worker of a key whose hash is `hash`, out of `workers`.
+fn worker_of(hash: u64, workers: usize) -> usize {
     // The remainder is below `workers`, a `usize`.
-    (hasher.finish() % workers as u64) as usize
+    (hash % workers as u64) as usize
 }
 
 /// Starts the router of a keyed stage whose workers `config` tells: it
 /// reads `input` and fills one queue per worker, returned in worker order.
-fn start_router<T, K, F>(
+fn start_router<T: Send + 'static>(
     launch: &mut Launch,
     input: Rx<T>,
     config: &StageConfig,
-    key: F,
-) -> Vec<Rx<T>>
-where
-    T: Send + 'static,
-    K: Hash,
-    F: Fn(&T) -> K + Send + Sync + 'static,
-{
+    hash: KeyHash<T>,
+) -> Vec<Rx<T>> {
     let workers = config.workers();
     let queue = worker_queue(config.queue(), workers);
     let gauge = input.gauge();
@@ -194,16 +196,16 @@ where
     // cancelled): the workers' queues close with it, and what the workers
     // emit then is refused.
     launch.spawn_helper(config.name(), "router", move || {
-        route(input, queues, &key, &ctl)
+        route(input, queues, &hash, &ctl)
     });
     rxs
 }
 
 /// The router's loop: every item of `input` to its key's worker.
-fn route<T, K: Hash>(
+fn route<T>(
     mut input: Rx<T>,
     mut queues: Queues<T>,
-    key: &impl Fn(&T) -> K,
+    hash: &KeyHash<T>,
     ctl: &Control,
 ) -> Result<(), StageError> {
     let workers = queues.txs.len();
@@ -215,7 +217,7 @@ fn route<T, K: Hash>(
         };
         let born = input.born();
         for item in batch {
-            let worker = keyed(key, &item, workers);
+            let worker = keyed(hash, &item, workers);
             queues.push(worker, item, born, ctl)?;
         }
         queues.flush(ctl)?;
@@ -231,8 +233,8 @@ fn route<T, K: Hash>(
 
 /// `item`'s worker. A panic of the key function (or of its key's `Hash`)
 /// is the stage's failure, its message saying where it came from.
-fn keyed<T, K: Hash>(key: &impl Fn(&T) -> K, item: &T, workers: usize) -> usize {
-    match catch_unwind(AssertUnwindSafe(|| worker_of(&key(item), workers))) {
+fn keyed<T>(hash: &KeyHash<T>, item: &T, workers: usize) -> usize {
+    match catch_unwind(AssertUnwindSafe(|| worker_of(hash(item), workers))) {
         Ok(worker) => worker,
         Err(payload) => {
             let message = into_panic_message(payload);
@@ -318,11 +320,11 @@ mod tests {
     fn a_key_always_goes_to_the_same_worker() {
         for workers in [1, 2, 3, 64] {
             for key in ["a", "b", "hot", ""] {
-                let first = worker_of(&key, workers);
+                let first = worker_of(hash_of(&key), workers);
                 assert!(first < workers);
-                assert_eq!(worker_of(&key, workers), first);
+                assert_eq!(worker_of(hash_of(&key), workers), first);
                 assert_eq!(
-                    worker_of(&key.to_owned(), workers),
+                    worker_of(hash_of(&key.to_owned()), workers),
                     first,
                     "str and String hash alike"
                 );
@@ -334,7 +336,7 @@ mod tests {
     fn keys_spread_over_the_workers() {
         let mut seen = [false; 8];
         for key in 0..1000u32 {
-            seen[worker_of(&key, 8)] = true;
+            seen[worker_of(hash_of(&key), 8)] = true;
         }
         assert!(seen.iter().all(|&s| s));
     }

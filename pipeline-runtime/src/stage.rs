@@ -8,7 +8,7 @@ use crate::config::{QueueSize, StageConfig};
 use crate::error::{BoxError, StageError};
 // Within the same cycle: a keyed stage is a stage that attaches itself
 // with a router in front of its workers.
-use crate::partition::Partitioned;
+use crate::partition::{Partitioned, hash_of};
 // The one cycle between the runtime's modules, and a genuine one: a
 // pipeline appends a stage by asking the stage to attach itself
 // (`Stage::attach`), so that a parallel segment can splice its stages in
@@ -255,7 +255,7 @@ pub trait StageExt: Configurable + Sized {
     /// assert_eq!(with_a[0]["a"], 3);
     /// # Ok::<(), PipelineError>(())
     /// ```
-    fn partition_by<K, F>(mut self, key: F) -> Partitioned<Self, F>
+    fn partition_by<K, F>(mut self, key: F) -> Partitioned<Self>
     where
         Self: Stage,
         K: Hash,
@@ -266,7 +266,7 @@ pub trait StageExt: Configurable + Sized {
                 .set_invalid("`partition_by` was called twice: give the stage one key");
         }
         self.config_mut().set_partitioned();
-        Partitioned::new(self, key)
+        Partitioned::new(self, Box::new(move |item| hash_of(&key(item))))
     }
 
     /// Gives the stage's worker threads stacks of `bytes` (the standard
