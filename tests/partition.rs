@@ -495,3 +495,19 @@ fn keyed_stages_in_a_parallel_segment_keep_their_keys() {
     });
     assert_partitioned(&seen, 3, &items);
 }
+
+/// In a distributed pipeline, a stage's workers in every process pull from
+/// one stream: a keyed stage is refused when the pipeline is consumed,
+/// before anything reaches the broker (there is none here).
+#[cfg(feature = "nats")]
+#[test]
+fn a_keyed_stage_cannot_run_distributed() {
+    let job = parapipe::nats::Job::new("keyed").url("nats://127.0.0.1:1");
+    let result: Result<Vec<Tagged>, _> = watchdog(LIMIT, "distributed", move || {
+        pipe!(distributed(&job): tagged(100, 4) | pass.workers(2).partition_by(|item: &Tagged| item.0))
+            .collect()
+    });
+    let (stage, why) = config_error(result);
+    assert_eq!(stage, "pass");
+    assert!(why.contains("distributed"), "{why}");
+}
