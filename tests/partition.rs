@@ -511,3 +511,46 @@ fn a_keyed_stage_cannot_run_distributed() {
     assert_eq!(stage, "pass");
     assert!(why.contains("distributed"), "{why}");
 }
+
+#[test]
+fn a_keyed_serial_segment_is_checked_as_a_serial_segment() {
+    // `take` in a serial segment of several copies: refused, keyed or not.
+    let seg = segment!(pass | { parapipe::stages::take::new(5) })
+        .serial()
+        .workers(2)
+        .name("seg")
+        .partition_by(|item: &Tagged| item.0);
+    let (stage, why) = config_error(pipe!(tagged(100, 4) | { seg }).collect::<Vec<_>>());
+    assert_eq!(stage, "seg");
+    assert!(why.contains("`take` runs on one worker"), "{why}");
+}
+
+/// Sleeps on every item of key 0: its worker falls behind.
+#[stage]
+fn slow_on_key_zero(items: impl Iterator<Item = Tagged>) -> impl Iterator<Item = Tagged> {
+    items.inspect(|item| {
+        if item.0 == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    })
+}
+
+#[test]
+fn a_worker_behind_does_not_lose_or_hold_the_others_items() {
+    // Key 0's worker is slow and its queue (2 items) fills; the other keys
+    // still arrive, each in order, and every item arrives.
+    let items: Vec<Tagged> = (0..3_000u64).map(|i| ((i % 3) as u32, i / 3)).collect();
+    let input = items.clone();
+    let out: Vec<Tagged> = watchdog(LIMIT, "a worker behind", move || {
+        let stage = slow_on_key_zero::new()
+            .workers(3)
+            .qsize(6)
+            .partition_by(|item: &Tagged| item.0);
+        pipe!(input | { stage }).collect().unwrap()
+    });
+    assert_eq!(out.len(), items.len());
+    for key in 0..3u32 {
+        let seqs: Vec<u64> = out.iter().filter(|i| i.0 == key).map(|i| i.1).collect();
+        assert_eq!(seqs, (0..1_000).collect::<Vec<_>>(), "key {key}");
+    }
+}

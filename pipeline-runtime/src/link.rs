@@ -411,6 +411,13 @@ impl<T> Tx<T> {
         }
     }
 
+    /// Whether the next push sends a batch, and the queue has no room for
+    /// it now: a thread feeding several links (a keyed stage's router)
+    /// sends what it holds for the others before it waits on this one.
+    pub(crate) fn next_push_waits(&self) -> bool {
+        self.buf.len() + 1 >= self.limit && self.tx.is_full()
+    }
+
     /// Whether every receiver of the link is gone.
     pub(crate) fn is_disconnected(&self) -> bool {
         self.tx.is_disconnected()

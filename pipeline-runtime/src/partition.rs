@@ -10,7 +10,9 @@
 //!
 //! The router flushes every worker's queue at the end of each input batch
 //! (and before it waits for the next), so nothing it took waits in its
-//! buffers while it sleeps: a trickling input trickles on.
+//! buffers while it sleeps: a trickling input trickles on. Before it waits
+//! for room in one worker's full queue, it sends what it holds for the
+//! others, so a worker behind does not hold its siblings back.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -121,10 +123,19 @@ impl<S: Stage> Stage for Partitioned<S> {
         self.stage.splices()
     }
 
+    fn unfit(&self) -> Option<(String, String)> {
+        self.stage.unfit()
+    }
+
     fn attach(self, pipeline: Pipeline<S::In>) -> Pipeline<S::Out> {
         let config = self.stage.config();
         if let Some(why) = unsupported(&self.stage) {
             return pipeline.misconfigured(config.name(), why);
+        }
+        // What the stage's own `attach` would have refused (a serial
+        // segment's fused stages).
+        if let Some((name, why)) = self.stage.unfit() {
+            return pipeline.misconfigured(&name, why);
         }
         let Partitioned { stage, hash } = self;
         let split: Split<S::In> =
@@ -262,9 +273,17 @@ impl<T> Queues<T> {
         born: Option<Instant>,
         ctl: &Control,
     ) -> Result<(), Stop> {
-        let Some(tx) = &mut self.txs[worker] else {
+        let Some(tx) = &self.txs[worker] else {
             // Its worker stopped reading its keys, and no other may take
             // them: dropped, as a stage drops what it stops reading.
+            return Ok(());
+        };
+        if tx.next_push_waits() {
+            // This worker is behind: the others get what is theirs first,
+            // rather than wait with it.
+            self.flush_except(Some(worker), ctl)?;
+        }
+        let Some(tx) = &mut self.txs[worker] else {
             return Ok(());
         };
         tx.inherit(born);
@@ -274,7 +293,12 @@ impl<T> Queues<T> {
 
     /// Sends what every worker's buffer holds.
     fn flush(&mut self, ctl: &Control) -> Result<(), Stop> {
-        for worker in 0..self.txs.len() {
+        self.flush_except(None, ctl)
+    }
+
+    /// Sends what the buffers of every worker but `except` hold.
+    fn flush_except(&mut self, except: Option<usize>, ctl: &Control) -> Result<(), Stop> {
+        for worker in (0..self.txs.len()).filter(|&w| Some(w) != except) {
             if let Some(tx) = &mut self.txs[worker] {
                 let sent = tx.flush(ctl);
                 self.sent(worker, sent, ctl)?;

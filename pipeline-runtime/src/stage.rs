@@ -135,6 +135,16 @@ pub trait Stage: Configurable + Send + Sync + 'static {
         false
     }
 
+    /// Why the stage cannot run on workers of its own, beyond what its
+    /// configuration's own checks find: the name to report and why. A
+    /// serial segment checks the stages it fuses; what attaches the stage
+    /// other than through [`attach`](Stage::attach) (a keyed stage's
+    /// router) asks it.
+    #[doc(hidden)]
+    fn unfit(&self) -> Option<(String, String)> {
+        None
+    }
+
     /// Appends the stage to a pipeline. The default gives it workers of its
     /// own; a parallel segment appends its stages one by one instead.
     #[doc(hidden)]
