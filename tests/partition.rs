@@ -334,10 +334,13 @@ fn dropping_the_results_of_an_endless_source_stops_everything() {
         for item in results.by_ref().take(1_000) {
             item.unwrap();
         }
-        assert!(
-            threads_named("kdrop") >= 5,
-            "four workers and a router while it runs"
-        );
+        // Four workers and a router while it runs (so the check below
+        // looks for the right names); a thread is named once it runs.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while threads_named("kdrop") < 5 {
+            assert!(std::time::Instant::now() < deadline, "no `kdrop` threads");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         drop(results);
     });
     assert_no_thread_named("kdrop");
