@@ -50,6 +50,9 @@
 //!   `name = "..."`.
 //!   Where the stage is used, [`StageExt`] overrides them:
 //!   `add_n(7).workers(2).qsize(5)`.
+//! - [`partition_by(key)`](StageExt::partition_by) sends every item with an
+//!   equal key to the same worker, each key's items in their order of
+//!   arrival, for state per key: `count.workers(4).partition_by(|w: &String| w.clone())`.
 //! - For state of your own, implement [`Stage`] by hand (its one method,
 //!   [`apply`](Stage::apply), turns an iterator into an iterator of
 //!   `Result`s) and put the value in braces in `pipe!`:
