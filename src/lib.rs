@@ -50,6 +50,9 @@
 //!   `name = "..."`.
 //!   Where the stage is used, [`StageExt`] overrides them:
 //!   `add_n(7).workers(2).qsize(5)`.
+//! - [`partition_by(key)`](StageExt::partition_by) sends every item with an
+//!   equal key to the same worker, each key's items in their order of
+//!   arrival, for state per key: `count.workers(4).partition_by(|w: &String| w.clone())`.
 //! - For state of your own, implement [`Stage`] by hand (its one method,
 //!   [`apply`](Stage::apply), turns an iterator into an iterator of
 //!   `Result`s) and put the value in braces in `pipe!`:
@@ -145,7 +148,7 @@
 //! | where | what |
 //! | --- | --- |
 //! | [`prelude`] | what writing and running a pipeline needs: the four macros, [`Pipeline`], [`Results`], [`PipelineError`], [`IntoSource`], [`Stage`], [`Producer`], [`StageExt`], [`Configurable`], [`StageConfig`], [`QueueSize`], [`Segment`], [`Skip`], [`StageError`] |
-//! | the crate root | the same, and [`Failure`], [`BoxError`], [`DEFAULT_QSIZE`], [`SerialPipeline`], [`Stream`], [`Bucket`], [`Stopped`], [`Latest`] |
+//! | the crate root | the same, and [`Failure`], [`BoxError`], [`DEFAULT_QSIZE`], [`SerialPipeline`], [`Partitioned`], [`Stream`], [`Bucket`], [`Stopped`], [`Latest`] |
 //! | [`stages`] | built-in stages for closures: `map`, `filter`, `filter_map`, `flat_map`, `inspect`, `flatten`, `chunk`, `take` |
 //! | [`handwritten`] | for stages written by hand: a worker's [`Worker`](handwritten::Worker), [`Input`](handwritten::Input), [`Next`](handwritten::Next), a producer's [`Emitter`](handwritten::Emitter) |
 //! | [`chain`] | a segment's building blocks, to build one without `segment!`: [`Leaf`](chain::Leaf), [`Then`](chain::Then), [`Chain`](chain::Chain), [`Tagged`](chain::Tagged) |
@@ -341,7 +344,7 @@ pub use parapipe_macros::segment;
 
 pub use parapipe_runtime::{
     BoxError, Bucket, Configurable, DEFAULT_BRANCH_BUFFER, DEFAULT_CONCURRENCY, DEFAULT_QSIZE,
-    Failure, IntoSource, KeepErrors, Latest, NoSuchBranch, Pipeline, PipelineError, Producer,
+    Failure, IntoSource, KeepErrors, Latest, NoSuchBranch, Partitioned, Pipeline, PipelineError, Producer,
     QueueSize, Results, Segment, SerialPipeline, Skip, Stage, StageConfig, StageError, StageExt,
     Stopped, Stream, Threads, Unread,
 };

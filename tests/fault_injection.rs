@@ -10,6 +10,12 @@
 //!   with and without `.timeout(d)` (flattened again, each chunk's size
 //!   checked). Any of them ordered or not, on 1 to 4 workers (now and then 17 to 40), with queues
 //!   of 1 to 64 items, `usize::MAX` or unbounded, `filter_errors` or not.
+//! - **Keyed stages**: a quarter of the map and iterator stages (not the
+//!   built-ins, not async ones) partitioned by `x % m` (`partition_by`,
+//!   1 to 9 keys): never in order across keys on several workers; a worker
+//!   that stops early drops the rest of its keys; `ordered`, or a serial
+//!   segment of several copies holding one, is a configuration error; a
+//!   panic may be injected in the key function instead of the stage.
 //! - **Segments**: up to three consecutive stages as a serial segment (1 to
 //!   3 copies of the fused chain, ordered or not, `filter_errors` or not) or
 //!   as a parallel segment (`Segment::new(...)`, `filter_errors` applying
@@ -217,9 +223,40 @@ enum Queue {
     Unbounded,
 }
 
+/// A keyed stage's key: `x % modulus`, panicking at an item if asked.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Key {
+    modulus: u64,
+    panic: Option<(u64, PanicKind)>,
+}
+
+impl Key {
+    /// The key function, as `partition_by` takes it.
+    fn function(self) -> impl Fn(&u64) -> u64 + Send + Sync + 'static {
+        move |&x| {
+            if let Some((v, kind)) = self.panic
+                && v == x
+            {
+                fire(v, kind);
+            }
+            x % self.modulus
+        }
+    }
+}
+
+/// What a panic in a key function is reported as.
+fn key_panic_text(v: u64, kind: PanicKind) -> String {
+    format!(
+        "the key function (in the stage's router) panicked: {}",
+        panic_text(v, kind)
+    )
+}
+
 #[derive(Clone, Debug)]
 struct StageSpec {
     kind: Kind,
+    /// Partitioned by this key (`partition_by`), if given.
+    key: Option<Key>,
     workers: usize,
     queue: Queue,
     filter_errors: bool,
@@ -361,6 +398,10 @@ impl Spec {
             return false;
         }
         let s = &self.stages[j];
+        // Several workers of a keyed stage: each key in order, not all.
+        if s.key.is_some() && self.serial_of(j).is_none() && s.workers > 1 {
+            return false;
+        }
         s.kind.one_copy_keeps_order(s.ordered)
             && match self.serial_of(j) {
                 Some(seg) => seg.ordered || seg.workers == 1,
@@ -418,6 +459,8 @@ struct Op {
     config: StageConfig,
     kind: Kind,
     fault: Option<Fault>,
+    /// Partitioned by this key when it has workers of its own.
+    key: Option<Key>,
     /// Workers (or fused copies) started so far: each takes a ticket.
     tickets: AtomicUsize,
     take: stages::take<u64>,
@@ -592,7 +635,10 @@ impl Stage for Op {
                     )
                     .then(stages::flatten::new())
             }
-            _ => pipeline.then(Plain(self)),
+            _ => match self.key {
+                Some(key) => pipeline.then(Plain(self).partition_by(key.function())),
+                None => pipeline.then(Plain(self)),
+            },
         }
     }
 }
@@ -738,7 +784,10 @@ fn pass(spec: &Spec, m: u64, faults: bool) -> Pass {
         let after_stop = spec
             .serial_of(j)
             .is_some_and(|seg| seg.workers > 1 && (seg.start..j).any(stops));
-        let lossy = copies > 1 && stops(j) && (after_stop || !strict("give-back"));
+        // A keyed worker's keys are its own: what it stops reading is
+        // dropped, by design.
+        let keyed = st.key.is_some() && spec.serial_of(j).is_none();
+        let lossy = copies > 1 && stops(j) && (after_stop || keyed || !strict("give-back"));
         let most = match flow.exact {
             true => flow.items.len(),
             false => flow.count.or(flow.most).unwrap_or(flow.items.len()),
@@ -765,7 +814,14 @@ fn pass(spec: &Spec, m: u64, faults: bool) -> Pass {
             flow.count = None;
             flow.most = Some(limit.map_or(most, |l| most.min(l)));
         }
-        let fault = st.fault.filter(|_| faults);
+        // A key function's panic fires where the stage's would (the spec
+        // gives a stage one or the other, and a key one only to a stage
+        // that reads all its input).
+        let key_panic = st.key.and_then(|k| k.panic).filter(|_| faults);
+        let fault = st
+            .fault
+            .or(key_panic.map(|(v, kind)| Fault::Panic(v, kind)))
+            .filter(|_| faults);
         let mut next = Vec::with_capacity(flow.items.len());
         let mut fired = 0;
         let mut per_item = None;
@@ -815,6 +871,11 @@ fn pass(spec: &Spec, m: u64, faults: bool) -> Pass {
                 Some(Fault::Err(v)) => {
                     p.failure.get_or_insert_with(|| {
                         (j + 1, spec.stage_name(j), Boom(v).to_string(), certain)
+                    });
+                }
+                Some(Fault::Panic(v, kind)) if key_panic.is_some() => {
+                    p.failure.get_or_insert_with(|| {
+                        (j + 1, spec.stage_name(j), key_panic_text(v, kind), certain)
                     });
                 }
                 Some(Fault::Panic(v, kind)) => {
@@ -911,6 +972,7 @@ fn config_error(spec: &Spec) -> Option<String> {
             Kind::Chunk(0, _) => true,
             _ => false,
         };
+        let bad = bad || (s.key.is_some() && s.ordered);
         (bad || !s.name.valid()).then(|| spec.stage_name(j))
     };
     let mut j = 0;
@@ -922,7 +984,8 @@ fn config_error(spec: &Spec) -> Option<String> {
                     let take = range
                         .clone()
                         .any(|i| matches!(spec.stages[i].kind, Kind::Take(_)));
-                    if (seg.workers > 1 && take) || !seg.name.valid() {
+                    let keyed = range.clone().any(|i| spec.stages[i].key.is_some());
+                    if (seg.workers > 1 && (take || keyed)) || !seg.name.valid() {
                         return Some(spec.segment_name());
                     }
                     // An ordered segment with several copies cannot order
@@ -1174,6 +1237,7 @@ fn op(spec: &Spec, j: usize, shared: &Shared) -> Op {
         config: StageConfig::new(spec.stage_name(j)),
         kind: s.kind,
         fault: s.fault,
+        key: s.key,
         tickets: AtomicUsize::new(0),
         take,
         chunk,
@@ -1198,10 +1262,24 @@ fn op(spec: &Spec, j: usize, shared: &Shared) -> Op {
     if let Kind::Async(n) = s.kind {
         op.config.set_concurrency(n);
     }
-    queue(op, s.queue)
+    let mut op = queue(op, s.queue)
         .workers(s.workers)
         .filter_errors(s.filter_errors)
-        .ordered(s.ordered)
+        .ordered(s.ordered);
+    // Fused in a serial segment, a keyed stage runs as it is, but its
+    // configuration says it is keyed, as a real one's does: the segment
+    // checks that.
+    if s.key.is_some() && spec.serial_of(j).is_some() {
+        op.config = keyed_config(op.config);
+    }
+    op
+}
+
+/// `config`, marked as a keyed stage's (by `partition_by`, as only it can).
+fn keyed_config(config: StageConfig) -> StageConfig {
+    let mut stage = stages::map::new(|x: u64| x);
+    *stage.config_mut() = config;
+    stage.partition_by(|x: &u64| *x).config().clone()
 }
 
 fn with_segment<C: Chain<In = u64, Out = u64>>(
@@ -1583,6 +1661,16 @@ fn source_lengths(spec: &Spec, accepted: u64) -> Vec<u64> {
 
 /// Runs one case; `Err` describes what went wrong.
 fn check(spec: &Spec) -> Result<(), String> {
+    if spec.stages.iter().any(|s| s.key.is_some()) {
+        count("a keyed stage");
+    }
+    if spec
+        .stages
+        .iter()
+        .any(|s| s.key.is_some_and(|k| k.panic.is_some()))
+    {
+        count("a key function's panic");
+    }
     let (gate_tx, gate) = flume::bounded::<()>(1);
     let released = Arc::new(AtomicBool::new(false));
     let quiet = match spec.source {
@@ -1789,9 +1877,10 @@ fn stage_strategy() -> impl Strategy<Value = StageSpec> {
         proptest::bool::weighted(0.2),
         proptest::bool::weighted(0.3),
         0..201u8,
+        0..100u8,
     )
         .prop_map(
-            |(k, p, x, t, misuse, workers, (qk, q), filter_errors, ordered, name)| {
+            |(k, p, x, t, misuse, workers, (qk, q), filter_errors, ordered, name, keyed)| {
                 let kind = match k {
                     0..=19 => Kind::AddOne,
                     20..=31 => Kind::Twice,
@@ -1834,8 +1923,24 @@ fn stage_strategy() -> impl Strategy<Value = StageSpec> {
                     Kind::Async(_) => 1,
                     _ => workers,
                 };
+                // Keyed: a quarter of the stages running the test's code
+                // (the built-ins and async stages attach as themselves).
+                let plain = matches!(
+                    kind,
+                    Kind::AddOne
+                        | Kind::Twice
+                        | Kind::EvensOnly
+                        | Kind::FanOut(_)
+                        | Kind::Partial(_)
+                        | Kind::SomeStop(_)
+                );
+                let key = (plain && keyed < 25).then(|| Key {
+                    modulus: 1 + u64::from(keyed) % 9,
+                    panic: None,
+                });
                 StageSpec {
                     kind,
+                    key,
                     workers,
                     queue: queue_of(qk, q),
                     filter_errors,
@@ -1965,6 +2070,7 @@ fn spec_strategy() -> impl Strategy<Value = Spec> {
         (
             proptest::bool::weighted(0.15),
             proptest::bool::weighted(0.25),
+            proptest::bool::weighted(0.5),
         ),
     )
         .prop_map(
@@ -1974,7 +2080,7 @@ fn spec_strategy() -> impl Strategy<Value = Spec> {
                 segment,
                 (place, value, fault),
                 consumer,
-                (observed, on_threads),
+                (observed, on_threads, in_key),
             )| {
                 let mut segment = segment.filter(|s| s.start < stages.len()).map(|mut s| {
                     s.len = s.len.min(stages.len() - s.start);
@@ -2046,7 +2152,20 @@ fn spec_strategy() -> impl Strategy<Value = Spec> {
                     3 => source_panic = Some((value, panic.unwrap_or(PanicKind::Str))),
                     p => {
                         let j = p % stages.len();
-                        if stages[j].kind.faultable() {
+                        // A panic in a keyed stage's key function instead:
+                        // not fused (no router runs there), and not in a
+                        // stage that stops early (its router may key items
+                        // its workers never read).
+                        let routed = segment
+                            .as_ref()
+                            .is_none_or(|s| !s.serial || !(s.start..s.start + s.len).contains(&j));
+                        let reads_all =
+                            !matches!(stages[j].kind, Kind::Partial(_) | Kind::SomeStop(_));
+                        if let (true, true, true, Some(key), Some(kind)) =
+                            (in_key, routed, reads_all, stages[j].key.as_mut(), panic)
+                        {
+                            key.panic = Some((value, kind));
+                        } else if stages[j].kind.faultable() {
                             stages[j].fault = Some(match panic {
                                 Some(kind) => Fault::Panic(value, kind),
                                 None => Fault::Err(value),

@@ -176,6 +176,35 @@ fn no_thread_outlives_its_pipeline() {
                 }),
             ),
             (
+                "keyed: early drop",
+                Box::new(|| {
+                    let stage = inc::new().workers(3).partition_by(|x: &u64| x % 7);
+                    let mut r = pipe!(0..u64::MAX | { stage } | inc).results();
+                    r.next().unwrap().unwrap();
+                }),
+            ),
+            (
+                "keyed: every worker stops early",
+                Box::new(|| {
+                    // Enough keys that each of the three workers has some.
+                    let stage = first_five::new()
+                        .workers(3)
+                        .partition_by(|x: &u64| x % 1000);
+                    pipe!(0..u64::MAX | inc | { stage }).run().unwrap();
+                }),
+            ),
+            (
+                "keyed: the key function panics",
+                Box::new(|| {
+                    let key = |x: &u64| {
+                        assert_ne!(*x, 5000, "boom");
+                        *x
+                    };
+                    let stage = inc::new().workers(3).partition_by(key);
+                    pipe!(0..100_000u64 | { stage } | inc).run().unwrap_err();
+                }),
+            ),
+            (
                 "64 workers, 3 items",
                 Box::new(|| {
                     pipe!(0..3u64 | inc.workers(64)).run().unwrap();

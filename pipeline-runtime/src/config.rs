@@ -42,6 +42,9 @@ pub struct StageConfig {
     queue: QueueSize,
     filter_errors: bool,
     ordered: bool,
+    /// Whether the stage's input is partitioned by a key
+    /// ([`StageExt::partition_by`](crate::StageExt::partition_by)).
+    partitioned: bool,
     /// Why the stage cannot run, when its constructor already knows.
     invalid: Option<Cow<'static, str>>,
     /// Names of the parallel segments the stage is in, outermost first.
@@ -63,6 +66,7 @@ impl StageConfig {
             queue: QueueSize::Bounded(DEFAULT_QSIZE),
             filter_errors: false,
             ordered: false,
+            partitioned: false,
             invalid: None,
             scope: Vec::new(),
             stack_size: None,
@@ -163,6 +167,19 @@ impl StageConfig {
     pub fn set_timeout(&mut self, timeout: Duration) -> &mut Self {
         self.timeout = Some(timeout);
         self
+    }
+
+    /// Whether the stage's input is partitioned by a key, so that equal
+    /// keys reach the same worker: see
+    /// [`StageExt::partition_by`](crate::StageExt::partition_by).
+    pub fn partitioned(&self) -> bool {
+        self.partitioned
+    }
+
+    /// Marks the stage's input as partitioned by a key: only
+    /// `partition_by` does, since only it has the key.
+    pub(crate) fn set_partitioned(&mut self) {
+        self.partitioned = true;
     }
 
     /// Puts the stage inside a segment named `segment` (called outermost first).

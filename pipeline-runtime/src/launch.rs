@@ -88,7 +88,9 @@ impl<O> WorkerStart<O> {
     /// What this worker measures, if anything: made on the worker's own
     /// thread, whose CPU time it reads.
     pub(crate) fn probe(&self) -> Option<Probe> {
-        self.stats.clone().map(Probe::new)
+        self.stats
+            .clone()
+            .map(|stats| Probe::of_worker(stats, self.index))
     }
 
     /// Those of the stages fused into it (none unless measured).
@@ -233,6 +235,19 @@ impl Launch {
         self.spawn_sized(stage, None, Some(user), None, body);
     }
 
+    /// Starts a thread that serves a stage's workers rather than being one
+    /// (a keyed stage's router), named `{stage}-{role}`: its error or panic
+    /// fails the pipeline as the stage's, with no worker.
+    pub(crate) fn spawn_helper(
+        &mut self,
+        stage: &str,
+        role: &str,
+        body: impl FnOnce() -> Result<(), StageError> + Send + 'static,
+    ) {
+        let name = format!("{stage}-{role}");
+        self.spawn_named(name, stage, None, None, None, body);
+    }
+
     /// [`spawn`](Launch::spawn), with a stack of `stack` bytes if given.
     fn spawn_sized(
         &mut self,
@@ -242,13 +257,26 @@ impl Launch {
         stack: Option<usize>,
         body: impl FnOnce() -> Result<(), StageError> + Send + 'static,
     ) {
-        if self.ctl.is_cancelled() {
-            return;
-        }
         let name = match worker {
             Some(w) => format!("{stage}-{w}"),
             None => stage.to_owned(),
         };
+        self.spawn_named(name, stage, worker, user, stack, body);
+    }
+
+    /// [`spawn_sized`](Launch::spawn_sized), on a thread named `name`.
+    fn spawn_named(
+        &mut self,
+        name: String,
+        stage: &str,
+        worker: Option<usize>,
+        user: Option<UserCode>,
+        stack: Option<usize>,
+        body: impl FnOnce() -> Result<(), StageError> + Send + 'static,
+    ) {
+        if self.ctl.is_cancelled() {
+            return;
+        }
         let ctl = self.ctl.clone();
         let stage_name = stage.to_owned();
         let run = move || {

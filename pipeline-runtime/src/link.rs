@@ -411,6 +411,13 @@ impl<T> Tx<T> {
         }
     }
 
+    /// Whether the next push sends a batch, and the queue has no room for
+    /// it now: a thread feeding several links (a keyed stage's router)
+    /// sends what it holds for the others before it waits on this one.
+    pub(crate) fn next_push_waits(&self) -> bool {
+        self.buf.len() + 1 >= self.limit && self.tx.is_full()
+    }
+
     /// Whether every receiver of the link is gone.
     pub(crate) fn is_disconnected(&self) -> bool {
         self.tx.is_disconnected()
@@ -516,6 +523,13 @@ impl<T> Rx<T> {
     /// The number of the last batch handed out, on a numbered link.
     pub(crate) fn seq(&self) -> u64 {
         self.seq
+    }
+
+    /// The gauge counting the items in the link's queue, in a profiled or
+    /// debugged run: a keyed stage's router counts the items it moves on
+    /// to its workers' queues in it too, as still waiting for the stage.
+    pub(crate) fn gauge(&self) -> Option<Arc<Gauge>> {
+        self.shared.gauge.clone()
     }
 
     /// Whether the link's batches are numbered.

@@ -4,10 +4,10 @@
 use std::any::Any;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::config::{QueueSize, StageConfig};
-use crate::control::Control;
+use crate::control::{Control, lock};
 use crate::debug::{Debugger, Monitor};
 use crate::error::{Failure, PipelineError, StageError, into_panic_message};
 use crate::launch::{Launch, WorkerStart};
@@ -28,6 +28,40 @@ type AnyRx = Box<dyn Any + Send>;
 /// (its input queue is then numbered), starts its threads and returns its
 /// own output queue.
 type Step = Box<dyn FnOnce(&mut Launch, Option<AnyRx>, bool) -> AnyRx + Send>;
+
+/// Divides a stage's input into one queue per worker, when the pipeline
+/// starts, starting the threads that fill them: `split(launch, input,
+/// config)` returns the queues, in worker order.
+pub(crate) type Split<T> = Box<dyn FnOnce(&mut Launch, Rx<T>, &StageConfig) -> Vec<Rx<T>> + Send>;
+
+/// Where the workers of a stage read their input.
+enum Inputs<T> {
+    /// All from the previous stage's queue, a receiver each.
+    Shared(Rx<T>),
+    /// Worker `i` from queue `i` alone (see [`Split`]).
+    Own(Arc<Vec<Mutex<Option<Rx<T>>>>>),
+}
+
+impl<T> Clone for Inputs<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Inputs::Shared(rx) => Inputs::Shared(rx.clone()),
+            Inputs::Own(queues) => Inputs::Own(queues.clone()),
+        }
+    }
+}
+
+impl<T> Inputs<T> {
+    /// Worker `index`'s input.
+    fn take(self, index: usize) -> Rx<T> {
+        match self {
+            Inputs::Shared(rx) => rx,
+            Inputs::Own(queues) => lock(&queues[index])
+                .take()
+                .expect("each worker of a stage starts once"),
+        }
+    }
+}
 
 /// Starts threads of its own before a plan's steps (a feed closure's).
 type Before = Box<dyn FnOnce(&mut Launch) + Send>;
@@ -329,15 +363,37 @@ impl<T: Send + 'static> Pipeline<T> {
 
     /// Appends a stage with workers of its own.
     pub(crate) fn spawn_stage<S: Stage<In = T>>(self, stage: S) -> Pipeline<S::Out> {
+        self.spawn_stage_split(stage, None)
+    }
+
+    /// Appends a stage with workers of its own, whose input `split`, if
+    /// given, divides into one queue per worker when the pipeline starts (a
+    /// keyed stage's); otherwise every worker reads the previous stage's
+    /// queue.
+    pub(crate) fn spawn_stage_split<S: Stage<In = T>>(
+        self,
+        stage: S,
+        split: Option<Split<T>>,
+    ) -> Pipeline<S::Out> {
         let invalid = self.invalid.or_else(|| check(stage.config()));
         let ordered = stage.config().ordered();
         let mut plan = self.plan;
         let step: Step = Box::new(move |launch: &mut Launch, input, numbered| {
             let config = stage.config().clone();
             let input: Rx<T> = input_of(input);
+            let inputs = match split {
+                None => Inputs::Shared(input),
+                Some(split) => {
+                    let queues = split(launch, input, &config);
+                    Inputs::Own(Arc::new(
+                        queues.into_iter().map(|q| Mutex::new(Some(q))).collect(),
+                    ))
+                }
+            };
             let fused = stage.fused_stages();
             let stage = Arc::new(stage);
             let rx = launch.spawn_workers(&config, fused, numbered, move |w| {
+                let input = inputs.take(w.index);
                 let probe = w.probe();
                 let fused = w.fused_probes();
                 let out = match w.order {

@@ -124,6 +124,44 @@ impl<C: Chain> Segment<C> {
 }
 
 impl<C: Chain> Segment<C> {
+    /// Why this serial segment cannot run as configured, if it cannot:
+    /// the name to report (the segment's, or a fused stage's), and why.
+    fn serial_problem(&self) -> Option<(String, String)> {
+        let config = &self.config;
+        let name = || config.name().to_owned();
+        let copies = config.workers();
+        if let (true, Some(stage)) = (copies > 1, self.chain.find_stage(&|_, one| one)) {
+            let why = format!(
+                "`{stage}` runs on one worker, and this serial segment runs {copies} copies of its chain (one per worker): each would apply it on its own; give the segment one worker, or move `{stage}` out of it",
+            );
+            return Some((name(), why));
+        }
+        // Each copy of the chain takes a share of every key: a keyed
+        // stage in it could not keep a key's items together.
+        let keyed = |c: &StageConfig, _| c.partitioned();
+        if let (true, Some(stage)) = (copies > 1, self.chain.find_stage(&keyed)) {
+            let why = format!(
+                "`{stage}` is keyed (`partition_by`), and this serial segment runs {copies} copies of its chain (one per worker), each taking a share of every key: give the segment one worker, move `{stage}` out of it, or partition the segment itself (`.serial().partition_by(key)`)",
+            );
+            return Some((name(), why));
+        }
+        // An ordered segment places each output after the input item
+        // its copy took last; an async stage takes items ahead of its
+        // outputs (its futures in flight), so they would land late.
+        let reads_ahead = |c: &StageConfig, _| c.concurrency().is_some();
+        if let (true, true, Some(stage)) = (
+            copies > 1,
+            config.ordered(),
+            self.chain.find_stage(&reads_ahead),
+        ) {
+            let why = format!(
+                "the async stage `{stage}` takes items ahead of its outputs, so this ordered serial segment cannot keep its {copies} copies' outputs in order: give the segment one worker (the stage's `concurrency` runs its futures at once), make it unordered, or move `{stage}` out of it",
+            );
+            return Some((name(), why));
+        }
+        self.chain.first_invalid()
+    }
+
     fn fused<'a>(
         &'a self,
         input: impl Iterator<Item = C::In> + 'a,
@@ -185,6 +223,17 @@ impl<C: Chain> Stage for Segment<C> {
         Chain::enter_scope(self, segment);
     }
 
+    fn splices(&self) -> bool {
+        !self.serial
+    }
+
+    fn unfit(&self) -> Option<(String, String)> {
+        match self.serial {
+            true => self.serial_problem(),
+            false => None,
+        }
+    }
+
     fn attach(self, pipeline: Pipeline<C::In>) -> Pipeline<C::Out> {
         let config = &self.config;
         // The segment's own name, and, fused or not, every stage's
@@ -193,28 +242,7 @@ impl<C: Chain> Stage for Segment<C> {
             return pipeline.misconfigured(config.name(), why);
         }
         if self.serial {
-            let copies = config.workers();
-            if let (true, Some(stage)) = (copies > 1, self.chain.find_stage(&|_, one| one)) {
-                let why = format!(
-                    "`{stage}` runs on one worker, and this serial segment runs {copies} copies of its chain (one per worker): each would apply it on its own; give the segment one worker, or move `{stage}` out of it",
-                );
-                return pipeline.misconfigured(config.name(), why);
-            }
-            // An ordered segment places each output after the input item
-            // its copy took last; an async stage takes items ahead of its
-            // outputs (its futures in flight), so they would land late.
-            let reads_ahead = |c: &StageConfig, _| c.concurrency().is_some();
-            if let (true, true, Some(stage)) = (
-                copies > 1,
-                config.ordered(),
-                self.chain.find_stage(&reads_ahead),
-            ) {
-                let why = format!(
-                    "the async stage `{stage}` takes items ahead of its outputs, so this ordered serial segment cannot keep its {copies} copies' outputs in order: give the segment one worker (the stage's `concurrency` runs its futures at once), make it unordered, or move `{stage}` out of it",
-                );
-                return pipeline.misconfigured(config.name(), why);
-            }
-            if let Some((stage, why)) = self.chain.first_invalid() {
+            if let Some((stage, why)) = self.serial_problem() {
                 return pipeline.misconfigured(&stage, why);
             }
             pipeline.spawn_stage(self)

@@ -2,9 +2,13 @@
 //! you implement by hand for a stateful, class-like stage.
 
 use std::borrow::Cow;
+use std::hash::Hash;
 
 use crate::config::{QueueSize, StageConfig};
 use crate::error::{BoxError, StageError};
+// Within the same cycle: a keyed stage is a stage that attaches itself
+// with a router in front of its workers.
+use crate::partition::{Partitioned, hash_of};
 // The one cycle between the runtime's modules, and a genuine one: a
 // pipeline appends a stage by asking the stage to attach itself
 // (`Stage::attach`), so that a parallel segment can splice its stages in
@@ -123,6 +127,24 @@ pub trait Stage: Configurable + Send + Sync + 'static {
         false
     }
 
+    /// Whether appending the stage splices other stages into the pipeline
+    /// (a parallel segment) instead of giving it workers of its own: such a
+    /// stage has no input of its own to partition.
+    #[doc(hidden)]
+    fn splices(&self) -> bool {
+        false
+    }
+
+    /// Why the stage cannot run on workers of its own, beyond what its
+    /// configuration's own checks find: the name to report and why. A
+    /// serial segment checks the stages it fuses; what attaches the stage
+    /// other than through [`attach`](Stage::attach) (a keyed stage's
+    /// router) asks it.
+    #[doc(hidden)]
+    fn unfit(&self) -> Option<(String, String)> {
+        None
+    }
+
     /// Appends the stage to a pipeline. The default gives it workers of its
     /// own; a parallel segment appends its stages one by one instead.
     #[doc(hidden)]
@@ -197,6 +219,64 @@ pub trait StageExt: Configurable + Sized {
     fn ordered(mut self, ordered: bool) -> Self {
         self.config_mut().set_ordered(ordered);
         self
+    }
+
+    /// Partitions the stage's input by `key`: every item whose key is equal
+    /// goes to the same worker, and each key's items reach it in the order
+    /// they arrived at the stage. So an iterator stage can keep state per
+    /// key (counts, sessions, running totals) in its workers without
+    /// sharing it.
+    ///
+    /// The worker of a key is its hash ([`DefaultHasher::new`](std::hash::DefaultHasher::new),
+    /// whose keys are fixed) modulo the number of workers: the same in every
+    /// run and process of a program. One router thread reads the stage's
+    /// input and hands each item to its worker's queue. A panic of `key`
+    /// fails the pipeline, naming the stage. Builder methods (`workers`,
+    /// `qsize`...) still apply after it.
+    ///
+    /// A keyed stage cannot be `ordered`, nor run in a distributed
+    /// pipeline, nor sit in a serial segment of more than one worker: each
+    /// fails the pipeline with [`Failure::Config`](crate::Failure::Config)
+    /// when it is consumed (in `pipe!(serial: ...)` and a one-worker serial
+    /// segment, every key is on the one thread anyway). A worker that
+    /// stops reading early drops the rest of its keys' items: no other
+    /// worker may take them.
+    ///
+    /// ```
+    /// use parapipe::prelude::*;
+    /// use std::collections::HashMap;
+    ///
+    /// #[stage]
+    /// fn count_words(words: impl Iterator<Item = String>) -> impl Iterator<Item = HashMap<String, u64>> {
+    ///     let mut counts = HashMap::new();
+    ///     for word in words {
+    ///         *counts.entry(word).or_default() += 1;
+    ///     }
+    ///     std::iter::once(counts)
+    /// }
+    ///
+    /// let words = "a b a c b a".split(' ').map(str::to_owned).collect::<Vec<_>>();
+    /// let partials: Vec<HashMap<String, u64>> =
+    ///     pipe!(words | count_words.workers(4).partition_by(|w: &String| w.clone())).collect()?;
+    /// // One map per worker, and each word counted by one worker only.
+    /// assert_eq!(partials.len(), 4);
+    /// let with_a: Vec<_> = partials.iter().filter(|m| m.contains_key("a")).collect();
+    /// assert_eq!(with_a.len(), 1);
+    /// assert_eq!(with_a[0]["a"], 3);
+    /// # Ok::<(), PipelineError>(())
+    /// ```
+    fn partition_by<K, F>(mut self, key: F) -> Partitioned<Self>
+    where
+        Self: Stage,
+        K: Hash,
+        F: Fn(&Self::In) -> K + Send + Sync + 'static,
+    {
+        if self.config().partitioned() {
+            self.config_mut()
+                .set_invalid("`partition_by` was called twice: give the stage one key");
+        }
+        self.config_mut().set_partitioned();
+        Partitioned::new(self, Box::new(move |item| hash_of(&key(item))))
     }
 
     /// Gives the stage's worker threads stacks of `bytes` (the standard

@@ -108,6 +108,12 @@ impl<T: Send + 'static> DistPipeline<T> {
         if self.invalid.is_none() {
             self.invalid = config
                 .validate()
+                .and_then(|()| match config.partitioned() {
+                    // A stage's workers in every process pull from one
+                    // stream of the broker: nothing routes by key there.
+                    true => Err("a keyed stage (`partition_by`) cannot run distributed: its workers in every process pull from one shared stream, so equal keys would not reach one worker; run it in a pipeline of one process".to_owned()),
+                    false => Ok(()),
+                })
                 .err()
                 .map(|why| PipelineError::new(config.name(), None, Failure::Config(why)));
         }

@@ -375,6 +375,12 @@ pub struct StageProfile {
     pub workers: usize,
     /// Items taken.
     pub items_in: u64,
+    /// Items taken by each worker, by worker index (a keyed stage's hot
+    /// key shows as one worker taking most); empty for the whole pipeline,
+    /// the source, the stages fused in a serial segment, a distributed
+    /// run's stages, and a profile loaded from the database (not stored
+    /// there yet).
+    pub items_in_by_worker: Vec<u64>,
     /// Items emitted (for the whole pipeline: received by the consumer).
     pub items_out: u64,
     /// Time the workers spent working, in all (not waiting on queues).
@@ -403,6 +409,19 @@ pub struct StageProfile {
         allow(dead_code, reason = "only the store reads or writes it")
     )]
     hist: Arc<Histogram>,
+}
+
+/// What each worker of `stage` took, if its workers are counted apart.
+fn by_worker(stage: &StageStats) -> Vec<u64> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let counts: Vec<u64> = (stage.taken_by_worker.iter())
+        .map(|n| n.load(Relaxed))
+        .collect();
+    let counted: u64 = counts.iter().sum();
+    match counted == 0 && stage.taken.load(Relaxed) > 0 {
+        true => Vec::new(),
+        false => counts,
+    }
 }
 
 /// The profile of a run: see the [module docs](self).
@@ -643,6 +662,7 @@ pub(crate) fn summarize(
         kind: "pipeline".to_owned(),
         workers: 0,
         items_in: received,
+        items_in_by_worker: Vec::new(),
         items_out: received,
         busy: duration,
         active,
@@ -672,6 +692,7 @@ pub(crate) fn summarize(
             kind: stage.kind().as_str().to_owned(),
             workers: stage.workers,
             items_in: stage.taken.load(Relaxed),
+            items_in_by_worker: by_worker(&stage),
             items_out: emitted,
             busy: secs(stage.busy_ns.load(Relaxed)),
             active,

@@ -49,6 +49,9 @@ pub(crate) struct StageStats {
     kind: AtomicU8,
     pub(crate) workers: usize,
     pub(crate) taken: AtomicU64,
+    /// What `taken` counts, by worker index: where one worker takes far
+    /// more than the others (a keyed stage's hot key), it shows here.
+    pub(crate) taken_by_worker: Vec<AtomicU64>,
     pub(crate) emitted: AtomicU64,
     pub(crate) busy_ns: AtomicU64,
     /// When the stage first took an item, in ns since the run started
@@ -112,6 +115,7 @@ impl StageStats {
             kind: AtomicU8::new(StageKind::Iter as u8),
             workers,
             taken: AtomicU64::new(0),
+            taken_by_worker: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             emitted: AtomicU64::new(0),
             busy_ns: AtomicU64::new(0),
             first_ns: AtomicU64::new(u64::MAX),
@@ -273,6 +277,9 @@ impl RunStats {
 /// One worker's measurements, kept locally and published per batch.
 pub(crate) struct Probe {
     stats: Arc<StageStats>,
+    /// The worker it measures, for the per-worker counts; `None` where
+    /// there is no such index (the source, a distributed run's workers).
+    worker: Option<usize>,
     taken: u64,
     emitted: u64,
     busy_ns: u64,
@@ -304,6 +311,13 @@ impl Probe {
         Probe::with(stats, tid, true)
     }
 
+    /// [`new`](Probe::new), for worker `index` of its stage.
+    pub(crate) fn of_worker(stats: Arc<StageStats>, index: usize) -> Self {
+        let mut probe = Probe::new(stats);
+        probe.worker = Some(index);
+        probe
+    }
+
     /// A probe for a stage fused in a serial segment, on the segment's
     /// worker thread.
     pub(crate) fn fused(stats: Arc<StageStats>) -> Self {
@@ -313,6 +327,7 @@ impl Probe {
     fn with(stats: Arc<StageStats>, tid: Option<u32>, owns_cpu: bool) -> Self {
         Probe {
             stats,
+            worker: None,
             taken: 0,
             emitted: 0,
             busy_ns: 0,
@@ -421,7 +436,11 @@ impl Probe {
     /// Publishes the counts so far, for live reports.
     pub(crate) fn publish(&mut self) {
         let s = &self.stats;
-        s.taken.fetch_add(std::mem::take(&mut self.taken), Relaxed);
+        let taken = std::mem::take(&mut self.taken);
+        s.taken.fetch_add(taken, Relaxed);
+        if let Some(slot) = self.worker.and_then(|w| s.taken_by_worker.get(w)) {
+            slot.fetch_add(taken, Relaxed);
+        }
         if self.emitted > 0 {
             s.emitted
                 .fetch_add(std::mem::take(&mut self.emitted), Relaxed);

@@ -470,6 +470,8 @@ pub fn load(db: impl AsRef<Path>, run: i64) -> Result<Profile, StoreError> {
                 kind: r.get(1)?,
                 workers: r.get::<_, i64>(2)? as usize,
                 items_in: r.get::<_, i64>(3)? as u64,
+                // Not stored yet: see the field's docs.
+                items_in_by_worker: Vec::new(),
                 items_out: r.get::<_, i64>(4)? as u64,
                 busy: secs(5)?,
                 active: secs(6)?,

@@ -1,0 +1,559 @@
+//! Keyed stages (`partition_by`): every key on one worker, each key's items
+//! in their order of arrival, on real threads; failures, early drops and
+//! the settings a keyed stage refuses.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use common::{Boom, LIMIT, watchdog};
+use parapipe::prelude::*;
+use parapipe::profile::Profiler;
+use parapipe::{Failure, Threads};
+
+/// An item: its key and its number among that key's items (from 0).
+type Tagged = (u32, u64);
+
+/// What one worker of `check_order` saw.
+#[derive(Debug, Default)]
+struct Seen {
+    keys: HashSet<u32>,
+    items: u64,
+    /// The first item whose key's number was not the next one.
+    out_of_order: Option<Tagged>,
+}
+
+/// Checks that each key's items come in order; emits what it saw at the end.
+#[stage]
+fn check_order(items: impl Iterator<Item = Tagged>) -> impl Iterator<Item = Seen> {
+    let mut seen = Seen::default();
+    let mut next: HashMap<u32, u64> = HashMap::new();
+    for (key, n) in items {
+        let expected = next.entry(key).or_default();
+        if n != *expected && seen.out_of_order.is_none() {
+            seen.out_of_order = Some((key, n));
+        }
+        *expected = n + 1;
+        seen.keys.insert(key);
+        seen.items += 1;
+    }
+    std::iter::once(seen)
+}
+
+/// `n` items over `keys` keys, interleaved pseudo-randomly, numbered per key.
+fn tagged(n: u64, keys: u32) -> Vec<Tagged> {
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next: HashMap<u32, u64> = HashMap::new();
+    (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let key = ((state >> 33) % u64::from(keys)) as u32;
+            let seq = next.entry(key).or_default();
+            *seq += 1;
+            (key, *seq - 1)
+        })
+        .collect()
+}
+
+/// The workers' reports: one per worker, every item there once, keys
+/// disjoint, each key's items in order.
+fn assert_partitioned(seen: &[Seen], workers: usize, items: &[Tagged]) {
+    assert_eq!(seen.len(), workers, "one report per worker");
+    assert_eq!(
+        seen.iter().map(|s| s.items).sum::<u64>(),
+        items.len() as u64
+    );
+    let mut owner: HashMap<u32, usize> = HashMap::new();
+    for (w, s) in seen.iter().enumerate() {
+        assert_eq!(s.out_of_order, None, "a key's items out of order");
+        for key in &s.keys {
+            if let Some(other) = owner.insert(*key, w) {
+                panic!("key {key} reached two workers ({other} and {w})");
+            }
+        }
+    }
+    let keys: HashSet<u32> = items.iter().map(|(k, _)| *k).collect();
+    assert_eq!(owner.len(), keys.len(), "every key arrived");
+}
+
+fn run_keyed(workers: usize, n: u64, keys: u32) {
+    let items = tagged(n, keys);
+    let input = items.clone();
+    let seen: Vec<Seen> = watchdog(LIMIT, "keyed run", move || {
+        pipe!(
+            input
+                | check_order
+                    .workers(workers)
+                    .partition_by(|item: &Tagged| item.0)
+        )
+        .collect()
+        .unwrap()
+    });
+    assert_partitioned(&seen, workers, &items);
+}
+
+#[test]
+fn each_key_reaches_one_worker_in_order() {
+    run_keyed(4, 50_000, 100);
+}
+
+#[test]
+fn one_worker() {
+    run_keyed(1, 10_000, 30);
+}
+
+#[test]
+fn many_workers() {
+    run_keyed(64, 50_000, 1_000);
+}
+
+#[test]
+fn more_workers_than_keys() {
+    run_keyed(16, 5_000, 3);
+}
+
+#[test]
+fn empty_input() {
+    run_keyed(4, 0, 1);
+}
+
+#[test]
+fn with_pipeline_then() {
+    let items = tagged(20_000, 50);
+    let input = items.clone();
+    let seen: Vec<Seen> = watchdog(LIMIT, "then", move || {
+        Pipeline::source(input)
+            .then(
+                check_order::new()
+                    .partition_by(|item: &Tagged| item.0)
+                    .workers(8),
+            )
+            .collect()
+            .unwrap()
+    });
+    assert_partitioned(&seen, 8, &items);
+}
+
+#[stage]
+fn count_words(words: impl Iterator<Item = String>) -> impl Iterator<Item = HashMap<String, u64>> {
+    let mut counts = HashMap::new();
+    for word in words {
+        *counts.entry(word).or_default() += 1;
+    }
+    std::iter::once(counts)
+}
+
+#[stage]
+fn split_words(lines: impl Iterator<Item = String>) -> impl Iterator<Item = String> {
+    lines.flat_map(|line| {
+        line.split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    })
+}
+
+#[test]
+fn word_count_gives_one_map_per_worker_with_disjoint_keys() {
+    let lines: Vec<String> = (0..2_000)
+        .map(|i| format!("w{} w{} common w{}", i % 7, i % 13, i % 101))
+        .collect();
+    let partials: Vec<HashMap<String, u64>> = watchdog(LIMIT, "word count", move || {
+        pipe!(lines | split_words | count_words.workers(4).partition_by(|w: &String| w.clone()))
+            .collect()
+            .unwrap()
+    });
+    assert_eq!(partials.len(), 4);
+    let mut total: HashMap<String, u64> = HashMap::new();
+    for map in &partials {
+        for (word, n) in map {
+            assert!(
+                total.insert(word.clone(), *n).is_none(),
+                "{word} counted twice"
+            );
+        }
+    }
+    assert_eq!(total["common"], 2_000);
+    assert_eq!(total.values().sum::<u64>(), 8_000);
+}
+
+#[test]
+fn a_hot_key_shows_in_the_per_worker_counts() {
+    // Nine items in ten have key 0.
+    let items: Vec<Tagged> = (0..20_000u64)
+        .map(|i| {
+            if i % 10 == 9 {
+                ((i % 97) as u32 + 1, i)
+            } else {
+                (0, i)
+            }
+        })
+        .collect();
+    let profile = watchdog(LIMIT, "hot key", move || {
+        let mut results =
+            pipe!(items | check_order.workers(4).partition_by(|item: &Tagged| item.0))
+                .profile_with(Profiler::new().in_memory())
+                .results();
+        results.by_ref().for_each(|r| drop(r.unwrap()));
+        results.profile().cloned().expect("profiled")
+    });
+    let row = profile
+        .stage("MainPipeline__check_order")
+        .expect("the stage's row");
+    assert_eq!(row.items_in, 20_000);
+    assert_eq!(row.items_in_by_worker.len(), 4);
+    assert_eq!(row.items_in_by_worker.iter().sum::<u64>(), 20_000);
+    let hot = *row.items_in_by_worker.iter().max().unwrap();
+    assert!(
+        hot >= 18_000,
+        "the hot key's worker took {hot} items: {:?}",
+        row.items_in_by_worker
+    );
+}
+
+/// A map-like iterator stage that fails at `(key, n)` with `Boom`.
+#[stage]
+fn fail_at(
+    items: impl Iterator<Item = Tagged>,
+    key: u32,
+    n: u64,
+) -> impl Iterator<Item = Result<Tagged, Boom>> {
+    items.map(move |item| {
+        if item == (key, n) {
+            Err(Boom(n))
+        } else {
+            Ok(item)
+        }
+    })
+}
+
+/// Panics at `(key, n)`.
+#[stage]
+fn panic_at(items: impl Iterator<Item = Tagged>, key: u32, n: u64) -> impl Iterator<Item = Tagged> {
+    items.inspect(move |item| assert_ne!(*item, (key, n), "boom in the stage"))
+}
+
+#[test]
+fn an_error_in_the_stage_names_the_stage_and_worker() {
+    let err = watchdog(LIMIT, "stage error", || {
+        pipe!(
+            tagged(20_000, 40)
+                | fail_at(7, 3)
+                    .workers(4)
+                    .partition_by(|item: &Tagged| item.0)
+        )
+        .run()
+        .unwrap_err()
+    });
+    assert_eq!(err.stage(), "fail_at");
+    assert!(err.worker().is_some_and(|w| w < 4), "{err}");
+    assert_eq!(err.downcast_ref::<Boom>(), Some(&Boom(3)));
+}
+
+#[test]
+fn a_panic_in_the_stage_names_the_stage_and_worker() {
+    let err = watchdog(LIMIT, "stage panic", || {
+        pipe!(
+            tagged(20_000, 40)
+                | panic_at(7, 3)
+                    .workers(4)
+                    .partition_by(|item: &Tagged| item.0)
+        )
+        .run()
+        .unwrap_err()
+    });
+    assert_eq!(err.stage(), "panic_at");
+    assert!(err.worker().is_some_and(|w| w < 4), "{err}");
+    assert!(
+        err.panic_message().unwrap().contains("boom in the stage"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_panic_in_the_key_function_names_the_stage_and_its_router() {
+    let err = watchdog(LIMIT, "key panic", || {
+        let key = |item: &Tagged| {
+            assert_ne!(*item, (7, 3), "boom in the key");
+            item.0
+        };
+        pipe!(tagged(20_000, 40) | check_order.workers(4).partition_by(key))
+            .run()
+            .unwrap_err()
+    });
+    assert_eq!(err.stage(), "check_order");
+    assert_eq!(err.worker(), None);
+    let message = err.panic_message().expect("a panic");
+    assert!(
+        message.contains("key function") && message.contains("router"),
+        "{err}"
+    );
+    assert!(message.contains("boom in the key"), "{err}");
+}
+
+/// Threads of this process whose name starts with `prefix` (Linux).
+fn threads_named(prefix: &str) -> usize {
+    let tasks = std::fs::read_dir("/proc/self/task").unwrap();
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with(prefix))
+        .count()
+}
+
+/// Waits (generously) until no thread named with `prefix` is left.
+fn assert_no_thread_named(prefix: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while threads_named(prefix) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "threads `{prefix}*` left running"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[stage]
+fn pass(items: impl Iterator<Item = Tagged>) -> impl Iterator<Item = Tagged> {
+    items
+}
+
+#[test]
+fn dropping_the_results_of_an_endless_source_stops_everything() {
+    watchdog(LIMIT, "early drop", || {
+        let endless = (0u64..).map(|i| ((i % 13) as u32, i));
+        let mut results = pipe!(
+            endless
+                | pass
+                    .workers(4)
+                    .partition_by(|item: &Tagged| item.0)
+                    .name("kdrop")
+        )
+        .results();
+        for item in results.by_ref().take(1_000) {
+            item.unwrap();
+        }
+        // Four workers and a router while it runs (so the check below
+        // looks for the right names); a thread is named once it runs.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while threads_named("kdrop") < 5 {
+            assert!(std::time::Instant::now() < deadline, "no `kdrop` threads");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(results);
+    });
+    assert_no_thread_named("kdrop");
+}
+
+#[test]
+fn runs_on_a_threads_set() {
+    let threads = Threads::new();
+    for round in 0..3 {
+        let items = tagged(5_000, 20);
+        let input = items.clone();
+        let seen: Vec<Seen> =
+            pipe!(input | check_order.workers(3).partition_by(|item: &Tagged| item.0))
+                .on_threads(&threads)
+                .collect()
+                .unwrap();
+        assert_partitioned(&seen, 3, &items);
+        assert!(
+            threads.len() <= 5,
+            "round {round}: the source, a router and three workers"
+        );
+    }
+}
+
+#[test]
+fn a_trickling_input_is_not_held_back() {
+    // Each item must come out before the next goes in: the router may not
+    // keep any in its buffers while it waits for more.
+    watchdog(LIMIT, "trickle", || {
+        let (tx, rx) = flume::unbounded();
+        let mut results =
+            pipe!(rx | pass.workers(4).partition_by(|item: &Tagged| item.0)).results();
+        for i in 0..50u64 {
+            tx.send(((i % 5) as u32, i)).unwrap();
+            let got = results.next().expect("an item").unwrap();
+            assert_eq!(got, ((i % 5) as u32, i));
+        }
+        drop(tx);
+        assert!(results.next().is_none());
+    });
+}
+
+/// Reads its first `n` items, then stops reading.
+#[stage]
+fn first(items: impl Iterator<Item = Tagged>, n: usize) -> impl Iterator<Item = Tagged> {
+    items.take(n)
+}
+
+#[test]
+fn a_worker_that_stops_reading_does_not_stop_the_others() {
+    let out: Vec<Tagged> = watchdog(LIMIT, "stops reading", || {
+        pipe!(tagged(20_000, 40) | first(3).workers(4).partition_by(|item: &Tagged| item.0))
+            .collect()
+            .unwrap()
+    });
+    assert!(out.len() <= 12 && !out.is_empty(), "{}", out.len());
+}
+
+fn config_error<T: std::fmt::Debug>(result: Result<T, PipelineError>) -> (String, String) {
+    let err = result.unwrap_err();
+    match err.failure() {
+        Failure::Config(why) => (err.stage().to_owned(), why.clone()),
+        other => panic!("expected a configuration error, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_ordered_keyed_stage_is_a_configuration_error() {
+    let (stage, why) = config_error(
+        pipe!(
+            tagged(100, 4)
+                | pass
+                    .workers(2)
+                    .partition_by(|item: &Tagged| item.0)
+                    .ordered(true)
+        )
+        .collect::<Vec<_>>(),
+    );
+    assert_eq!(stage, "pass");
+    assert!(why.contains("ordered"), "{why}");
+}
+
+#[test]
+fn partition_by_twice_is_a_configuration_error() {
+    let (stage, why) = config_error(
+        pipe!(
+            tagged(100, 4)
+                | pass
+                    .partition_by(|item: &Tagged| item.0)
+                    .partition_by(|item: &Tagged| item.1)
+        )
+        .collect::<Vec<_>>(),
+    );
+    assert_eq!(stage, "pass");
+    assert!(why.contains("twice"), "{why}");
+}
+
+#[test]
+fn in_a_serial_segment_of_several_workers_it_is_a_configuration_error() {
+    let seg = segment!(pass | pass.workers(4).partition_by(|item: &Tagged| item.0))
+        .serial()
+        .workers(2)
+        .name("seg");
+    let (stage, why) = config_error(pipe!(tagged(100, 4) | { seg }).collect::<Vec<_>>());
+    assert_eq!(stage, "seg");
+    assert!(why.contains("`pass` is keyed"), "{why}");
+}
+
+#[test]
+fn on_one_thread_every_key_is_in_order_anyway() {
+    let items = tagged(5_000, 30);
+    // A serial segment of one worker.
+    let seg = segment!(pass | check_order.partition_by(|item: &Tagged| item.0)).serial();
+    let seen: Vec<Seen> = pipe!(items.clone() | { seg }).collect().unwrap();
+    assert_partitioned(&seen, 1, &items);
+    // A whole serial pipeline.
+    let seen: Vec<Seen> =
+        pipe!(serial: items.clone() | check_order.workers(4).partition_by(|item: &Tagged| item.0))
+            .collect()
+            .unwrap();
+    assert_partitioned(&seen, 1, &items);
+}
+
+#[test]
+fn a_serial_segment_can_be_keyed_itself() {
+    let items = tagged(20_000, 60);
+    let input = items.clone();
+    let seen: Vec<Seen> = watchdog(LIMIT, "keyed segment", move || {
+        let seg = segment!(pass | check_order)
+            .serial()
+            .workers(4)
+            .partition_by(|item: &Tagged| item.0);
+        pipe!(input | { seg }).collect().unwrap()
+    });
+    assert_partitioned(&seen, 4, &items);
+}
+
+#[test]
+fn a_parallel_segment_cannot_be_keyed() {
+    let seg = segment!(pass | pass)
+        .name("par")
+        .partition_by(|item: &Tagged| item.0);
+    let (stage, why) = config_error(pipe!(tagged(100, 4) | { seg }).collect::<Vec<_>>());
+    assert_eq!(stage, "par");
+    assert!(why.contains("parallel segment"), "{why}");
+}
+
+#[test]
+fn keyed_stages_in_a_parallel_segment_keep_their_keys() {
+    let items = tagged(10_000, 25);
+    let input = items.clone();
+    let seen: Vec<Seen> = watchdog(LIMIT, "parallel segment", move || {
+        let seg = segment!(pass | check_order.workers(3).partition_by(|item: &Tagged| item.0));
+        pipe!(input | { seg }).collect().unwrap()
+    });
+    assert_partitioned(&seen, 3, &items);
+}
+
+/// In a distributed pipeline, a stage's workers in every process pull from
+/// one stream: a keyed stage is refused when the pipeline is consumed,
+/// before anything reaches the broker (there is none here).
+#[cfg(feature = "nats")]
+#[test]
+fn a_keyed_stage_cannot_run_distributed() {
+    let job = parapipe::nats::Job::new("keyed").url("nats://127.0.0.1:1");
+    let result: Result<Vec<Tagged>, _> = watchdog(LIMIT, "distributed", move || {
+        pipe!(distributed(&job): tagged(100, 4) | pass.workers(2).partition_by(|item: &Tagged| item.0))
+            .collect()
+    });
+    let (stage, why) = config_error(result);
+    assert_eq!(stage, "pass");
+    assert!(why.contains("distributed"), "{why}");
+}
+
+#[test]
+fn a_keyed_serial_segment_is_checked_as_a_serial_segment() {
+    // `take` in a serial segment of several copies: refused, keyed or not.
+    let seg = segment!(pass | { parapipe::stages::take::new(5) })
+        .serial()
+        .workers(2)
+        .name("seg")
+        .partition_by(|item: &Tagged| item.0);
+    let (stage, why) = config_error(pipe!(tagged(100, 4) | { seg }).collect::<Vec<_>>());
+    assert_eq!(stage, "seg");
+    assert!(why.contains("`take` runs on one worker"), "{why}");
+}
+
+/// Sleeps on every item of key 0: its worker falls behind.
+#[stage]
+fn slow_on_key_zero(items: impl Iterator<Item = Tagged>) -> impl Iterator<Item = Tagged> {
+    items.inspect(|item| {
+        if item.0 == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    })
+}
+
+#[test]
+fn a_worker_behind_does_not_lose_or_hold_the_others_items() {
+    // Key 0's worker is slow and its queue (2 items) fills; the other keys
+    // still arrive, each in order, and every item arrives.
+    let items: Vec<Tagged> = (0..3_000u64).map(|i| ((i % 3) as u32, i / 3)).collect();
+    let input = items.clone();
+    let out: Vec<Tagged> = watchdog(LIMIT, "a worker behind", move || {
+        let stage = slow_on_key_zero::new()
+            .workers(3)
+            .qsize(6)
+            .partition_by(|item: &Tagged| item.0);
+        pipe!(input | { stage }).collect().unwrap()
+    });
+    assert_eq!(out.len(), items.len());
+    for key in 0..3u32 {
+        let seqs: Vec<u64> = out.iter().filter(|i| i.0 == key).map(|i| i.1).collect();
+        assert_eq!(seqs, (0..1_000).collect::<Vec<_>>(), "key {key}");
+    }
+}
