@@ -164,7 +164,10 @@ fn fanout(c: &mut Criterion) {
     let id = |name: &str| BenchmarkId::new(name, ITEMS);
     group.bench_function(id("plain"), |bench| {
         bench.iter(|| {
-            let sum: u64 = pipe!(0..black_box(ITEMS)).results().map(Result::unwrap).sum();
+            let sum: u64 = pipe!(0..black_box(ITEMS))
+                .results()
+                .map(Result::unwrap)
+                .sum();
             assert_eq!(sum, want);
         })
     });
