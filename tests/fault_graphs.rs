@@ -1,6 +1,7 @@
 //! Randomised fault injection for graphs: a pipeline forked by `tee` (2 or
 //! 3 branches), `split`, `split_result` or `route`, each branch with 0 to 2
-//! stages of its own (1 to 3 workers, ordered or not), read at once (each
+//! stages of its own (1 to 3 workers, ordered or not, or keyed with
+//! `partition_by` over 1 to 9 keys), read at once (each
 //! branch on a thread), one after the other on one thread, merged back
 //! with `Pipeline::merge`, or with branches dropped (before starting, or
 //! after a few items); an `Err` or a panic injected at a random item of the
@@ -84,8 +85,9 @@ enum Consumer {
 
 #[derive(Debug, Clone)]
 struct Branch {
-    /// Each stage: workers, ordered.
-    stages: Vec<(usize, bool)>,
+    /// Each stage: workers, ordered, keyed by `x % keys` (never ordered:
+    /// a keyed stage refuses it).
+    stages: Vec<(usize, bool, Option<u64>)>,
     /// A fault in its first stage, at an item value (after the upstream).
     fault: Fault,
     consumer: Consumer,
@@ -138,7 +140,13 @@ fn draw(seed: u64) -> Spec {
     let branches = (0..n)
         .map(|_| Branch {
             stages: (0..rng.below(3))
-                .map(|_| (1 + rng.below(3) as usize, rng.chance(2)))
+                .map(|_| {
+                    let workers = 1 + rng.below(3) as usize;
+                    match rng.below(4) {
+                        0 => (workers, false, Some(1 + rng.below(9))),
+                        _ => (workers, rng.chance(2), None),
+                    }
+                })
                 .collect(),
             fault: if rng.chance(3) {
                 fault(&mut rng, items)
@@ -266,13 +274,16 @@ fn build(spec: &Spec) -> Vec<Pipeline<u64>> {
         .enumerate()
         .map(|(b, (pipeline, branch))| {
             let mut pipeline = pipeline;
-            for (i, &(workers, ordered)) in branch.stages.iter().enumerate() {
+            for (i, &(workers, ordered, keys)) in branch.stages.iter().enumerate() {
                 let fault = if i == 0 { branch.fault } else { Fault::None };
                 let stage = step::new(fault)
                     .workers(workers)
                     .ordered(ordered)
                     .name(branch_stage(b));
-                pipeline = pipe!(pipeline | { stage });
+                pipeline = match keys {
+                    Some(keys) => pipe!(pipeline | { stage.partition_by(move |x: &u64| x % keys) }),
+                    None => pipe!(pipeline | { stage }),
+                };
             }
             pipeline
         })
@@ -398,7 +409,7 @@ fn check(spec: &Spec, got: &[Got]) -> Result<(), String> {
                 // One worker, no stage in between: the fork keeps the order.
                 let in_order = spec.reading != Reading::Merged
                     && (spec.upstream_workers == 1 || spec.upstream_ordered)
-                    && spec.branches[i].stages.iter().all(|&(w, o)| w == 1 || o);
+                    && spec.branches[i].stages.iter().all(|&(w, o, _)| w == 1 || o);
                 if in_order && items != &want {
                     return Err(format!("consumer {i}: out of order"));
                 }
