@@ -1,10 +1,13 @@
 //! Word counts over a generated text, in three steps: split lines into
-//! words, normalise each word, count them (each counting worker folds its
-//! share into counts of its own, and `reduce` merges them). Run twice, and
-//! timed beside a plain loop doing the same:
+//! words, normalise each word, count them. Run three ways, and timed beside
+//! a plain loop doing the same:
 //!
 //! - a stage per step: `split_words` (2 workers), `normalise` (4 workers),
-//!   the count (2 workers), queues between them;
+//!   and the count on 2 workers keyed by word (`partition_by`): every
+//!   occurrence of a word reaches the same worker, so each worker's counts
+//!   are whole for its words, and the results need no merging;
+//! - the same with the count on a single worker, to see whether the keyed
+//!   count paid on this machine;
 //! - the same three steps fused into one serial segment run by 2 workers:
 //!   each step costs tens of nanoseconds a word, about what handing a word
 //!   to another thread costs, so fusing them is what makes them pay (see
@@ -45,6 +48,15 @@ fn count(mut counts: HashMap<String, u64>, word: Option<String>) -> HashMap<Stri
         *counts.entry(w).or_insert(0) += 1;
     }
     counts
+}
+
+/// Counts the words a worker is given. Keyed by word, each worker counts
+/// its own words, all of their occurrences.
+#[stage]
+fn count_words(
+    words: impl Iterator<Item = Option<String>>,
+) -> impl Iterator<Item = HashMap<String, u64>> {
+    std::iter::once(words.fold(HashMap::new(), count))
 }
 
 /// Merges two workers' counts.
@@ -105,17 +117,30 @@ fn generate_text(lines: usize) -> impl Iterator<Item = String> {
 fn main() -> Result<(), PipelineError> {
     const LINES: usize = 200_000;
 
-    // A stage per step.
+    // A stage per step, the count keyed by word on 2 workers.
     let start = Instant::now();
-    let counts = pipe!(
+    let partials: Vec<HashMap<String, u64>> = pipe!(
         generate_text(LINES)
             | split_words
             | normalise(2)
-            | stages::fold(HashMap::new, count).workers(2)
+            | count_words
+                .workers(2)
+                .partition_by(|w: &Option<String>| w.clone())
     )
-    .reduce(merge)?
-    .unwrap_or_default();
-    let staged = start.elapsed();
+    .collect()?;
+    let keyed = start.elapsed();
+    // Whole counts per worker: the keys are disjoint, so joining them is
+    // all that is left.
+    let words_seen: usize = partials.iter().map(HashMap::len).sum();
+    let counts: HashMap<String, u64> = partials.into_iter().flatten().collect();
+    assert_eq!(words_seen, counts.len(), "each word counted by one worker");
+
+    // The same with a single counting worker.
+    let start = Instant::now();
+    let single = pipe!(generate_text(LINES) | split_words | normalise(2) | count_words)
+        .execute()?
+        .unwrap_or_default();
+    let single_time = start.elapsed();
 
     // The same steps fused: one chain per worker, no queue inside it.
     let start = Instant::now();
@@ -137,6 +162,7 @@ fn main() -> Result<(), PipelineError> {
     }
     let loop_time = start.elapsed();
     assert_eq!(counts, sequential);
+    assert_eq!(single, sequential);
     assert_eq!(fused, sequential);
 
     let mut top: Vec<(&String, &u64)> = counts.iter().collect();
@@ -152,13 +178,23 @@ fn main() -> Result<(), PipelineError> {
     }
     let vs = |t: std::time::Duration| loop_time.as_secs_f64() / t.as_secs_f64();
     println!(
-        "a stage per step:       {staged:>9.2?}  ({:.2}x the loop)",
-        vs(staged)
+        "a stage per step, keyed count on 2 workers: {keyed:>9.2?}  ({:.2}x the loop, {:.2}x a single counting worker: {})",
+        vs(keyed),
+        single_time.as_secs_f64() / keyed.as_secs_f64(),
+        if keyed < single_time {
+            "the keyed count paid"
+        } else {
+            "the keyed count did not pay here"
+        }
     );
     println!(
-        "steps fused, 2 workers: {fused_time:>9.2?}  ({:.2}x the loop)",
+        "a stage per step, one counting worker:      {single_time:>9.2?}  ({:.2}x the loop)",
+        vs(single_time)
+    );
+    println!(
+        "steps fused, 2 workers:                     {fused_time:>9.2?}  ({:.2}x the loop)",
         vs(fused_time)
     );
-    println!("a plain loop:           {loop_time:>9.2?}");
+    println!("a plain loop:                               {loop_time:>9.2?}");
     Ok(())
 }

@@ -34,6 +34,7 @@ fn graphs() {
     a_diamond_tee_then_merge();
     a_split_inside_a_split();
     a_zero_branch_buffer_is_a_configuration_error();
+    profiles_name_the_branches();
 }
 
 /// Runs `f` under a watchdog, and checks that every thread it started has
@@ -430,4 +431,37 @@ fn a_zero_branch_buffer_is_a_configuration_error() {
         assert_eq!(err.stage(), "fork", "{err}");
         assert!(err.to_string().contains("branch_buffer(0)"), "{err}");
     });
+}
+
+fn profiles_name_the_branches() {
+    graph_test("profiles of branches", || {
+        let (even, odd) = pipe!(0..1_000u64).split(|x| x % 2 == 0);
+        let [odd_a, odd_b] = odd.tee();
+        let profiler = || parapipe::profile::Profiler::new().in_memory();
+        let b = thread::spawn(move || odd_b.collect::<Vec<u64>>());
+        let a = thread::spawn(move || {
+            let mut results = pipe!(odd_a | double).profile_with(profiler()).results();
+            assert_eq!(results.by_ref().count(), 500);
+            keys(&results)
+        });
+        let mut results = pipe!(even | double).profile_with(profiler()).results();
+        assert_eq!(results.by_ref().count(), 500);
+        let keys = keys(&results);
+        assert!(
+            keys.contains(&"MainPipeline__split0__double".to_owned()),
+            "{keys:?}"
+        );
+        let keys = a.join().unwrap();
+        assert!(
+            keys.contains(&"MainPipeline__split1__tee0__double".to_owned()),
+            "{keys:?}"
+        );
+        assert_eq!(b.join().unwrap().unwrap().len(), 500);
+    });
+}
+
+/// The stage keys of a profiled run's profile.
+fn keys<T>(results: &Results<T>) -> Vec<String> {
+    let profile = results.profile().expect("a profiled run has a profile");
+    profile.stages().iter().map(|s| s.name.clone()).collect()
 }

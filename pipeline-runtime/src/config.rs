@@ -187,10 +187,14 @@ impl StageConfig {
         self.scope.push(segment.to_owned());
     }
 
-    /// The stage's name in profiles: `MainPipeline__segment__name`.
-    pub(crate) fn profile_key(&self) -> String {
+    /// The stage's name in profiles, `MainPipeline__segment__name`; in a
+    /// branch of a graph, `MainPipeline__branch__segment__name`.
+    pub(crate) fn profile_key_in(&self, branch: Option<&str>) -> String {
         let mut key = MAIN_PIPELINE_NAME.to_owned();
-        for level in self.scope.iter().map(String::as_str).chain([self.name()]) {
+        let levels = branch
+            .into_iter()
+            .chain(self.scope.iter().map(String::as_str));
+        for level in levels.chain([self.name()]) {
             key.push_str("__");
             key.push_str(level);
         }

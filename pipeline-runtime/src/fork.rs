@@ -47,6 +47,8 @@ type Router<U> = Box<dyn FnMut(U, &mut [Vec<U>]) -> Result<(), NoSuchBranch> + S
 struct Fork<U> {
     /// `tee`, `split`...: the fork's name in errors and thread names.
     kind: &'static str,
+    /// The branch path of the pipeline it forks, if that is a branch too.
+    path: Option<String>,
     outlets: Arc<Outlets<U>>,
     state: Mutex<State<U>>,
 }
@@ -359,8 +361,10 @@ impl<T: Send + 'static> Pipeline<T> {
     /// where `router` puts it.
     fn fork(self, kind: &'static str, branches: usize, router: Router<T>) -> Arc<Fork<T>> {
         let outlets = Arc::new(Outlets::new(branches, ROOM, self.branch_buffer));
+        let path = self.observe.branch.clone();
         Arc::new(Fork {
             kind,
+            path,
             outlets,
             state: Mutex::new(State::Waiting(Box::new((self, router)))),
         })
@@ -420,8 +424,9 @@ impl<T: Send + 'static> Pipeline<T> {
             }
             Ok(())
         });
+        let names: [String; N] = std::array::from_fn(|index| format!("tee{index}"));
         let fork = self.fork("tee", N, router);
-        std::array::from_fn(|index| branch(&fork, index, Some))
+        std::array::from_fn(|index| branch(&fork, index, &names[index], Some))
     }
 
     /// Items for which `to_first` is true to the first branch, the others
@@ -449,7 +454,8 @@ impl<T: Send + 'static> Pipeline<T> {
             Ok(())
         });
         let fork = self.fork("split", 2, router);
-        (branch(&fork, 0, Some), branch(&fork, 1, Some))
+        let first = branch(&fork, 0, "split0", Some);
+        (first, branch(&fork, 1, "split1", Some))
     }
 
     /// Each item to the branch `to` names (`0..N`), for example by an
@@ -481,8 +487,9 @@ impl<T: Send + 'static> Pipeline<T> {
             }
             Ok(())
         });
+        let names: [String; N] = std::array::from_fn(|index| format!("route{index}"));
         let fork = self.fork("route", N, router);
-        std::array::from_fn(|index| branch(&fork, index, Some))
+        std::array::from_fn(|index| branch(&fork, index, &names[index], Some))
     }
 
     /// How many items a branch nobody reads may hold before the graph fails
@@ -525,14 +532,17 @@ impl<T: Send + 'static, E: Send + 'static> Pipeline<Result<T, E>> {
                 Ok(())
             });
         let fork = self.fork("split_result", 2, router);
-        (branch(&fork, 0, Result::ok), branch(&fork, 1, Result::err))
+        let ok = branch(&fork, 0, "ok", Result::ok);
+        (ok, branch(&fork, 1, "err", Result::err))
     }
 }
 
-/// Branch `index` of `fork`, its items mapped by `project`.
+/// Branch `index` of `fork`, named `name` in profiles (after the path of
+/// the pipeline forked), its items mapped by `project`.
 fn branch<U: Send + 'static, B: Send + 'static>(
     fork: &Arc<Fork<U>>,
     index: usize,
+    name: &str,
     project: fn(U) -> Option<B>,
 ) -> Pipeline<B> {
     let reader = Reader {
@@ -543,5 +553,11 @@ fn branch<U: Send + 'static, B: Send + 'static>(
     };
     let starter = fork.clone();
     let source = Source::<std::iter::Empty<B>>::Queue(Box::new(reader));
-    Pipeline::from_source(source).with_thread(move |launch| starter.start(index, &launch.ctl))
+    let mut pipeline =
+        Pipeline::from_source(source).with_thread(move |launch| starter.start(index, &launch.ctl));
+    pipeline.observe.branch = Some(match &fork.path {
+        Some(path) => format!("{path}__{name}"),
+        None => name.to_owned(),
+    });
+    pipeline
 }

@@ -66,6 +66,9 @@ pub(crate) struct Launch {
     pub(crate) run: Option<Arc<RunStats>>,
     /// The set of threads the run's threads come from, if it has one.
     pub(crate) pool: Option<Arc<crate::threads::Inner>>,
+    /// For a branch of a fork, its path (`tee0`, `split1__ok`), the level
+    /// its stages' profile keys get after `MainPipeline`.
+    pub(crate) branch: Option<String>,
 }
 
 /// What one worker of a stage or producer starts with.
@@ -134,7 +137,7 @@ impl Launch {
         gauge: Option<Arc<Gauge>>,
     ) -> Option<Arc<StageStats>> {
         let run = self.run.as_ref()?;
-        let key = unique_key(&run.stages(), config.profile_key());
+        let key = unique_key(&run.stages(), config.profile_key_in(self.branch.as_deref()));
         let stats = Arc::new(StageStats::new(
             key,
             run.epoch,

@@ -125,7 +125,7 @@ pub struct Pipeline<T> {
     /// A configuration error found while building: reported when consumed,
     /// before any thread starts.
     invalid: Option<PipelineError>,
-    observe: Observe,
+    pub(crate) observe: Observe,
     /// The set of threads to run on, if given ([`Pipeline::on_threads`]).
     threads: Option<std::sync::Weak<crate::threads::Inner>>,
     /// What a branch of this pipeline nobody reads may hold
@@ -146,11 +146,14 @@ impl<T> std::fmt::Debug for Pipeline<T> {
     }
 }
 
-/// What is measured while a pipeline runs: nothing, unless asked.
+/// What is measured while a pipeline runs (nothing, unless asked), and
+/// under which name.
 #[derive(Default)]
-struct Observe {
+pub(crate) struct Observe {
     profiler: Option<Profiler>,
     debugger: Option<Debugger>,
+    /// For a branch of a fork, its path: see `Launch::branch`.
+    pub(crate) branch: Option<String>,
 }
 
 impl Observe {
@@ -438,6 +441,7 @@ impl<T: Send + 'static> Pipeline<T> {
             counters: Vec::new(),
             run: (observe.any() && self.invalid.is_none()).then(|| Arc::new(RunStats::new())),
             pool: self.threads.and_then(|set| set.upgrade()),
+            branch: observe.branch.clone(),
         };
         #[cfg(feature = "async")]
         if let Some(handle) = self.runtime {
