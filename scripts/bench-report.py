@@ -93,12 +93,23 @@ GROUPS = [
      "iterator stage (`iter_*`), 2 workers, unprofiled (`off`), profiled in memory and "
      "profiled into a database (samples every 100 ms). The target: profiled at most 10% "
      "slower than unprofiled."),
+    ("graphs", "keyed_wordcount", "11. Keyed word count over the package index",
+     "The words of the Debian package index (apt's lists, about 50 MB of real text) counted per "
+     "word (issue 18). `sequential` is a plain loop into one map; `rayon_fold_reduce` folds "
+     "`par_lines` into a map per task and merges them with `reduce`; the pipelines split 64 KiB "
+     "blocks of lines into words on 2 workers and count them on `k` workers keyed by word "
+     "(`partition_by`: disjoint maps, no merge), or on one worker (`parapipe_one_counter`)."),
+    ("graphs", "fanout", "12. Fan-out and fan-in: what a fork or a merge costs",
+     "1,000,000 integers: one `plain` pipeline (source to consumer), a `tee` into 2 branches read "
+     "at once (every item to each), a `split` into 2 branches, and a `merge` of 2 pipelines of "
+     "500,000 items. Speed-ups are relative to `plain`; divide the time by 1,000,000 for the "
+     "cost per item."),
 ]
 BENCHES = ["overhead", "serial", "granularity", "mandelbrot", "uneven", "async_io", "pgzip",
-           "small_runs", "io_workers", "profiler"]
+           "small_runs", "io_workers", "profiler", "graphs"]
 # Groups a bench writes that are shown inside another group's section.
 EXTRA_GROUPS = {"io_workers": ["io_workers_cpu"]}
-BASELINES = ("sequential", "hand_written_chain", "buffer_unordered", "single")
+BASELINES = ("sequential", "hand_written_chain", "buffer_unordered", "single", "plain")
 # Every cargo call builds with these, so that no bench rebuilds the crate
 # with other features (the async bench needs `async`; it changes nothing in
 # the code the other benches run).

@@ -9,7 +9,7 @@ mod common;
 use std::thread;
 use std::time::Duration;
 
-use common::{Boom, LIMIT, assert_threads_back_to, thread_count, watchdog};
+use common::{Boom, LIMIT, assert_threads_back_to, fail_at, panic_at, thread_count, watchdog};
 use parapipe::prelude::*;
 use parapipe::{Failure, Unread};
 
@@ -48,17 +48,6 @@ fn graph_test(what: &'static str, f: impl FnOnce() + Send + 'static) {
 #[map_stage(workers = 2)]
 fn double(x: u64) -> u64 {
     x * 2
-}
-
-#[map_stage(workers = 3)]
-fn fail_at(x: u64, at: u64) -> Result<u64, Boom> {
-    if x == at { Err(Boom(x)) } else { Ok(x) }
-}
-
-#[map_stage(workers = 2)]
-fn panic_at(x: u64, at: u64) -> u64 {
-    assert_ne!(x, at, "boom");
-    x
 }
 
 #[map_stage(workers = 2, ordered)]

@@ -5,23 +5,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Boom, LIMIT, assert_threads_back_to, thread_count, watchdog};
+use common::{Boom, LIMIT, assert_threads_back_to, fail_at, panic_at, thread_count, watchdog};
 use parapipe::prelude::*;
 
 #[map_stage(workers = 4)]
 fn inc(x: u64) -> u64 {
     x + 1
-}
-
-#[map_stage(workers = 3)]
-fn fail_at(x: u64, at: u64) -> Result<u64, Boom> {
-    if x == at { Err(Boom(x)) } else { Ok(x) }
-}
-
-#[map_stage(workers = 2)]
-fn panic_at(x: u64, at: u64) -> u64 {
-    assert_ne!(x, at, "boom");
-    x
 }
 
 #[stage]

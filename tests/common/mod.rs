@@ -79,3 +79,16 @@ impl std::fmt::Display for Boom {
 }
 
 impl std::error::Error for Boom {}
+
+/// A stage that fails with [`Boom`] at item `at` (3 workers).
+#[parapipe::map_stage(workers = 3)]
+pub fn fail_at(x: u64, at: u64) -> Result<u64, Boom> {
+    if x == at { Err(Boom(x)) } else { Ok(x) }
+}
+
+/// A stage that panics (`boom`) at item `at` (2 workers).
+#[parapipe::map_stage(workers = 2)]
+pub fn panic_at(x: u64, at: u64) -> u64 {
+    assert_ne!(x, at, "boom");
+    x
+}
