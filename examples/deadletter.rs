@@ -98,7 +98,7 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn add(mut self, service: Service) -> Summary {
+    pub fn with(mut self, service: Service) -> Summary {
         self.services += 1;
         *self.per_protocol.entry(service.protocol).or_default() += 1;
         self.aliases += service.aliases;
@@ -151,7 +151,7 @@ pub fn run(lines: Vec<Line>, dead_letters: &Path) -> Result<(Summary, usize), Bo
         out.flush()?;
         Ok(written)
     });
-    let summary = pipe!(services | stages::fold(Summary::default, Summary::add).workers(2))
+    let summary = pipe!(services | stages::fold(Summary::default, Summary::with).workers(2))
         .reduce(Summary::merge)?
         .unwrap_or_default();
     let written = writer

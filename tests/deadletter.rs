@@ -42,7 +42,7 @@ fn good_lines_are_summarised_and_bad_ones_written_with_their_line() {
     let mut want_bad = Vec::new();
     for line in &lines {
         match parse_service(line) {
-            Ok(service) => want = want.add(service),
+            Ok(service) => want = want.with(service),
             Err(why) => want_bad.push(format!(
                 "{}:{}: {why}: {}",
                 line.file, line.number, line.text

@@ -212,7 +212,7 @@ impl std::error::Error for NotMultiple {}
 
 #[map_stage]
 fn classify(x: u64) -> Result<u64, NotMultiple> {
-    if x % 3 == 0 {
+    if x.is_multiple_of(3) {
         Ok(x)
     } else {
         Err(NotMultiple(x))
@@ -228,7 +228,7 @@ fn unwrap_err(e: NotMultiple) -> u64 {
 fn branch_of(kind: ForkKind, x: u64) -> Option<usize> {
     match kind {
         ForkKind::Tee(_) => None,
-        ForkKind::Split | ForkKind::SplitResult => Some(usize::from(x % 3 != 0)),
+        ForkKind::Split | ForkKind::SplitResult => Some(usize::from(!x.is_multiple_of(3))),
         ForkKind::Route => Some((x % 3) as usize),
     }
 }

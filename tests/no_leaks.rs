@@ -5,7 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Boom, LIMIT, assert_threads_back_to, fail_at, panic_at, thread_count, watchdog};
+#[cfg(feature = "async")]
+use common::Boom;
+use common::{LIMIT, assert_threads_back_to, fail_at, panic_at, thread_count, watchdog};
 use parapipe::prelude::*;
 
 #[map_stage(workers = 4)]
@@ -273,6 +275,26 @@ fn no_thread_outlives_its_pipeline() {
                         .profile_with(Profiler::new().folder(file.join("below-a-file")))
                         .run()
                         .unwrap();
+                }),
+            ),
+            (
+                "graphs: tee, split, merge; success, error, early drop",
+                Box::new(|| {
+                    let [a, b] = pipe!(0..10_000u64 | inc).tee();
+                    Pipeline::merge([pipe!(a | inc), b]).run().unwrap();
+                    let (a, b) = pipe!(0..u64::MAX).split(|x| x % 2 == 0);
+                    let b = std::thread::spawn(move || pipe!(b | fail_at(5001)).run());
+                    a.run().unwrap_err();
+                    b.join().unwrap().unwrap_err();
+                    let [a, b] = pipe!(0..u64::MAX | inc).tee();
+                    let mut a = a.results();
+                    a.next().unwrap().unwrap();
+                    drop(b);
+                    drop(a);
+                    let merged = Pipeline::merge([pipe!(0..u64::MAX), pipe!(0..u64::MAX | inc)]);
+                    let mut r = merged.results();
+                    r.next().unwrap().unwrap();
+                    drop(r);
                 }),
             ),
         ];
