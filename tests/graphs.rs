@@ -35,6 +35,7 @@ fn graphs() {
     a_split_inside_a_split();
     a_zero_branch_buffer_is_a_configuration_error();
     profiles_name_the_branches();
+    a_branch_read_a_little_then_left_for_another_fails_rather_than_hangs();
 }
 
 /// Runs `f` under a watchdog, and checks that every thread it started has
@@ -453,4 +454,20 @@ fn profiles_name_the_branches() {
 fn keys<T>(results: &Results<T>) -> Vec<String> {
     let profile = results.profile().expect("a profiled run has a profile");
     profile.stages().iter().map(|s| s.name.clone()).collect()
+}
+
+fn a_branch_read_a_little_then_left_for_another_fails_rather_than_hangs() {
+    graph_test("tee, read a little, then the other", || {
+        let [a, b] = pipe!(0..1_000_000u64).tee();
+        let (mut a, mut b) = (a.results(), b.results());
+        // `b` is read now: the fork waits for it once it is full.
+        assert!(b.next().is_some());
+        let err = a.find_map(Result::err).expect("branch 0 cannot end");
+        let unread = err
+            .downcast_ref::<Unread>()
+            .unwrap_or_else(|| panic!("{err}"));
+        assert_eq!(unread.branch(), 1, "{err}");
+        assert!(err.to_string().contains("waits for branch 0"), "{err}");
+        assert!(b.find_map(Result::err).is_some());
+    });
 }

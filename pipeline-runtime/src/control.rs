@@ -1,6 +1,6 @@
 //! State shared by every thread of one running pipeline.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,12 @@ pub(crate) struct Control {
     /// Whether the consumer has asked for a batch of results yet: a fork
     /// waits for a branch only once somebody reads it (see `outlet.rs`).
     reading: AtomicBool,
+    /// The thread that last asked for a batch of results (a number of
+    /// ours, see [`thread_number`]; 0 before any), and whether it is
+    /// waiting for one now: a fork tells from them that a branch it waits
+    /// for is read by the very thread that waits for another branch.
+    reader: AtomicU64,
+    waiting: AtomicBool,
     /// Where the pipeline's async stages run their futures.
     #[cfg(feature = "async")]
     pub(crate) executor: crate::executor::Executor,
@@ -183,12 +189,34 @@ impl Control {
         }
     }
 
-    /// Notes that the consumer asked for results (once per batch: cheap).
-    #[inline]
+    /// Notes that the consumer asked for results before any thread of
+    /// ours reads them (a merge's input).
     pub(crate) fn mark_reading(&self) {
+        self.reading.store(true, Ordering::Relaxed);
+    }
+
+    /// The consumer waits for a batch of results on this thread (once per
+    /// batch: cheap).
+    #[inline]
+    pub(crate) fn consumer_waits(&self) {
         if !self.reading.load(Ordering::Relaxed) {
             self.reading.store(true, Ordering::Relaxed);
         }
+        self.reader.store(thread_number(), Ordering::Relaxed);
+        self.waiting.store(true, Ordering::Relaxed);
+    }
+
+    /// The consumer's wait for a batch is over.
+    #[inline]
+    pub(crate) fn consumer_got(&self) {
+        self.waiting.store(false, Ordering::Relaxed);
+    }
+
+    /// The thread that last asked for results (0 before any), and whether
+    /// it is waiting for them now.
+    pub(crate) fn consumer(&self) -> (u64, bool) {
+        let reader = self.reader.load(Ordering::Relaxed);
+        (reader, self.waiting.load(Ordering::Relaxed))
     }
 
     /// Whether the consumer has asked for results yet.
@@ -215,6 +243,16 @@ impl Control {
         error.set_followed_by(self.followers.load(Ordering::Relaxed));
         Some(error)
     }
+}
+
+/// This thread's number, unique in the process (from 1): cheaper to keep
+/// in an atomic than a `ThreadId`.
+fn thread_number() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static NUMBER: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    NUMBER.with(|n| *n)
 }
 
 /// The runs of a list still alive, copied out so no lock is held while

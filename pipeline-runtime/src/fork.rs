@@ -217,6 +217,17 @@ fn deal<U>(
                     kind,
                     branch,
                     items,
+                    starved: None,
+                }),
+                Err(Refused::SameThread {
+                    branch,
+                    items,
+                    starved,
+                }) => Failed::Unread(Unread {
+                    kind,
+                    branch,
+                    items,
+                    starved: Some(starved),
                 }),
             },
             Ok(Err(no_such)) => Failed::NoSuchBranch(no_such),
@@ -305,12 +316,17 @@ impl<U, B> Drop for Reader<U, B> {
 /// The error of a fork whose branch nobody read while the others were
 /// read, once the branch held its bound for a second: reading the
 /// branches from one thread, one after the other, or keeping a branch
-/// nobody reads.
+/// nobody reads. Also for a branch the fork waits for whose reader is the
+/// thread waiting for another branch, for a second (a thread that read a
+/// little of one branch, then reads another to its end).
 #[derive(Debug, Clone)]
 pub struct Unread {
     kind: &'static str,
     branch: usize,
     items: usize,
+    /// The branch whose consumer's thread waited, if the unread branch is
+    /// read on that same thread.
+    starved: Option<usize>,
 }
 
 impl Unread {
@@ -322,12 +338,21 @@ impl Unread {
 
 impl std::fmt::Display for Unread {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "branch {} of the {} holds {} items nobody reads: read every branch at once \
-             (each from its own thread, or merged), drop a branch you do not need, \
-             or raise `branch_buffer`",
-            self.branch, self.kind, self.items
+        let (branch, kind, items) = (self.branch, self.kind, self.items);
+        match self.starved {
+            None => write!(
+                f,
+                "branch {branch} of the {kind} holds {items} items nobody reads"
+            )?,
+            Some(starved) => write!(
+                f,
+                "branch {branch} of the {kind} holds {items} items, and the thread that reads it \
+                 waits for branch {starved}, which cannot get more until branch {branch} is read"
+            )?,
+        }
+        f.write_str(
+            ": read every branch at once (each from its own thread, or merged), \
+             drop a branch you do not need, or raise `branch_buffer`",
         )
     }
 }
@@ -403,7 +428,9 @@ impl<T: Send + 'static> Pipeline<T> {
     /// default), so one thread can read a short tee's branches one after
     /// the other. A branch that holds that many and is still not read a
     /// second later fails the whole graph with an [`Unread`] error naming
-    /// the branch, rather than hang. A branch that is dropped,
+    /// the branch, rather than hang. So does a branch the fork waits for
+    /// that is read on the thread now waiting for another branch (read a
+    /// little of one branch, then another to its end). A branch that is dropped,
     /// or whose results are dropped, leaves: the others go on without it.
     ///
     /// # One graph, one fate

@@ -9,7 +9,10 @@
 //! first) holds what arrives, up to `bound` items. There the fork waits a
 //! grace time for it to be read (a branch read from a thread that is
 //! still starting), and then fails the graph with an error naming the
-//! branch, rather than hang.
+//! branch, rather than hang. One more wait cannot end: for a full branch
+//! whose consumer's thread is the one waiting for a sibling branch that has
+//! nothing (a thread that read a little of one branch, then reads another
+//! to its end); after the grace time it fails the graph the same way.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, Weak};
@@ -58,6 +61,34 @@ impl<T> Branch<T> {
         let run = self.run.as_ref().and_then(Weak::upgrade);
         run.is_some_and(|run| run.is_reading())
     }
+
+    /// Its consumer's thread and whether it waits for results now.
+    fn consumer(&self) -> Option<(u64, bool)> {
+        let run = self.run.as_ref().and_then(Weak::upgrade)?;
+        Some(run.consumer())
+    }
+}
+
+/// A full branch somebody reads, whose consumer's thread is the thread
+/// waiting for another branch that has nothing: `(full, starved)`. Neither
+/// can go on while that lasts: the thread would have to read the full
+/// branch to end its wait for the other.
+fn same_thread<T>(branches: &[Branch<T>], room_at: usize) -> Option<(usize, usize)> {
+    let full = |b: &Branch<T>| !b.gone && b.items.len() >= room_at && b.is_read();
+    branches
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| full(b))
+        .find_map(|(f, full)| {
+            let (thread, waiting) = full.consumer()?;
+            if waiting || thread == 0 {
+                return None;
+            }
+            let starved = branches.iter().enumerate().position(|(s, b)| {
+                s != f && !b.gone && b.items.is_empty() && b.consumer() == Some((thread, true))
+            })?;
+            Some((f, starved))
+        })
 }
 
 /// Why the fork cannot deliver.
@@ -68,6 +99,13 @@ pub(crate) enum Refused {
     Cancelled,
     /// A branch nobody reads held its bound for the grace time.
     Behind { branch: usize, items: usize },
+    /// A full branch's consumer was, for the grace time, the thread that
+    /// waited for the branch `starved`, which had nothing.
+    SameThread {
+        branch: usize,
+        items: usize,
+        starved: usize,
+    },
 }
 
 /// What a branch's source takes.
@@ -133,6 +171,7 @@ impl<T> Outlets<T> {
     ) -> Result<(), Refused> {
         let mut state = lock(&self.state);
         let mut unread_since: Option<Instant> = None;
+        let mut stuck_since: Option<Instant> = None;
         loop {
             if state.branches.iter().all(|b| b.gone) {
                 return Err(Refused::Gone);
@@ -152,6 +191,22 @@ impl<T> Outlets<T> {
                 }
                 None if !state.branches.iter().any(full) => break,
                 None => unread_since = None,
+            }
+            // Waiting for a full branch: a wait that cannot end unless the
+            // thread reading it, now waiting for a sibling, reads it.
+            match same_thread(&state.branches, self.room_at) {
+                Some((branch, starved)) => {
+                    let since = *stuck_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= UNREAD_GRACE {
+                        let items = state.branches[branch].items.len();
+                        return Err(Refused::SameThread {
+                            branch,
+                            items,
+                            starved,
+                        });
+                    }
+                }
+                None => stuck_since = None,
             }
             // Polled as well as notified: a branch's consumer starting to
             // read changes whom to wait for, and tells nobody.

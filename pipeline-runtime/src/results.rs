@@ -172,8 +172,10 @@ fn receive<T>(
     observed: &Option<Observed>,
 ) -> Option<Vec<T>> {
     let link = rx.as_mut()?;
-    ctl.mark_reading();
-    match link.recv_to_end(ctl) {
+    ctl.consumer_waits();
+    let batch = link.recv_to_end(ctl);
+    ctl.consumer_got();
+    match batch {
         Some(batch) => {
             if let Some(observed) = observed {
                 observed.run.received(batch.len(), link.born());
