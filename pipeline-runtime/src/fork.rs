@@ -20,7 +20,6 @@
 //! finds the upstream's failure in its outlet.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -263,11 +262,10 @@ impl Failed {
     }
 }
 
-/// A branch's source: takes the items its outlet holds.
+/// A branch's source: takes the items its outlet holds, a batch at a time.
 struct Reader<U, B> {
     fork: Arc<Fork<U>>,
     branch: usize,
-    items: VecDeque<U>,
     /// The branch's item from the fork's (`Result::ok` for a split's `Ok`
     /// branch); the router sends a branch only items it maps to `Some`.
     project: fn(U) -> Option<B>,
@@ -275,21 +273,16 @@ struct Reader<U, B> {
 
 impl<U, B> Reader<U, B> {
     fn poll(&mut self, wait: Option<Duration>, ctl: &Control) -> Polled<B> {
-        loop {
-            while let Some(item) = self.items.pop_front() {
-                if let Some(item) = (self.project)(item) {
-                    return Polled::Item(item);
-                }
+        match self.fork.outlets.take(self.branch, wait) {
+            Taken::Items(items) => {
+                Polled::Batch(items.into_iter().filter_map(self.project).collect())
             }
-            match self.fork.outlets.take(self.branch, wait) {
-                Taken::Items(items) => self.items = items,
-                Taken::Empty => return Polled::Empty,
-                Taken::Closed(failure) => {
-                    if let Some(failure) = failure {
-                        ctl.fail_elsewhere(failure);
-                    }
-                    return Polled::Closed;
+            Taken::Empty => Polled::Empty,
+            Taken::Closed(failure) => {
+                if let Some(failure) = failure {
+                    ctl.fail_elsewhere(failure);
                 }
+                Polled::Closed
             }
         }
     }
@@ -575,7 +568,6 @@ fn branch<U: Send + 'static, B: Send + 'static>(
     let reader = Reader {
         fork: fork.clone(),
         branch: index,
-        items: VecDeque::new(),
         project,
     };
     let starter = fork.clone();

@@ -61,6 +61,8 @@ impl Gate {
 /// One poll of a channel source.
 pub(crate) enum Polled<T> {
     Item(T),
+    /// Several items at once (a fork's branch takes what its outlet holds).
+    Batch(Vec<T>),
     Empty,
     Closed,
 }
@@ -184,11 +186,16 @@ fn drain_channel<T>(
     loop {
         match try_recv() {
             Polled::Item(item) => push(item, tx, &mut probe)?,
+            Polled::Batch(items) => {
+                for item in items {
+                    push(item, tx, &mut probe)?;
+                }
+            }
             Polled::Closed => return Ok(()),
             Polled::Empty => {
                 tx.flush(ctl)?;
                 let since = Instant::now();
-                let item = loop {
+                let got = loop {
                     let wait = match idle {
                         Some(idle) => match idle.checked_sub(since.elapsed()) {
                             Some(left) => left.min(POLL),
@@ -202,10 +209,9 @@ fn drain_channel<T>(
                         None => POLL,
                     };
                     match recv_timeout(wait) {
-                        Polled::Item(item) => break item,
-                        Polled::Closed => return Ok(()),
                         Polled::Empty if ctl.is_cancelled() => return Err(Stop::Cancelled),
                         Polled::Empty => {}
+                        got => break got,
                     }
                 };
                 let now = Instant::now();
@@ -214,7 +220,16 @@ fn drain_channel<T>(
                     probe.took(0, now, now - since);
                 }
                 tx.restart_clock(now);
-                push(item, tx, &mut probe)?;
+                match got {
+                    Polled::Item(item) => push(item, tx, &mut probe)?,
+                    Polled::Batch(items) => {
+                        for item in items {
+                            push(item, tx, &mut probe)?;
+                        }
+                    }
+                    Polled::Closed => return Ok(()),
+                    Polled::Empty => {}
+                }
             }
         }
     }
