@@ -151,11 +151,7 @@ impl Control {
     /// to its own peers, so a graph of any shape hears of it; a run that
     /// already failed stops it there.
     fn spread(&self) {
-        let peers = live(&self.peers);
-        if peers.is_empty() {
-            return;
-        }
-        for peer in peers {
+        for peer in live(&self.peers) {
             let Some(copy) = self.failure_copy() else {
                 return;
             };

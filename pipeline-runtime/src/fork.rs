@@ -132,14 +132,8 @@ impl<U: Send + 'static> Fork<U> {
             let outlets = self.outlets.clone();
             let kind = self.kind;
             let gate = Arc::new(Gate::default());
-            let held = HELD.with(|held| match held.borrow_mut().as_mut() {
-                Some(held) => {
-                    held.push(gate.clone());
-                    true
-                }
-                None => false,
-            });
-            if !held {
+            let held = HELD.with(|held| held.borrow_mut().as_mut().map(|h| h.push(gate.clone())));
+            if held.is_none() {
                 gate.open();
             }
             let spawned = std::thread::Builder::new()
@@ -212,13 +206,7 @@ fn deal<U>(
                 // already; the upstream's results end with it, next.
                 Err(Refused::Cancelled) => continue,
                 Err(Refused::Gone) => break None,
-                Err(Refused::Behind { branch, items }) => Failed::Unread(Unread {
-                    kind,
-                    branch,
-                    items,
-                    starved: None,
-                }),
-                Err(Refused::SameThread {
+                Err(Refused::Unread {
                     branch,
                     items,
                     starved,
@@ -226,7 +214,7 @@ fn deal<U>(
                     kind,
                     branch,
                     items,
-                    starved: Some(starved),
+                    starved,
                 }),
             },
             Ok(Err(no_such)) => Failed::NoSuchBranch(no_such),

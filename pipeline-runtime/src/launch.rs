@@ -71,6 +71,41 @@ pub(crate) struct Launch {
     pub(crate) branch: Option<String>,
 }
 
+/// One value per worker of a stage, each taken once by its worker: a
+/// keyed worker's own input queue, a merge worker's input. Clones share
+/// the values.
+pub(crate) struct PerWorker<T>(Arc<Vec<std::sync::Mutex<Option<T>>>>);
+
+impl<T> Clone for PerWorker<T> {
+    fn clone(&self) -> Self {
+        PerWorker(self.0.clone())
+    }
+}
+
+impl<T> PerWorker<T> {
+    /// Worker `i`'s value is `values[i]`.
+    pub(crate) fn new(values: Vec<T>) -> Self {
+        PerWorker(Arc::new(
+            values.into_iter().map(|v| Some(v).into()).collect(),
+        ))
+    }
+
+    /// `workers` empty places, filled with [`put`](PerWorker::put).
+    pub(crate) fn empty(workers: usize) -> Self {
+        PerWorker(Arc::new((0..workers).map(|_| Default::default()).collect()))
+    }
+
+    /// Worker `index`'s value is `value`.
+    pub(crate) fn put(&self, index: usize, value: T) {
+        *crate::control::lock(&self.0[index]) = Some(value);
+    }
+
+    /// Worker `index`'s value, if it is there and not taken yet.
+    pub(crate) fn take(&self, index: usize) -> Option<T> {
+        crate::control::lock(&self.0[index]).take()
+    }
+}
+
 /// What one worker of a stage or producer starts with.
 pub(crate) struct WorkerStart<O> {
     pub(crate) index: usize,

@@ -11,12 +11,10 @@
 //! Each worker owns its input's results, so the merge's shutdown joins the
 //! inputs' threads.
 
-use std::sync::{Arc, Mutex};
-
 use crate::config::StageConfig;
-use crate::control::{Control, lock};
+use crate::control::Control;
 use crate::error::{StageError, Stop};
-use crate::launch::WorkerStart;
+use crate::launch::{PerWorker, WorkerStart};
 use crate::pipeline::Pipeline;
 use crate::results::Results;
 
@@ -49,7 +47,7 @@ impl<T: Send + 'static> Pipeline<T> {
         }
         let mut config = StageConfig::new("merge");
         config.set_workers(inputs.len());
-        let slots: Arc<Vec<Slot<T>>> = Arc::new(inputs.iter().map(|_| Mutex::new(None)).collect());
+        let slots = PerWorker::empty(inputs.len());
         let started = slots.clone();
         let body = move |w| pass_on(&slots, w);
         Pipeline::from_workers(config, body).with_thread(move |launch| {
@@ -58,25 +56,25 @@ impl<T: Send + 'static> Pipeline<T> {
             // count as read from the start.
             let ctl = launch.control();
             crate::fork::start_together(|| {
-                for (input, slot) in inputs.into_iter().zip(started.iter()) {
+                for (index, input) in inputs.into_iter().enumerate() {
                     let results = input.results();
                     let run = results.control();
                     run.mark_reading();
                     Control::join_graph(&ctl, &run);
                     ctl.feed_from(&run);
-                    *lock(slot) = Some(results);
+                    started.put(index, results);
                 }
             });
         })
     }
 }
 
-/// An input's results, from its start until its worker takes them.
-type Slot<T> = Mutex<Option<Results<T>>>;
-
 /// Worker `w.index` of a merge: passes its input's batches on.
-fn pass_on<T: Send + 'static>(slots: &[Slot<T>], mut w: WorkerStart<T>) -> Result<(), StageError> {
-    let Some(mut results) = lock(&slots[w.index]).take() else {
+fn pass_on<T: Send + 'static>(
+    slots: &PerWorker<Results<T>>,
+    mut w: WorkerStart<T>,
+) -> Result<(), StageError> {
+    let Some(mut results) = slots.take(w.index) else {
         return Ok(());
     };
     while let Some(batch) = results.next_batch() {

@@ -62,6 +62,12 @@ impl<T> Branch<T> {
         run.is_some_and(|run| run.is_reading())
     }
 
+    /// Whether the fork waits for it: somebody reads it, and it holds
+    /// `room_at` items.
+    fn is_full(&self, room_at: usize) -> bool {
+        !self.gone && self.items.len() >= room_at && self.is_read()
+    }
+
     /// Its consumer's thread and whether it waits for results now.
     fn consumer(&self) -> Option<(u64, bool)> {
         let run = self.run.as_ref().and_then(Weak::upgrade)?;
@@ -74,11 +80,10 @@ impl<T> Branch<T> {
 /// can go on while that lasts: the thread would have to read the full
 /// branch to end its wait for the other.
 fn same_thread<T>(branches: &[Branch<T>], room_at: usize) -> Option<(usize, usize)> {
-    let full = |b: &Branch<T>| !b.gone && b.items.len() >= room_at && b.is_read();
     branches
         .iter()
         .enumerate()
-        .filter(|(_, b)| full(b))
+        .filter(|(_, b)| b.is_full(room_at))
         .find_map(|(f, full)| {
             let (thread, waiting) = full.consumer()?;
             if waiting || thread == 0 {
@@ -97,14 +102,13 @@ pub(crate) enum Refused {
     Gone,
     /// The fork's run was cancelled while it waited.
     Cancelled,
-    /// A branch nobody reads held its bound for the grace time.
-    Behind { branch: usize, items: usize },
-    /// A full branch's consumer was, for the grace time, the thread that
-    /// waited for the branch `starved`, which had nothing.
-    SameThread {
+    /// For the grace time, a branch nobody reads held its bound
+    /// (`starved` is `None`), or a full branch's consumer was the thread
+    /// that waited for the branch `starved`, which had nothing.
+    Unread {
         branch: usize,
         items: usize,
-        starved: usize,
+        starved: Option<usize>,
     },
 }
 
@@ -170,8 +174,9 @@ impl<T> Outlets<T> {
         dropped: &mut Vec<Vec<T>>,
     ) -> Result<(), Refused> {
         let mut state = lock(&self.state);
-        let mut unread_since: Option<Instant> = None;
-        let mut stuck_since: Option<Instant> = None;
+        // Since when the fork has waited for a branch it cannot get past,
+        // and whether that is because of a sibling waiting on the same thread.
+        let mut stuck_since: Option<(bool, Instant)> = None;
         loop {
             if state.branches.iter().all(|b| b.gone) {
                 return Err(Refused::Gone);
@@ -179,27 +184,24 @@ impl<T> Outlets<T> {
             if ctl.is_cancelled() {
                 return Err(Refused::Cancelled);
             }
-            let full = |b: &Branch<T>| !b.gone && b.items.len() >= self.room_at && b.is_read();
             let over = |b: &Branch<T>| !b.gone && b.items.len() >= self.bound && !b.is_read();
-            match state.branches.iter().position(over) {
-                Some(branch) => {
-                    let since = *unread_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= UNREAD_GRACE {
-                        let items = state.branches[branch].items.len();
-                        return Err(Refused::Behind { branch, items });
-                    }
-                }
-                None if !state.branches.iter().any(full) => break,
-                None => unread_since = None,
-            }
-            // Waiting for a full branch: a wait that cannot end unless the
-            // thread reading it, now waiting for a sibling, reads it.
-            match same_thread(&state.branches, self.room_at) {
+            let stuck = match state.branches.iter().position(over) {
+                Some(branch) => Some((branch, None)),
+                None if !state.branches.iter().any(|b| b.is_full(self.room_at)) => break,
+                // Waiting for a full branch: a wait that cannot end if the
+                // thread reading it is waiting for a sibling.
+                None => same_thread(&state.branches, self.room_at).map(|(b, s)| (b, Some(s))),
+            };
+            match stuck {
                 Some((branch, starved)) => {
-                    let since = *stuck_since.get_or_insert_with(Instant::now);
+                    let since = match stuck_since {
+                        Some((same, since)) if same == starved.is_some() => since,
+                        _ => Instant::now(),
+                    };
+                    stuck_since = Some((starved.is_some(), since));
                     if since.elapsed() >= UNREAD_GRACE {
                         let items = state.branches[branch].items.len();
-                        return Err(Refused::SameThread {
+                        return Err(Refused::Unread {
                             branch,
                             items,
                             starved,

@@ -4,13 +4,13 @@
 use std::any::Any;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::config::{QueueSize, StageConfig};
-use crate::control::{Control, lock};
+use crate::control::Control;
 use crate::debug::{Debugger, Monitor};
 use crate::error::{Failure, PipelineError, StageError, into_panic_message};
-use crate::launch::{Launch, WorkerStart};
+use crate::launch::{Launch, PerWorker, WorkerStart};
 use crate::link::{Rx, link, link_with};
 use crate::ordered::Out;
 use crate::profile::{Probe, Profiler, RunStats};
@@ -39,9 +39,10 @@ enum Inputs<T> {
     /// All from the previous stage's queue, a receiver each.
     Shared(Rx<T>),
     /// Worker `i` from queue `i` alone (see [`Split`]).
-    Own(Arc<Vec<Mutex<Option<Rx<T>>>>>),
+    Own(PerWorker<Rx<T>>),
 }
 
+// By hand: a derive would ask for `T: Clone`, which neither needs.
 impl<T> Clone for Inputs<T> {
     fn clone(&self) -> Self {
         match self {
@@ -56,8 +57,8 @@ impl<T> Inputs<T> {
     fn take(self, index: usize) -> Rx<T> {
         match self {
             Inputs::Shared(rx) => rx,
-            Inputs::Own(queues) => lock(&queues[index])
-                .take()
+            Inputs::Own(queues) => queues
+                .take(index)
                 .expect("each worker of a stage starts once"),
         }
     }
@@ -388,9 +389,7 @@ impl<T: Send + 'static> Pipeline<T> {
                 None => Inputs::Shared(input),
                 Some(split) => {
                     let queues = split(launch, input, &config);
-                    Inputs::Own(Arc::new(
-                        queues.into_iter().map(|q| Mutex::new(Some(q))).collect(),
-                    ))
+                    Inputs::Own(PerWorker::new(queues))
                 }
             };
             let fused = stage.fused_stages();
