@@ -1,6 +1,7 @@
 //! `Threads`: a set of threads that runs reuse. Every way a run ends leaves
 //! the set working; dropping the set ends its threads; a run never waits
-//! for a thread of the set that is stuck in the user's code.
+//! for a thread of the set that is stuck in the user's code. One test in
+//! this binary (see [`threads`]).
 
 mod common;
 
@@ -28,22 +29,25 @@ fn panic_at(x: u64, at: u64) -> u64 {
     x
 }
 
-/// The tests count the process's threads: one at a time.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// The cases count the process's threads, so they run one after the
+/// other in one test: with several tests, the harness starts a waiting
+/// test's thread at any moment, and a count would see it.
+#[test]
+fn threads() {
+    runs_reuse_the_same_threads();
+    every_ending_leaves_the_set_working();
+    dropping_the_set_ends_its_threads();
+    a_pipeline_outliving_its_set_starts_threads_of_its_own();
+    a_stage_with_its_own_stack_gets_its_own_thread();
+    runs_at_the_same_time_share_the_set();
+    a_thread_stuck_in_a_source_is_not_waited_for();
 }
 
 fn sum_to(n: u64) -> u64 {
     (1..=n).sum()
 }
 
-#[test]
 fn runs_reuse_the_same_threads() {
-    let _serial = one_at_a_time();
     watchdog(LIMIT, "reuse", || {
         let threads = Threads::new();
         assert!(threads.is_empty());
@@ -62,9 +66,7 @@ fn runs_reuse_the_same_threads() {
     });
 }
 
-#[test]
 fn every_ending_leaves_the_set_working() {
-    let _serial = one_at_a_time();
     watchdog(LIMIT, "endings", || {
         let threads = Threads::new();
         for round in 0..100u64 {
@@ -121,9 +123,7 @@ fn every_ending_leaves_the_set_working() {
     });
 }
 
-#[test]
 fn dropping_the_set_ends_its_threads() {
-    let _serial = one_at_a_time();
     watchdog(LIMIT, "drop", || {
         let baseline = thread_count();
         let threads = Threads::new();
@@ -139,9 +139,7 @@ fn dropping_the_set_ends_its_threads() {
     });
 }
 
-#[test]
 fn a_pipeline_outliving_its_set_starts_threads_of_its_own() {
-    let _serial = one_at_a_time();
     watchdog(LIMIT, "outlived", || {
         let baseline = thread_count();
         let threads = Threads::new();
@@ -153,9 +151,7 @@ fn a_pipeline_outliving_its_set_starts_threads_of_its_own() {
     });
 }
 
-#[test]
 fn a_stage_with_its_own_stack_gets_its_own_thread() {
-    let _serial = one_at_a_time();
     watchdog(LIMIT, "stack", || {
         let threads = Threads::new();
         let sum = pipe!(0..100u64 | inc.stack_size(4 << 20) | inc.workers(1))
@@ -169,9 +165,7 @@ fn a_stage_with_its_own_stack_gets_its_own_thread() {
     });
 }
 
-#[test]
 fn runs_at_the_same_time_share_the_set() {
-    let _serial = one_at_a_time();
     watchdog(LIMIT, "concurrent", || {
         let threads = Threads::new();
         thread::scope(|s| {
@@ -195,9 +189,7 @@ fn runs_at_the_same_time_share_the_set() {
     });
 }
 
-#[test]
 fn a_thread_stuck_in_a_source_is_not_waited_for() {
-    let _serial = one_at_a_time();
     watchdog(LIMIT, "stuck source", || {
         let threads = Threads::new();
         let (release, wait) = mpsc::channel::<()>();
