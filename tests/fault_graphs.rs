@@ -1,7 +1,7 @@
 //! Randomised fault injection for graphs: a pipeline forked by `tee` (2 or
 //! 3 branches), `split`, `split_result` or `route`, each branch with 0 to 2
-//! stages of its own (1 to 3 workers, ordered or not, or keyed with
-//! `partition_by` over 1 to 9 keys), read at once (each
+//! stages of its own (1 to 3 workers, ordered or not, keyed with
+//! `partition_by` over 1 to 9 keys or not), read at once (each
 //! branch on a thread), one after the other on one thread, merged back
 //! with `Pipeline::merge`, or with branches dropped (before starting, or
 //! after a few items); an `Err` or a panic injected at a random item of the
@@ -89,8 +89,7 @@ enum Consumer {
 
 #[derive(Debug, Clone)]
 struct Branch {
-    /// Each stage: workers, ordered, keyed by `x % keys` (never ordered:
-    /// a keyed stage refuses it).
+    /// Each stage: workers, ordered, keyed by `x % keys`.
     stages: Vec<(usize, bool, Option<u64>)>,
     /// A fault in its first stage, at an item value (after the upstream).
     fault: Fault,
@@ -148,7 +147,7 @@ fn draw(seed: u64) -> Spec {
                 .map(|_| {
                     let workers = 1 + rng.below(3) as usize;
                     match rng.below(4) {
-                        0 => (workers, false, Some(1 + rng.below(9))),
+                        0 => (workers, rng.chance(2), Some(1 + rng.below(9))),
                         _ => (workers, rng.chance(2), None),
                     }
                 })

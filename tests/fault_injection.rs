@@ -12,10 +12,11 @@
 //!   of 1 to 64 items, `usize::MAX` or unbounded, `filter_errors` or not.
 //! - **Keyed stages**: a quarter of the map and iterator stages (not the
 //!   built-ins, not async ones) partitioned by `x % m` (`partition_by`,
-//!   1 to 9 keys): never in order across keys on several workers; a worker
-//!   that stops early drops the rest of its keys; `ordered`, or a serial
-//!   segment of several copies holding one, is a configuration error; a
-//!   panic may be injected in the key function instead of the stage.
+//!   1 to 9 keys): in order across keys on several workers only if
+//!   `ordered`; a worker that stops early drops the rest of its keys; a
+//!   serial segment of several copies holding one is a configuration
+//!   error; a panic may be injected in the key function instead of the
+//!   stage.
 //! - **Segments**: up to three consecutive stages as a serial segment (1 to
 //!   3 copies of the fused chain, ordered or not, `filter_errors` or not) or
 //!   as a parallel segment (`Segment::new(...)`, `filter_errors` applying
@@ -398,8 +399,9 @@ impl Spec {
             return false;
         }
         let s = &self.stages[j];
-        // Several workers of a keyed stage: each key in order, not all.
-        if s.key.is_some() && self.serial_of(j).is_none() && s.workers > 1 {
+        // Several workers of a keyed stage: each key in order, and all
+        // only if it is ordered.
+        if s.key.is_some() && self.serial_of(j).is_none() && s.workers > 1 && !s.ordered {
             return false;
         }
         s.kind.one_copy_keeps_order(s.ordered)
@@ -972,7 +974,6 @@ fn config_error(spec: &Spec) -> Option<String> {
             Kind::Chunk(0, _) => true,
             _ => false,
         };
-        let bad = bad || (s.key.is_some() && s.ordered);
         (bad || !s.name.valid()).then(|| spec.stage_name(j))
     };
     let mut j = 0;

@@ -408,22 +408,6 @@ fn config_error<T: std::fmt::Debug>(result: Result<T, PipelineError>) -> (String
 }
 
 #[test]
-fn an_ordered_keyed_stage_is_a_configuration_error() {
-    let (stage, why) = config_error(
-        pipe!(
-            tagged(100, 4)
-                | pass
-                    .workers(2)
-                    .partition_by(|item: &Tagged| item.0)
-                    .ordered(true)
-        )
-        .collect::<Vec<_>>(),
-    );
-    assert_eq!(stage, "pass");
-    assert!(why.contains("ordered"), "{why}");
-}
-
-#[test]
 fn partition_by_twice_is_a_configuration_error() {
     let (stage, why) = config_error(
         pipe!(
@@ -556,4 +540,285 @@ fn a_worker_behind_does_not_lose_or_hold_the_others_items() {
         let seqs: Vec<u64> = out.iter().filter(|i| i.0 == key).map(|i| i.1).collect();
         assert_eq!(seqs, (0..1_000).collect::<Vec<_>>(), "key {key}");
     }
+}
+
+// `ordered` on a keyed stage: the output in input order, across keys.
+
+/// Numbers each key's items as it sees them: state per key, which only a
+/// keyed stage may keep in its workers.
+#[stage]
+fn running_count(items: impl Iterator<Item = Tagged>) -> impl Iterator<Item = (Tagged, u64)> {
+    let mut counts: HashMap<u32, u64> = HashMap::new();
+    items.map(move |item| {
+        let count = counts.entry(item.0).or_default();
+        *count += 1;
+        (item, *count)
+    })
+}
+
+/// Emits each item three times: several outputs per input.
+#[stage]
+fn thrice(items: impl Iterator<Item = Tagged>) -> impl Iterator<Item = Tagged> {
+    items.flat_map(|item| [item; 3])
+}
+
+#[map_stage]
+fn keep(item: Tagged) -> Tagged {
+    item
+}
+
+/// Runs `running_count` keyed and ordered, and checks the output is the
+/// input, in its order, each key counted in its order.
+fn run_keyed_ordered(workers: usize, n: u64, keys: u32, qsize: usize) {
+    let items = tagged(n, keys);
+    let input = items.clone();
+    let out: Vec<(Tagged, u64)> = watchdog(LIMIT, "keyed ordered run", move || {
+        pipe!(
+            input
+                | running_count
+                    .workers(workers)
+                    .qsize(qsize)
+                    .ordered(true)
+                    .partition_by(|item: &Tagged| item.0)
+        )
+        .collect()
+        .unwrap()
+    });
+    let got: Vec<Tagged> = out.iter().map(|(item, _)| *item).collect();
+    assert!(
+        got == items,
+        "{workers} workers, {n} items, {keys} keys, qsize {qsize}: output out of input order"
+    );
+    for (item, count) in &out {
+        assert_eq!(
+            *count,
+            item.1 + 1,
+            "key {} counted out of its order",
+            item.0
+        );
+    }
+}
+
+#[test]
+fn ordered_keeps_the_input_order_across_keys() {
+    run_keyed_ordered(4, 50_000, 100, 4096);
+    run_keyed_ordered(1, 5_000, 7, 4096);
+    run_keyed_ordered(2, 20_000, 1, 4096);
+    run_keyed_ordered(16, 20_000, 3, 4096);
+    run_keyed_ordered(64, 20_000, 1_000, 4096);
+    run_keyed_ordered(3, 10_000, 50, 1);
+    run_keyed_ordered(5, 10_000, 50, 7);
+    run_keyed_ordered(4, 0, 1, 4096);
+}
+
+#[test]
+fn ordered_with_a_slow_worker_keeps_every_item_in_order() {
+    // Key 0's worker sleeps on each of its items; the others run ahead as
+    // far as the reorder step lets them, and wait.
+    let items: Vec<Tagged> = (0..3_000u64).map(|i| ((i % 3) as u32, i / 3)).collect();
+    let input = items.clone();
+    let out: Vec<Tagged> = watchdog(LIMIT, "ordered, a worker behind", move || {
+        let stage = slow_on_key_zero::new()
+            .workers(3)
+            .qsize(6)
+            .ordered(true)
+            .partition_by(|item: &Tagged| item.0);
+        pipe!(input | { stage }).collect().unwrap()
+    });
+    assert!(out == items, "output out of input order");
+}
+
+#[test]
+fn ordered_with_several_outputs_per_item_and_a_map_stage_after_it() {
+    let items = tagged(20_000, 30);
+    let input = items.clone();
+    let out: Vec<Tagged> = watchdog(LIMIT, "ordered, several outputs", move || {
+        pipe!(
+            input
+                | thrice
+                    .workers(3)
+                    .ordered(true)
+                    .partition_by(|item: &Tagged| item.0)
+                | keep.workers(2).ordered(true)
+        )
+        .collect()
+        .unwrap()
+    });
+    let expected: Vec<Tagged> = items.iter().flat_map(|item| [*item; 3]).collect();
+    assert!(out == expected, "output out of input order");
+}
+
+#[test]
+fn ordered_keyed_map_stage() {
+    let items = tagged(30_000, 200);
+    let input = items.clone();
+    let out: Vec<Tagged> = watchdog(LIMIT, "ordered keyed map stage", move || {
+        pipe!(
+            input
+                | keep
+                    .workers(4)
+                    .ordered(true)
+                    .partition_by(|item: &Tagged| item.0)
+        )
+        .collect()
+        .unwrap()
+    });
+    assert!(out == items, "output out of input order");
+}
+
+#[test]
+fn ordered_a_trickling_input_is_not_held_back() {
+    watchdog(LIMIT, "ordered trickle", || {
+        let (tx, rx) = flume::unbounded();
+        let mut results = pipe!(
+            rx | pass
+                .workers(4)
+                .ordered(true)
+                .partition_by(|item: &Tagged| item.0)
+        )
+        .results();
+        for i in 0..50u64 {
+            tx.send(((i % 5) as u32, i)).unwrap();
+            let got = results.next().expect("an item").unwrap();
+            assert_eq!(got, ((i % 5) as u32, i));
+        }
+        drop(tx);
+        assert!(results.next().is_none());
+    });
+}
+
+/// Where each item of `out` stands in `items` (each item is unique).
+fn positions(out: &[Tagged], items: &[Tagged]) -> Vec<usize> {
+    let at: HashMap<Tagged, usize> = items.iter().enumerate().map(|(i, t)| (*t, i)).collect();
+    out.iter().map(|t| at[t]).collect()
+}
+
+#[test]
+fn ordered_a_worker_that_stops_reading_does_not_stop_the_others() {
+    // Each worker takes 3 items and returns: the batches still in its
+    // queue are skipped, so the reorder step does not wait for them.
+    let items = tagged(20_000, 40);
+    let input = items.clone();
+    let out: Vec<Tagged> = watchdog(LIMIT, "ordered, stops reading", move || {
+        pipe!(
+            input
+                | first(3)
+                    .workers(4)
+                    .ordered(true)
+                    .partition_by(|item: &Tagged| item.0)
+        )
+        .collect()
+        .unwrap()
+    });
+    assert!(out.len() <= 12 && !out.is_empty(), "{}", out.len());
+    let at = positions(&out, &items);
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "out of order: {at:?}");
+}
+
+#[test]
+fn ordered_one_worker_stops_while_the_others_read_everything() {
+    // Worker of key 0 stops after 3 items; every other key's items all
+    // come out, in input order, with key 0's first three among them.
+    #[stage]
+    fn stop_on_key_zero(items: impl Iterator<Item = Tagged>) -> impl Iterator<Item = Tagged> {
+        items.take_while(|item| item.0 != 0 || item.1 < 3)
+    }
+    let items = tagged(20_000, 40);
+    let input = items.clone();
+    let out: Vec<Tagged> = watchdog(LIMIT, "ordered, one stops", move || {
+        pipe!(
+            input
+                | stop_on_key_zero
+                    .workers(4)
+                    .ordered(true)
+                    .partition_by(|item: &Tagged| item.0)
+        )
+        .collect()
+        .unwrap()
+    });
+    let at = positions(&out, &items);
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "out of order");
+    assert!(out.contains(&(0, 2)) && !out.contains(&(0, 3)));
+    // Keys sharing key 0's worker stop with it; the other workers' keys
+    // all come through.
+    let key_zero_worker_keys = out.iter().filter(|t| t.0 != 0).count();
+    assert!(key_zero_worker_keys > 10_000, "{key_zero_worker_keys}");
+}
+
+#[test]
+fn ordered_every_worker_stopping_on_an_endless_source_ends_the_run() {
+    let out: Vec<Tagged> = watchdog(LIMIT, "ordered, all stop, endless", || {
+        let endless = (0u64..).map(|i| ((i % 64) as u32, i / 64));
+        pipe!(
+            endless
+                | first(3)
+                    .workers(4)
+                    .ordered(true)
+                    .partition_by(|item: &Tagged| item.0)
+        )
+        .collect()
+        .unwrap()
+    });
+    assert_eq!(out.len(), 12);
+    let index = |t: &Tagged| t.1 * 64 + u64::from(t.0);
+    assert!(
+        out.windows(2).all(|w| index(&w[0]) < index(&w[1])),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn ordered_an_error_or_panic_names_the_stage_and_worker() {
+    let err = watchdog(LIMIT, "ordered stage error", || {
+        pipe!(
+            tagged(20_000, 40)
+                | fail_at(7, 3)
+                    .workers(4)
+                    .ordered(true)
+                    .partition_by(|item: &Tagged| item.0)
+        )
+        .run()
+        .unwrap_err()
+    });
+    assert_eq!(err.stage(), "fail_at");
+    assert!(err.worker().is_some_and(|w| w < 4), "{err}");
+    assert_eq!(err.downcast_ref::<Boom>(), Some(&Boom(3)));
+    let err = watchdog(LIMIT, "ordered stage panic", || {
+        pipe!(
+            tagged(20_000, 40)
+                | panic_at(7, 3)
+                    .workers(4)
+                    .ordered(true)
+                    .partition_by(|item: &Tagged| item.0)
+        )
+        .run()
+        .unwrap_err()
+    });
+    assert_eq!(err.stage(), "panic_at");
+    assert!(err.worker().is_some_and(|w| w < 4), "{err}");
+}
+
+#[test]
+fn ordered_dropping_the_results_of_an_endless_source_stops_everything() {
+    watchdog(LIMIT, "ordered early drop", || {
+        let endless = (0u64..).map(|i| ((i % 13) as u32, i));
+        let mut results = pipe!(
+            endless
+                | pass
+                    .workers(4)
+                    .ordered(true)
+                    .partition_by(|item: &Tagged| item.0)
+                    .name("kodrop")
+        )
+        .results();
+        let got: Vec<u64> = results.by_ref().take(1_000).map(|i| i.unwrap().1).collect();
+        assert_eq!(got, (0..1_000).collect::<Vec<_>>());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while threads_named("kodrop") < 5 {
+            assert!(std::time::Instant::now() < deadline, "no `kodrop` threads");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(results);
+    });
+    assert_no_thread_named("kodrop");
 }

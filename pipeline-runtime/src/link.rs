@@ -61,7 +61,13 @@ struct Shared<T> {
     /// gets. Senders hold the lock while they send, so that numbers follow
     /// the queue's order and the stage's workers, which take batches in
     /// that order, never wait for a number still behind them in the queue.
-    numbering: Option<Mutex<u64>>,
+    /// The queues a keyed stage's router fills share one (see [`Numbering`]).
+    numbering: Option<Numbering>,
+    /// On a queue of a keyed `ordered` stage's worker, set when the worker
+    /// stops reading before its input ends: the router sends it nothing
+    /// more, and the worker reads what was sent to the end, so that the
+    /// reorder step gets every number (see [`Rx::abandon`]).
+    abandoned: Option<AtomicBool>,
     /// Batches given back by a receiver that stopped reading (an iterator
     /// stage's worker that returned early) with items it never looked at:
     /// they belong to its siblings, who take them before the queue's.
@@ -162,6 +168,11 @@ pub(crate) fn per_item_ns(since: Instant, now: Instant, items: usize) -> u64 {
     ns / items.max(1) as u64
 }
 
+/// One numbering of batches, shared by the links it numbers: a keyed
+/// `ordered` stage's worker queues are one input to its reorder step,
+/// numbered in the order their one sender, the router, sends.
+pub(crate) type Numbering = Arc<Mutex<u64>>;
+
 /// A new link of the given queue size, with one sender; `numbered` if it
 /// feeds an `ordered` stage.
 pub(crate) fn link<T>(queue: QueueSize, numbered: bool) -> (Tx<T>, Rx<T>) {
@@ -175,6 +186,33 @@ pub(crate) fn link_with<T>(
     gauge: Option<Arc<Gauge>>,
     numbered: bool,
 ) -> (Tx<T>, Rx<T>) {
+    new_link(
+        queue,
+        senders,
+        gauge,
+        numbered.then(Numbering::default),
+        false,
+    )
+}
+
+/// A keyed stage's worker queue, whose one sender is the stage's router;
+/// numbered by `numbering` if the stage is `ordered`.
+pub(crate) fn keyed_link<T>(
+    queue: QueueSize,
+    gauge: Option<Arc<Gauge>>,
+    numbering: Option<Numbering>,
+) -> (Tx<T>, Rx<T>) {
+    let drains = numbering.is_some();
+    new_link(queue, 1, gauge, numbering, drains)
+}
+
+fn new_link<T>(
+    queue: QueueSize,
+    senders: usize,
+    gauge: Option<Arc<Gauge>>,
+    numbering: Option<Numbering>,
+    drains: bool,
+) -> (Tx<T>, Rx<T>) {
     let (slots, max_batch) = geometry(queue, senders);
     let (tx, rx) = match slots {
         Some(n) => flume::bounded(n),
@@ -183,7 +221,8 @@ pub(crate) fn link_with<T>(
     let shared = Arc::new(Shared {
         consumer_cost_ns: AtomicU64::new(UNKNOWN_COST),
         gauge,
-        numbering: numbered.then(Mutex::default),
+        numbering,
+        abandoned: drains.then(AtomicBool::default),
         returned: Mutex::new(Vec::new()),
         has_returned: AtomicBool::new(false),
         holding: AtomicUsize::new(0),
@@ -356,7 +395,7 @@ impl<T> Tx<T> {
             gauge.add(n);
         }
         // Held until the batch is in the queue (see `Shared::numbering`).
-        let mut numbering = self.shared.numbering.as_ref().map(crate::control::lock);
+        let mut numbering = self.shared.numbering.as_deref().map(crate::control::lock);
         let seq = numbering.as_deref().copied().unwrap_or(0);
         let sent = match self.tx.try_send(Batch { items, born, seq }) {
             Ok(()) => {
@@ -418,9 +457,11 @@ impl<T> Tx<T> {
         self.buf.len() + 1 >= self.limit && self.tx.is_full()
     }
 
-    /// Whether every receiver of the link is gone.
+    /// Whether every receiver of the link is gone, or (a keyed ordered
+    /// worker's queue) its receiver stopped reading.
     pub(crate) fn is_disconnected(&self) -> bool {
         self.tx.is_disconnected()
+            || (self.shared.abandoned.as_ref()).is_some_and(|a| a.load(Relaxed))
     }
 
     /// Restarts the production-time measurement after the owner waited for
@@ -660,6 +701,22 @@ impl<T> Rx<T> {
         });
         self.shared.has_returned.store(true, SeqCst);
         true
+    }
+
+    /// Stops reading a keyed `ordered` worker's queue before it ends:
+    /// `true` if the link is one, and the caller must then read it to its
+    /// end (the router sends nothing more), handing in each batch's number
+    /// empty. The batches already sent are numbered, and the reorder step
+    /// waits for every number; no sibling may take them, since their keys
+    /// are this worker's. Elsewhere `false`: dropping the receiver is enough.
+    pub(crate) fn abandon(&mut self) -> bool {
+        match &self.shared.abandoned {
+            Some(abandoned) => {
+                abandoned.store(true, Relaxed);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Whether another receiver of the link is still alive.

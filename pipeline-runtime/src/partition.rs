@@ -13,6 +13,17 @@
 //! buffers while it sleeps: a trickling input trickles on. Before it waits
 //! for room in one worker's full queue, it sends what it holds for the
 //! others, so a worker behind does not hold its siblings back.
+//!
+//! An `ordered` keyed stage releases its output in the order its input
+//! arrived, across keys. Its workers' queues share one batch numbering, and
+//! the router sends a worker's batch as soon as an item goes to another
+//! worker, so batch `n + 1`'s items all arrived after batch `n`'s: the
+//! stage's reorder step then releases batches in number order, as for any
+//! ordered stage. The price is smaller batches (as small as one item when
+//! consecutive items have different workers). A worker whose function
+//! returns early reads the rest of its queue without looking at it (its
+//! keys are nobody else's), handing each batch's number in empty, so the
+//! reorder step never waits for a number that will not come.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -22,7 +33,7 @@ use crate::config::{QueueSize, StageConfig};
 use crate::control::Control;
 use crate::error::{StageError, Stop, into_panic_message};
 use crate::launch::Launch;
-use crate::link::{Recv, Rx, Tx, Waiting, link_with};
+use crate::link::{Numbering, Recv, Rx, Tx, Waiting, keyed_link};
 use crate::pipeline::{Pipeline, Split};
 use crate::stage::{Configurable, Stage};
 use crate::worker::Worker;
@@ -148,13 +159,6 @@ impl<S: Stage> Stage for Partitioned<S> {
 fn unsupported<S: Stage>(stage: &S) -> Option<String> {
     let config = stage.config();
     let name = config.name();
-    if config.ordered() {
-        // The reorder step numbers the batches of one shared queue; the
-        // workers here read queues of their own, filled item by item.
-        return Some(
-            "a keyed stage (`partition_by`) cannot be `ordered`: remove `ordered`, or carry a sequence number in the items and sort by it after the stage".to_owned(),
-        );
-    }
     if stage.splices() {
         return Some(format!(
             "`partition_by` on the parallel segment `{name}`: its stages have workers of their own; partition one of its stages, or make the segment serial"
@@ -195,13 +199,18 @@ fn start_router<T: Send + 'static>(
     let workers = config.workers();
     let queue = worker_queue(config.queue(), workers);
     let gauge = input.gauge();
+    // An ordered stage's workers' queues are one numbered input to its
+    // reorder step.
+    let numbering = config.ordered().then(Numbering::default);
     let (txs, rxs): (Vec<Tx<T>>, Vec<Rx<T>>) = (0..workers)
-        .map(|_| link_with(queue, 1, gauge.clone(), false))
+        .map(|_| keyed_link(queue, gauge.clone(), numbering.clone()))
         .unzip();
     let ctl = launch.control();
     let queues = Queues {
         open: txs.len(),
         txs: txs.into_iter().map(Some).collect(),
+        in_order: config.ordered(),
+        filling: None,
     };
     // If the thread cannot start, the run has failed already (or was
     // cancelled): the workers' queues close with it, and what the workers
@@ -232,6 +241,7 @@ fn route<T>(
             queues.push(worker, item, born, ctl)?;
         }
         queues.flush(ctl)?;
+        queues.prune();
         if queues.open == 0 {
             // Every worker stopped reading: so does the stage, and the
             // stages before it stop as they would for any stage.
@@ -263,6 +273,13 @@ struct Queues<T> {
     txs: Vec<Option<Tx<T>>>,
     /// How many workers still read.
     open: usize,
+    /// The stage is `ordered`: batches are numbered as they are sent, and
+    /// the reorder step releases them in that order, so each batch must
+    /// hold items that arrived one after the other. A worker's batch is
+    /// sent as soon as an item goes to another worker.
+    in_order: bool,
+    /// Ordered: the one worker whose buffer may hold items.
+    filling: Option<usize>,
 }
 
 impl<T> Queues<T> {
@@ -278,7 +295,15 @@ impl<T> Queues<T> {
             // them: dropped, as a stage drops what it stops reading.
             return Ok(());
         };
-        if tx.next_push_waits() {
+        if tx.is_disconnected() {
+            self.close(worker);
+            return Ok(());
+        }
+        if self.in_order && self.filling != Some(worker) {
+            if let Some(before) = self.filling.replace(worker) {
+                self.flush_one(before, ctl)?;
+            }
+        } else if tx.next_push_waits() {
             // This worker is behind: the others get what is theirs first,
             // rather than wait with it.
             self.flush_except(Some(worker), ctl)?;
@@ -299,12 +324,42 @@ impl<T> Queues<T> {
     /// Sends what the buffers of every worker but `except` hold.
     fn flush_except(&mut self, except: Option<usize>, ctl: &Control) -> Result<(), Stop> {
         for worker in (0..self.txs.len()).filter(|&w| Some(w) != except) {
-            if let Some(tx) = &mut self.txs[worker] {
-                let sent = tx.flush(ctl);
-                self.sent(worker, sent, ctl)?;
-            }
+            self.flush_one(worker, ctl)?;
         }
         Ok(())
+    }
+
+    /// Sends what `worker`'s buffer holds.
+    fn flush_one(&mut self, worker: usize, ctl: &Control) -> Result<(), Stop> {
+        match &mut self.txs[worker] {
+            Some(tx) => {
+                let sent = tx.flush(ctl);
+                self.sent(worker, sent, ctl)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Closes the queues of the workers that stopped reading, whether or
+    /// not a key of theirs came since: once none reads, the router stops.
+    fn prune(&mut self) {
+        for worker in 0..self.txs.len() {
+            if self.txs[worker].as_ref().is_some_and(Tx::is_disconnected) {
+                self.close(worker);
+            }
+        }
+    }
+
+    /// `worker` stopped reading: what its buffer holds is dropped with its
+    /// sender, whose queue closes (a keyed ordered worker then reads what
+    /// was sent to its end).
+    fn close(&mut self, worker: usize) {
+        if self.txs[worker].take().is_some() {
+            self.open -= 1;
+        }
+        if self.filling == Some(worker) {
+            self.filling = None;
+        }
     }
 
     /// A send to `worker` refused because the worker stopped reading is
@@ -315,8 +370,7 @@ impl<T> Queues<T> {
                 if !ctl.is_cancelled()
                     && self.txs[worker].as_ref().is_some_and(Tx::is_disconnected) =>
             {
-                self.txs[worker] = None;
-                self.open -= 1;
+                self.close(worker);
                 Ok(())
             }
             sent => sent,

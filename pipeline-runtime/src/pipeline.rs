@@ -74,7 +74,8 @@ type Before = Box<dyn FnOnce(&mut Launch) + Send>;
 struct Plan {
     /// Run before the steps: threads that feed the first one.
     before: Vec<Before>,
-    /// Each step, with whether its stage is `ordered`.
+    /// Each step, with whether its input queue is numbered: an `ordered`
+    /// stage's is (but a keyed one's router numbers the queues it fills).
     steps: Vec<(Step, bool)>,
 }
 
@@ -380,7 +381,9 @@ impl<T: Send + 'static> Pipeline<T> {
         split: Option<Split<T>>,
     ) -> Pipeline<S::Out> {
         let invalid = self.invalid.or_else(|| check(stage.config()));
-        let ordered = stage.config().ordered();
+        // A keyed stage's router numbers its workers' queues itself: the
+        // queue it reads needs no numbers.
+        let numbered_input = stage.config().ordered() && split.is_none();
         let mut plan = self.plan;
         let step: Step = Box::new(move |launch: &mut Launch, input, numbered| {
             let config = stage.config().clone();
@@ -410,7 +413,7 @@ impl<T: Send + 'static> Pipeline<T> {
             });
             Box::new(rx)
         });
-        plan.steps.push((step, ordered));
+        plan.steps.push((step, numbered_input));
         Pipeline {
             plan,
             invalid,

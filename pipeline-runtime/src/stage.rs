@@ -234,13 +234,20 @@ pub trait StageExt: Configurable + Sized {
     /// fails the pipeline, naming the stage. Builder methods (`workers`,
     /// `qsize`...) still apply after it.
     ///
-    /// A keyed stage cannot be `ordered`, nor run in a distributed
-    /// pipeline, nor sit in a serial segment of more than one worker: each
-    /// fails the pipeline with [`Failure::Config`](crate::Failure::Config)
-    /// when it is consumed (in `pipe!(serial: ...)` and a one-worker serial
-    /// segment, every key is on the one thread anyway). A worker that
-    /// stops reading early drops the rest of its keys' items: no other
-    /// worker may take them.
+    /// Across keys, the workers go at their own pace, unless the stage is
+    /// also [`ordered`](StageExt::ordered): then its output keeps the order
+    /// of its input, across keys, as any ordered stage's does. The router
+    /// then sends a worker's batch whenever the next item is another
+    /// worker's, so batches are smaller (down to one item when consecutive
+    /// items have different workers): ordering costs more per item here
+    /// than on an unkeyed stage.
+    ///
+    /// A keyed stage cannot run in a distributed pipeline, nor sit in a
+    /// serial segment of more than one worker: each fails the pipeline with
+    /// [`Failure::Config`](crate::Failure::Config) when it is consumed (in
+    /// `pipe!(serial: ...)` and a one-worker serial segment, every key is on
+    /// the one thread anyway). A worker that stops reading early drops the
+    /// rest of its keys' items: no other worker may take them.
     ///
     /// ```
     /// use parapipe::prelude::*;
@@ -257,12 +264,29 @@ pub trait StageExt: Configurable + Sized {
     ///
     /// let words = "a b a c b a".split(' ').map(str::to_owned).collect::<Vec<_>>();
     /// let partials: Vec<HashMap<String, u64>> =
-    ///     pipe!(words | count_words.workers(4).partition_by(|w: &String| w.clone())).collect()?;
+    ///     pipe!(words.clone() | count_words.workers(4).partition_by(|w: &String| w.clone())).collect()?;
     /// // One map per worker, and each word counted by one worker only.
     /// assert_eq!(partials.len(), 4);
     /// let with_a: Vec<_> = partials.iter().filter(|m| m.contains_key("a")).collect();
     /// assert_eq!(with_a.len(), 1);
     /// assert_eq!(with_a[0]["a"], 3);
+    ///
+    /// // Ordered: each word numbered by its own worker, in the input's order.
+    /// #[stage]
+    /// fn nth(words: impl Iterator<Item = String>) -> impl Iterator<Item = (String, u64)> {
+    ///     let mut seen = HashMap::new();
+    ///     words.map(move |word| {
+    ///         let n = seen.entry(word.clone()).or_insert(0);
+    ///         *n += 1;
+    ///         (word, *n)
+    ///     })
+    /// }
+    /// let numbered: Vec<(String, u64)> =
+    ///     pipe!(words | nth.workers(4).ordered(true).partition_by(|w: &String| w.clone()))
+    ///         .collect()?;
+    /// let order: Vec<&str> = numbered.iter().map(|(w, _)| w.as_str()).collect();
+    /// assert_eq!(order, ["a", "b", "a", "c", "b", "a"]);
+    /// assert_eq!(numbered[5], ("a".to_owned(), 3));
     /// # Ok::<(), PipelineError>(())
     /// ```
     fn partition_by<K, F>(mut self, key: F) -> Partitioned<Self>

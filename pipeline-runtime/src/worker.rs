@@ -243,6 +243,7 @@ impl<'a, I: 'a, O: 'a> Worker<'a, I, O> {
         if io.cancelled.get() {
             return Err(StageError(Stop::Cancelled));
         }
+        io.skip_rest()?;
         io.out.borrow_mut().finish(io.ctl)?;
         Ok(())
     }
@@ -265,6 +266,22 @@ trait BatchSource<T> {
     /// Whether the pipeline has stopped.
     #[cfg(feature = "async")]
     fn is_cancelled(&self) -> bool;
+}
+
+impl<I, O> WorkerIo<'_, I, O> {
+    /// After the stage's function returned: a keyed `ordered` worker that
+    /// stopped before its input ended reads the rest unseen, handing each
+    /// batch in empty, so its stage's reorder step gets every number (see
+    /// [`Rx::abandon`]). Elsewhere, and once the input has ended, nothing.
+    fn skip_rest(&self) -> Result<(), Stop> {
+        let mut rx = self.rx.borrow_mut();
+        if !rx.abandon() {
+            return Ok(());
+        }
+        let mut out = self.out.borrow_mut();
+        while out.next_batch(&mut rx, self.ctl)?.is_some() {}
+        Ok(())
+    }
 }
 
 impl<I, O> BatchSource<I> for WorkerIo<'_, I, O> {
