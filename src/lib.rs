@@ -346,7 +346,7 @@ pub use parapipe_runtime::{
     BoxError, Bucket, Configurable, DEFAULT_BRANCH_BUFFER, DEFAULT_CONCURRENCY, DEFAULT_QSIZE,
     Failure, IntoSource, KeepErrors, Latest, NoSuchBranch, Partitioned, Pipeline, PipelineError,
     Producer, QueueSize, Results, Segment, SerialPipeline, Skip, Stage, StageConfig, StageError,
-    StageExt, Stopped, Stream, Threads, Unread,
+    StageExt, Stopped, Stream, Threads, Uneven, Unread,
 };
 pub use parapipe_runtime::{chain, debug, handwritten, profile, stages};
 

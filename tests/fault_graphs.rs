@@ -3,7 +3,7 @@
 //! stages of its own (1 to 3 workers, ordered or not, keyed with
 //! `partition_by` over 1 to 9 keys or not), read at once (each
 //! branch on a thread), one after the other on one thread, merged back
-//! with `Pipeline::merge`, or with branches dropped (before starting, or
+//! with `Pipeline::merge`, the first two zipped (`zip`), or with branches dropped (before starting, or
 //! after a few items); an `Err` or a panic injected at a random item of the
 //! upstream stage or of a branch's stage; small and default branch buffers.
 //!
@@ -76,6 +76,9 @@ enum Reading {
     /// turn, then the rest of the last (the fork may wait for the last
     /// branch while its reader waits for another: an `Unread` error).
     PeekLastFirst,
+    /// The first two branches zipped (`zip`: pairs by position), the rest
+    /// dropped before they start.
+    Zipped,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -135,11 +138,12 @@ fn draw(seed: u64) -> Spec {
         ForkKind::Route => 3,
         _ => 2,
     };
-    let reading = match rng.below(7) {
+    let reading = match rng.below(8) {
         0 | 1 => Reading::AtOnce,
         2 | 3 => Reading::InTurn,
         4 | 5 => Reading::Merged,
-        _ => Reading::PeekLastFirst,
+        6 => Reading::PeekLastFirst,
+        _ => Reading::Zipped,
     };
     let branches = (0..n)
         .map(|_| Branch {
@@ -158,7 +162,9 @@ fn draw(seed: u64) -> Spec {
                 Fault::None
             },
             consumer: match (reading, rng.below(6)) {
-                (Reading::Merged | Reading::PeekLastFirst, _) | (_, 0..=3) => Consumer::All,
+                (Reading::Merged | Reading::PeekLastFirst | Reading::Zipped, _) | (_, 0..=3) => {
+                    Consumer::All
+                }
                 (_, 4) => Consumer::Dropped,
                 _ => Consumer::DropAfter(rng.below(50) as usize),
             },
@@ -298,6 +304,7 @@ fn build(spec: &Spec) -> Vec<Pipeline<u64>> {
 #[derive(Debug)]
 enum Got {
     Items(Vec<u64>),
+    Pairs(Vec<(u64, u64)>),
     Failed { stage: String, message: String },
     Dropped,
 }
@@ -345,6 +352,18 @@ fn run(spec: &Spec) -> Vec<Got> {
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         }
         Reading::Merged => vec![consume(Pipeline::merge(branches), Consumer::All)],
+        Reading::Zipped => {
+            let mut branches = branches.into_iter();
+            let (a, b) = (branches.next().unwrap(), branches.next().unwrap());
+            drop(branches);
+            vec![match a.zip(b).collect::<Vec<(u64, u64)>>() {
+                Ok(pairs) => Got::Pairs(pairs),
+                Err(e) => Got::Failed {
+                    stage: e.stage().to_owned(),
+                    message: e.to_string(),
+                },
+            }]
+        }
         Reading::PeekLastFirst => {
             let mut branches = branches;
             let last = branches.pop().expect("a fork has branches");
@@ -399,6 +418,10 @@ fn check(spec: &Spec, got: &[Got]) -> Result<(), String> {
             allowed.push(branch_stage(b));
         }
     }
+    if spec.reading == Reading::Zipped {
+        let hit = upstream_hit.is_some() || branch_hit[..2].iter().any(|h| *h);
+        return check_zip(spec, &got[0], &want, hit);
+    }
     let merged_want: Vec<u64> = want.iter().flatten().copied().collect();
     let wants: Vec<(&Vec<u64>, bool)> = match spec.reading {
         Reading::Merged => vec![(&merged_want, branch_hit.iter().any(|h| *h))],
@@ -407,6 +430,7 @@ fn check(spec: &Spec, got: &[Got]) -> Result<(), String> {
     for (i, (got, (want, own_hit))) in got.iter().zip(wants).enumerate() {
         match got {
             Got::Dropped => {}
+            Got::Pairs(_) => return Err(format!("consumer {i}: pairs, not zipped")),
             Got::Items(items) => {
                 if upstream_hit.is_some() {
                     return Err(format!(
@@ -450,6 +474,72 @@ fn check(spec: &Spec, got: &[Got]) -> Result<(), String> {
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// Checks a zip of the first two branches: the pairs of what each branch
+/// should see, if both see as many items and nothing failed; else a
+/// failure, of the zip (`Uneven`) only where the counts differ or a fault
+/// cut a branch short.
+fn check_zip(spec: &Spec, got: &Got, want: &[Vec<u64>], hit: bool) -> Result<(), String> {
+    let even = want[0].len() == want[1].len();
+    let keeps_order = |b: usize| spec.branches[b].stages.iter().all(|&(w, o, _)| w == 1 || o);
+    match got {
+        Got::Pairs(pairs) => {
+            if hit {
+                return Err("the zip ended well, past a fault".to_owned());
+            }
+            if !even {
+                return Err(format!(
+                    "the zip of {} and {} items ended well",
+                    want[0].len(),
+                    want[1].len()
+                ));
+            }
+            let (mut left, mut right): (Vec<u64>, Vec<u64>) = pairs.iter().copied().unzip();
+            if keeps_order(0) && keeps_order(1) {
+                // Each branch in the order the fork dealt: a tee's two
+                // branches pair each item with itself.
+                if matches!(spec.kind, ForkKind::Tee(_)) && left != right {
+                    return Err("a tee's branches zipped into unequal pairs".to_owned());
+                }
+                let upstream_order = spec.upstream_workers == 1 || spec.upstream_ordered;
+                if upstream_order && (left != want[0] || right != want[1]) {
+                    return Err("the zip's pairs are not the branches' items in order".to_owned());
+                }
+            }
+            left.sort_unstable();
+            right.sort_unstable();
+            let mut sorted_want = want[..2].to_vec();
+            sorted_want.iter_mut().for_each(|w| w.sort_unstable());
+            if left != sorted_want[0] || right != sorted_want[1] {
+                return Err("the zip's pairs hold other items than its branches'".to_owned());
+            }
+        }
+        Got::Failed { stage, message } => {
+            let mut allowed = vec![UPSTREAM.to_owned()];
+            for b in 0..2 {
+                if spec.branches[b].fault != Fault::None && !spec.branches[b].stages.is_empty() {
+                    allowed.push(branch_stage(b));
+                }
+            }
+            if !even || hit {
+                allowed.push("zip".to_owned());
+            }
+            if !allowed.contains(stage) {
+                return Err(format!("the zip failed in {stage:?}: {message}"));
+            }
+            if stage == "zip" && !message.contains("pairs items by position") {
+                return Err(format!("the zip failed, not as uneven: {message}"));
+            }
+            if !hit && stage != "zip" {
+                return Err(format!(
+                    "the zip failed in {stage:?} with no fault: {message}"
+                ));
+            }
+        }
+        Got::Items(_) | Got::Dropped => return Err("zipped, but no pairs".to_owned()),
     }
     Ok(())
 }

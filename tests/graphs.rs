@@ -1,4 +1,5 @@
-//! Fan-out (`tee`, `split`, `split_result`, `route`) and fan-in (`merge`):
+//! Fan-out (`tee`, `split`, `split_result`, `route`), fan-in (`merge`) and
+//! recombining (`zip`):
 //! every item where it belongs, every order of consumption, one fate for
 //! the whole graph, and no thread left after any ending. One test in this
 //! binary, running the cases one after the other, so no other test's
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use common::{Boom, LIMIT, assert_threads_back_to, fail_at, panic_at, thread_count, watchdog};
 use parapipe::prelude::*;
-use parapipe::{Failure, Unread};
+use parapipe::{Failure, Uneven, Unread};
 
 #[test]
 fn graphs() {
@@ -36,6 +37,9 @@ fn graphs() {
     a_zero_branch_buffer_is_a_configuration_error();
     profiles_name_the_branches();
     a_branch_read_a_little_then_left_for_another_fails_rather_than_hangs();
+    zip_pairs_the_branches_of_a_tee();
+    zip_refuses_inputs_that_do_not_pair();
+    zip_fails_and_stops_with_its_inputs();
 }
 
 /// Runs `f` under a watchdog, and checks that every thread it started has
@@ -469,5 +473,135 @@ fn a_branch_read_a_little_then_left_for_another_fails_rather_than_hangs() {
         assert_eq!(unread.branch(), 1, "{err}");
         assert!(err.to_string().contains("waits for branch 0"), "{err}");
         assert!(b.find_map(Result::err).is_some());
+    });
+}
+
+#[map_stage(workers = 2, ordered)]
+fn square(x: u64) -> u64 {
+    if x.is_multiple_of(10_000) {
+        // Now and then slow: the other branch runs ahead, and waits.
+        thread::sleep(Duration::from_millis(5));
+    }
+    x * x
+}
+
+#[map_stage]
+fn describe(x: u64) -> String {
+    format!("#{x}")
+}
+
+/// Keeps the even items only: not one output per input.
+#[stage]
+fn evens(items: impl Iterator<Item = u64>) -> impl Iterator<Item = u64> {
+    items.filter(|x| x.is_multiple_of(2))
+}
+
+/// Gives nothing.
+#[stage]
+fn drop_all(items: impl Iterator<Item = u64>) -> impl Iterator<Item = u64> {
+    items.filter(|_| false)
+}
+
+fn zip_pairs_the_branches_of_a_tee() {
+    graph_test("zip of a tee", || {
+        let n = 100_000u64;
+        let [a, b] = pipe!(0..n).tee();
+        let pairs: Vec<(u64, String)> = pipe!(a | square)
+            .zip(pipe!(b | describe))
+            .collect()
+            .unwrap();
+        assert_eq!(pairs.len(), n as usize);
+        for (x, (sq, label)) in pairs.iter().enumerate() {
+            assert_eq!(
+                (*sq, label.as_str()),
+                ((x * x) as u64, format!("#{x}").as_str())
+            );
+        }
+    });
+    graph_test("zip of independent pipelines, and nested", || {
+        let pairs: Vec<(u64, u64)> = pipe!(0..5u64).zip(pipe!(10..15u64)).collect().unwrap();
+        assert_eq!(pairs, [(0, 10), (1, 11), (2, 12), (3, 13), (4, 14)]);
+        let [a, b, c] = pipe!(0..1_000u64 | in_order).tee();
+        let triples: Vec<((u64, u64), u64)> = a.zip(pipe!(b | in_order)).zip(c).collect().unwrap();
+        assert!(
+            triples
+                .iter()
+                .enumerate()
+                .all(|(i, t)| *t == ((i as u64, i as u64), i as u64))
+        );
+    });
+    graph_test("zip, empty", || {
+        let [a, b] = pipe!(0..0u64).tee();
+        let pairs: Vec<(u64, u64)> = a.zip(b).collect().unwrap();
+        assert!(pairs.is_empty());
+    });
+}
+
+fn uneven(err: &PipelineError) -> &Uneven {
+    assert_eq!(err.stage(), "zip", "{err}");
+    err.downcast_ref::<Uneven>()
+        .unwrap_or_else(|| panic!("expected Uneven, got {err}"))
+}
+
+fn zip_refuses_inputs_that_do_not_pair() {
+    graph_test("zip, one input shorter", || {
+        let err = pipe!(0..10u64).zip(pipe!(0..7u64)).run().unwrap_err();
+        let e = uneven(&err);
+        assert_eq!((e.ahead(), e.paired()), (0, 7));
+        assert!(
+            err.to_string()
+                .contains("input 1 of the zip ended after 7 items"),
+            "{err}"
+        );
+    });
+    graph_test("zip, a branch that filters", || {
+        let [a, b] = pipe!(0..10_000u64).tee();
+        let err = pipe!(a | evens).zip(b).run().unwrap_err();
+        assert_eq!(uneven(&err).ahead(), 1, "{err}");
+    });
+    graph_test(
+        "zip, a branch that gives nothing of an endless stream",
+        || {
+            // Without the bound, the branch ahead would wait for one that can
+            // get no more until it is read: a hang.
+            let [a, b] = pipe!((0..).map(|x: u64| x)).branch_buffer(100).tee();
+            let err = pipe!(a | drop_all).zip(b).run().unwrap_err();
+            let e = uneven(&err);
+            assert_eq!((e.ahead(), e.paired()), (1, 0));
+            assert!(err.to_string().contains("items ahead of input 0"), "{err}");
+            let [a, b] = pipe!((0..).map(|x: u64| x)).tee();
+            let err = pipe!(a | evens).zip(b).run().unwrap_err();
+            assert_eq!(uneven(&err).ahead(), 1, "the default bound: {err}");
+        },
+    );
+}
+
+fn zip_fails_and_stops_with_its_inputs() {
+    graph_test("zip, a branch fails", || {
+        let [a, b] = pipe!((0..).map(|x: u64| x)).tee();
+        let err = pipe!(a | fail_at(300)).zip(b).run().unwrap_err();
+        assert_eq!(err.stage(), "fail_at", "{err}");
+        assert!(err.to_string().contains("boom at 300"), "{err}");
+        let [a, b] = pipe!((0..).map(|x: u64| x)).tee();
+        let err = a.zip(pipe!(b | panic_at(300))).run().unwrap_err();
+        assert_eq!(err.stage(), "panic_at", "{err}");
+    });
+    graph_test("zip, a stage after it fails", || {
+        let [a, b] = pipe!((0..).map(|x: u64| x)).tee();
+        #[map_stage]
+        fn sum(pair: (u64, u64)) -> u64 {
+            assert!(pair.0 < 1_000, "boom in sum");
+            pair.0 + pair.1
+        }
+        let err = pipe!(a.zip(b) | sum).run().unwrap_err();
+        assert_eq!(err.stage(), "sum", "{err}");
+    });
+    graph_test("zip, dropped", || {
+        let [a, b] = pipe!((0..).map(|x: u64| x)).tee();
+        let mut zipped = pipe!(a | in_order).zip(b).results();
+        for i in 0..1_000u64 {
+            assert_eq!(zipped.next().unwrap().unwrap(), (i, i));
+        }
+        drop(zipped);
     });
 }

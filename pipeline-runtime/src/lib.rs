@@ -52,6 +52,7 @@ mod user_code;
 #[cfg(feature = "async")]
 mod wake;
 mod worker;
+mod zip;
 
 #[cfg(feature = "async")]
 pub use async_map::TimedOut;
@@ -71,6 +72,7 @@ pub use stage::{AsyncStage, AsyncStageExt};
 pub use stage::{Configurable, Producer, Stage, StageExt};
 pub use stream::{Bucket, Latest, Stopped, Stream};
 pub use threads::Threads;
+pub use zip::Uneven;
 
 /// For stages written by hand: what a worker of a [`Stage`] whose
 /// [`run`](Stage::run) is overridden, or of a [`Producer`], works with.

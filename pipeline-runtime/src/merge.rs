@@ -11,6 +11,8 @@
 //! Each worker owns its input's results, so the merge's shutdown joins the
 //! inputs' threads.
 
+use std::sync::Arc;
+
 use crate::config::StageConfig;
 use crate::control::Control;
 use crate::error::{StageError, Stop};
@@ -57,16 +59,24 @@ impl<T: Send + 'static> Pipeline<T> {
             let ctl = launch.control();
             crate::fork::start_together(|| {
                 for (index, input) in inputs.into_iter().enumerate() {
-                    let results = input.results();
-                    let run = results.control();
-                    run.mark_reading();
-                    Control::join_graph(&ctl, &run);
-                    ctl.feed_from(&run);
-                    started.put(index, results);
+                    started.put(index, adopt(&ctl, input));
                 }
             });
         })
     }
+}
+
+/// Starts `input` as an input of the run `ctl` controls (a merge's, a
+/// zip's): read from the start, one graph with it, and cancelled with it,
+/// since a worker waiting for the input's next batch cannot see the run
+/// stop.
+pub(crate) fn adopt<T: Send + 'static>(ctl: &Arc<Control>, input: Pipeline<T>) -> Results<T> {
+    let results = input.results();
+    let run = results.control();
+    run.mark_reading();
+    Control::join_graph(ctl, &run);
+    ctl.feed_from(&run);
+    results
 }
 
 /// Worker `w.index` of a merge: passes its input's batches on.
