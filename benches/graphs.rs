@@ -10,7 +10,10 @@
 //!   `parapipe_one_counter` counts on a single worker. The text is split
 //!   into 64 KiB blocks of whole lines, one block per item.
 //! - `fanout`: the per-item cost of `tee` (both branches read at once),
-//!   `split` and `merge`, beside one plain pipeline over the same items.
+//!   `split`, `merge` and a tee's branches `zip`ped back, beside one plain
+//!   pipeline over the same items.
+//! - `keyed_order`: what order across keys costs: a map stage on 2
+//!   workers, unkeyed or keyed, unordered or `ordered`.
 //!
 //! Run with `cargo bench --bench graphs`.
 
@@ -187,6 +190,13 @@ fn fanout(c: &mut Criterion) {
             assert_eq!(a + b.join().unwrap(), want);
         })
     });
+    group.bench_function(id("zip_2"), |bench| {
+        bench.iter(|| {
+            let [a, b] = pipe!(0..black_box(ITEMS)).tee();
+            let sum: u64 = a.zip(b).results().map(|pair| pair.unwrap().1).sum();
+            assert_eq!(sum, want);
+        })
+    });
     group.bench_function(id("merge_2"), |bench| {
         bench.iter(|| {
             let half = black_box(ITEMS) / 2;
@@ -198,5 +208,38 @@ fn fanout(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, keyed_wordcount, fanout);
+#[map_stage]
+fn pass(x: u64) -> u64 {
+    x
+}
+
+/// What order across keys costs: 1,000,000 integers through a map stage
+/// on 2 workers, unkeyed or keyed by `x % 1024`, unordered or `ordered`.
+fn keyed_order(c: &mut Criterion) {
+    let want: u64 = (0..ITEMS).sum();
+    let mut group = c.benchmark_group("keyed_order");
+    common::configure(&mut group, Duration::from_secs(3));
+    let id = |name: &str| BenchmarkId::new(name, ITEMS);
+    let sum = |p: Pipeline<u64>| p.results().map(Result::unwrap).sum::<u64>();
+    for (name, keyed, ordered) in [
+        ("plain", false, false),
+        ("ordered", false, true),
+        ("keyed", true, false),
+        ("keyed_ordered", true, true),
+    ] {
+        group.bench_function(id(name), |bench| {
+            bench.iter(|| {
+                let stage = pass::new().workers(2).ordered(ordered);
+                let p = match keyed {
+                    true => pipe!(0..black_box(ITEMS) | { stage.partition_by(|x: &u64| x % 1024) }),
+                    false => pipe!(0..black_box(ITEMS) | { stage }),
+                };
+                assert_eq!(sum(p), want);
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, keyed_wordcount, fanout, keyed_order);
 criterion_main!(benches);

@@ -101,9 +101,14 @@ GROUPS = [
      "(`partition_by`: disjoint maps, no merge), or on one worker (`parapipe_one_counter`)."),
     ("graphs", "fanout", "12. Fan-out and fan-in: what a fork or a merge costs",
      "1,000,000 integers: one `plain` pipeline (source to consumer), a `tee` into 2 branches read "
-     "at once (every item to each), a `split` into 2 branches, and a `merge` of 2 pipelines of "
-     "500,000 items. Speed-ups are relative to `plain`; divide the time by 1,000,000 for the "
-     "cost per item."),
+     "at once (every item to each), a `split` into 2 branches, a `tee` whose 2 branches are "
+     "`zip`ped back into pairs, and a `merge` of 2 pipelines of 500,000 items. Speed-ups are "
+     "relative to `plain`; divide the time by 1,000,000 for the cost per item."),
+    ("graphs", "keyed_order", "13. Keyed stages in order: what order across keys costs",
+     "1,000,000 integers through a map stage on 2 workers: `plain` (unkeyed, unordered), "
+     "`ordered`, `keyed` (`partition_by(x % 1024)`) and `keyed_ordered` (both: the router sends "
+     "a batch whenever the next item is the other worker's, so batches are about 2 items). "
+     "Speed-ups are relative to `plain`."),
 ]
 BENCHES = ["overhead", "serial", "granularity", "mandelbrot", "uneven", "async_io", "pgzip",
            "small_runs", "io_workers", "profiler", "graphs"]

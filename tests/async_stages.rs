@@ -148,6 +148,18 @@ fn ordered_keeps_input_order() {
 }
 
 #[test]
+fn ordered_and_keyed_keeps_input_order() {
+    // An async stage has one worker: keyed, its router feeds that one
+    // worker's queue, numbered for the stage's order.
+    let out: Vec<u64> = watchdog(60, || {
+        let stage = jittered::new().ordered(true).partition_by(|x: &u64| x % 7);
+        pipe!(0..300u64 | { stage }).collect()
+    })
+    .unwrap();
+    assert_eq!(out, (0..300).collect::<Vec<_>>());
+}
+
+#[test]
 fn an_error_fails_the_pipeline_naming_the_stage() {
     let err = watchdog(60, || pipe!(0..100u64 | checked).collect::<Vec<u64>>()).unwrap_err();
     assert_eq!(err.stage(), "checked");
