@@ -381,20 +381,23 @@ impl Reporter for Keep {
     }
 }
 
+/// A writer whose bytes the test reads afterwards.
+struct Shared(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Shared {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[test]
 fn the_debugger_reports_stages_and_counts() {
     let keep = Keep::default();
     let table = Arc::new(Mutex::new(Vec::<u8>::new()));
-    struct Shared(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Shared {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
     let debugger = Debugger::new()
         .every(Duration::from_millis(50))
         .reporter(keep.clone())
@@ -457,6 +460,56 @@ fn the_debugger_reports_stages_and_counts() {
         ["MainPipeline__double", "2", "40", "40"],
         "{row}"
     );
+}
+
+#[test]
+fn the_debugger_reports_a_keyed_stages_items_per_worker() {
+    let keep = Keep::default();
+    let table = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let debugger = Debugger::new()
+        .reporter(keep.clone())
+        .reporter(TableReporter::to(Shared(table.clone())));
+    // Nine items in ten have key 0.
+    let items: Vec<Keyed> = (0..10_000u64)
+        .map(|i| match i % 10 {
+            9 => ((i % 97) as u32 + 1, i),
+            _ => (0, i),
+        })
+        .collect();
+    watchdog(LIMIT, "keyed debugger", move || {
+        pipe!(items | count_taken.workers(4).partition_by(|item: &Keyed| item.0) | double)
+            .debug(debugger)
+            .run()
+            .unwrap();
+    });
+    let reports = keep.0.lock().unwrap();
+    let last = reports.last().unwrap();
+    let keyed = &last.stages[1];
+    assert_eq!(keyed.name, "MainPipeline__count_taken");
+    let by_worker = &keyed.items_in_by_worker;
+    assert_eq!(by_worker.len(), 4, "{by_worker:?}");
+    assert_eq!(by_worker.iter().sum::<u64>(), 10_000);
+    assert!(*by_worker.iter().max().unwrap() >= 9_000, "{by_worker:?}");
+    // Only keyed stages: not the source, not a stage of two workers on
+    // one shared queue.
+    assert!(last.stages[0].items_in_by_worker.is_empty());
+    assert_eq!(last.stages[2].workers, 2);
+    assert!(last.stages[2].items_in_by_worker.is_empty());
+    let text = String::from_utf8(table.lock().unwrap().clone()).unwrap();
+    let counts: Vec<String> = by_worker.iter().map(u64::to_string).collect();
+    let row = text
+        .lines()
+        .find(|l| l.contains("MainPipeline__count_taken"))
+        .unwrap();
+    assert!(
+        row.ends_with(&format!("  by worker {}", counts.join(" "))),
+        "{row}"
+    );
+    let row = text
+        .lines()
+        .find(|l| l.contains("MainPipeline__double"))
+        .unwrap();
+    assert!(!row.contains("by worker"), "{row}");
 }
 
 #[test]
