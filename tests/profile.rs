@@ -121,6 +121,7 @@ fn sleeping_stages_have_the_expected_latencies_and_keys() {
             (b.items_in, b.items_out, &b.kind)
         );
         assert_eq!(a.latency, b.latency);
+        assert_eq!(a.items_in_by_worker, b.items_in_by_worker, "{}", a.name);
     }
     assert_eq!(*again.outcome(), Outcome::Completed);
     let runs = profile::runs(again.database()).unwrap();
@@ -134,6 +135,65 @@ fn sleeping_stages_have_the_expected_latencies_and_keys() {
         .unwrap();
     assert_eq!(last_a.items_out, 30);
     assert!(samples.len() >= 3 * 3, "{} samples", samples.len());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// An item of a keyed stage: its key and its number.
+type Keyed = (u32, u64);
+
+/// A keyed stage's worker: emits how many items it took, once, at the end.
+#[stage]
+fn count_taken(items: impl Iterator<Item = Keyed>) -> impl Iterator<Item = u64> {
+    std::iter::once(items.count() as u64)
+}
+
+#[test]
+fn a_hot_key_shows_in_the_stored_per_worker_counts() {
+    let dir = folder("hot-key");
+    let db = dir.clone();
+    // Nine items in ten have key 0: its worker takes at least 9 000.
+    let items: Vec<Keyed> = (0..10_000u64)
+        .map(|i| match i % 10 {
+            9 => ((i % 97) as u32 + 1, i),
+            _ => (0, i),
+        })
+        .collect();
+    let (mut taken, profile) = watchdog(LIMIT, "hot key", move || {
+        let mut results = pipe!(items | count_taken.workers(4).partition_by(|item: &Keyed| item.0))
+            .profile_with(Profiler::new().folder(&db))
+            .results();
+        let taken: Vec<u64> = results.by_ref().map(Result::unwrap).collect();
+        (taken, results.profile().cloned().expect("profiled"))
+    });
+    assert!(
+        profile.store_error().is_none(),
+        "{:?}",
+        profile.store_error()
+    );
+    let again = profile::load(
+        dir.join(profile::DATABASE_FILE),
+        profile.run_id().expect("stored"),
+    )
+    .unwrap();
+    let row = again
+        .stage("MainPipeline__count_taken")
+        .expect("the stage's row");
+    let mut by_worker = row.items_in_by_worker.clone();
+    assert_eq!(by_worker.len(), 4, "{by_worker:?}");
+    assert_eq!(by_worker.iter().sum::<u64>(), 10_000);
+    assert!(
+        *by_worker.iter().max().unwrap() >= 9_000,
+        "no hot worker in {by_worker:?}"
+    );
+    // What each worker counted itself is what the store says it took.
+    taken.sort_unstable();
+    by_worker.sort_unstable();
+    assert_eq!(taken, by_worker);
+    // Every row's counts come back as the run returned them.
+    assert_eq!(again.stages().len(), profile.stages().len());
+    for (a, b) in again.stages().iter().zip(profile.stages()) {
+        assert_eq!(a.items_in_by_worker, b.items_in_by_worker, "{}", a.name);
+    }
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -321,20 +381,23 @@ impl Reporter for Keep {
     }
 }
 
+/// A writer whose bytes the test reads afterwards.
+struct Shared(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Shared {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[test]
 fn the_debugger_reports_stages_and_counts() {
     let keep = Keep::default();
     let table = Arc::new(Mutex::new(Vec::<u8>::new()));
-    struct Shared(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Shared {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
     let debugger = Debugger::new()
         .every(Duration::from_millis(50))
         .reporter(keep.clone())
@@ -397,6 +460,56 @@ fn the_debugger_reports_stages_and_counts() {
         ["MainPipeline__double", "2", "40", "40"],
         "{row}"
     );
+}
+
+#[test]
+fn the_debugger_reports_a_keyed_stages_items_per_worker() {
+    let keep = Keep::default();
+    let table = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let debugger = Debugger::new()
+        .reporter(keep.clone())
+        .reporter(TableReporter::to(Shared(table.clone())));
+    // Nine items in ten have key 0.
+    let items: Vec<Keyed> = (0..10_000u64)
+        .map(|i| match i % 10 {
+            9 => ((i % 97) as u32 + 1, i),
+            _ => (0, i),
+        })
+        .collect();
+    watchdog(LIMIT, "keyed debugger", move || {
+        pipe!(items | count_taken.workers(4).partition_by(|item: &Keyed| item.0) | double)
+            .debug(debugger)
+            .run()
+            .unwrap();
+    });
+    let reports = keep.0.lock().unwrap();
+    let last = reports.last().unwrap();
+    let keyed = &last.stages[1];
+    assert_eq!(keyed.name, "MainPipeline__count_taken");
+    let by_worker = &keyed.items_in_by_worker;
+    assert_eq!(by_worker.len(), 4, "{by_worker:?}");
+    assert_eq!(by_worker.iter().sum::<u64>(), 10_000);
+    assert!(*by_worker.iter().max().unwrap() >= 9_000, "{by_worker:?}");
+    // Only keyed stages: not the source, not a stage of two workers on
+    // one shared queue.
+    assert!(last.stages[0].items_in_by_worker.is_empty());
+    assert_eq!(last.stages[2].workers, 2);
+    assert!(last.stages[2].items_in_by_worker.is_empty());
+    let text = String::from_utf8(table.lock().unwrap().clone()).unwrap();
+    let counts: Vec<String> = by_worker.iter().map(u64::to_string).collect();
+    let row = text
+        .lines()
+        .find(|l| l.contains("MainPipeline__count_taken"))
+        .unwrap();
+    assert!(
+        row.ends_with(&format!("  by worker {}", counts.join(" "))),
+        "{row}"
+    );
+    let row = text
+        .lines()
+        .find(|l| l.contains("MainPipeline__double"))
+        .unwrap();
+    assert!(!row.contains("by worker"), "{row}");
 }
 
 #[test]

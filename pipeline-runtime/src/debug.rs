@@ -132,6 +132,10 @@ pub struct StageReport {
     pub workers: usize,
     /// Items taken.
     pub items_in: u64,
+    /// For a keyed stage ([`StageExt::partition_by`](crate::StageExt::partition_by)),
+    /// the items each worker has taken, by worker index (a hot key shows
+    /// as one worker taking most); empty for other stages.
+    pub items_in_by_worker: Vec<u64>,
     /// Items emitted.
     pub items_out: u64,
     /// Time its workers spent working (not waiting on queues), in all.
@@ -246,12 +250,21 @@ pub fn format_table(report: &Report) -> String {
             st.filtered,
             st.skipped,
         );
-        let _ = match st.in_flight {
-            Some((now, most)) => writeln!(s, "  in flight {now} (max {most})"),
-            None => writeln!(s),
-        };
+        if let Some((now, most)) = st.in_flight {
+            let _ = write!(s, "  in flight {now} (max {most})");
+        }
+        if !st.items_in_by_worker.is_empty() {
+            let _ = write!(s, "  by worker {}", by_worker(&st.items_in_by_worker));
+        }
+        let _ = writeln!(s);
     }
     s
+}
+
+/// A keyed stage's items per worker, space-separated, in worker order.
+fn by_worker(counts: &[u64]) -> String {
+    let counts: Vec<String> = counts.iter().map(u64::to_string).collect();
+    counts.join(" ")
 }
 
 /// Logs each report through the [`log`](https://docs.rs/log) crate, one line per
@@ -271,9 +284,13 @@ impl Reporter for LogReporter {
         for st in &report.stages {
             log::info!(
                 target: "parapipe::debugger",
-                "> {}: in {} out {} busy {:.2}s {:.1}/s user {:.2}s sys {:.2}s q {} (max {}) filtered {} skipped {}{}",
+                "> {}: in {}{} out {} busy {:.2}s {:.1}/s user {:.2}s sys {:.2}s q {} (max {}) filtered {} skipped {}{}",
                 st.name,
                 st.items_in,
+                match st.items_in_by_worker.is_empty() {
+                    true => String::new(),
+                    false => format!(" (by worker {})", by_worker(&st.items_in_by_worker)),
+                },
                 st.items_out,
                 st.busy.as_secs_f64(),
                 st.rate,
@@ -371,6 +388,10 @@ pub(crate) fn snapshot(run: &RunStats, last: bool) -> Report {
                 name: st.key.clone(),
                 workers: st.workers,
                 items_in: st.taken.load(Relaxed),
+                items_in_by_worker: match st.keyed {
+                    true => st.taken_by_worker.iter().map(|n| n.load(Relaxed)).collect(),
+                    false => Vec::new(),
+                },
                 items_out: out,
                 busy: Duration::from_nanos(st.busy_ns.load(Relaxed)),
                 rate: out as f64 / elapsed.as_secs_f64().max(1e-9),

@@ -173,13 +173,15 @@ impl Launch {
     ) -> Option<Arc<StageStats>> {
         let run = self.run.as_ref()?;
         let key = unique_key(&run.stages(), config.profile_key_in(self.branch.as_deref()));
-        let stats = Arc::new(StageStats::new(
+        let mut stats = StageStats::new(
             key,
             run.epoch,
             config.workers(),
             gauge.unwrap_or_default(),
             counters,
-        ));
+        );
+        stats.keyed = config.partitioned();
+        let stats = Arc::new(stats);
         run.add_stage(stats.clone());
         Some(stats)
     }

@@ -32,8 +32,9 @@ struct Cli {
 enum Which {
     /// Every run: id, name, start (UTC), duration, items, outcome.
     List,
-    /// One run, one row per stage (default: the latest run); for a
-    /// distributed job, also the job's status per stage and process.
+    /// One run, one row per stage (default: the latest run), then the
+    /// items each worker of a stage took; for a distributed job, also the
+    /// job's status per stage and process.
     Show {
         #[arg(value_name = "RUN", value_parser = run_id)]
         run: Option<i64>,
@@ -45,8 +46,9 @@ enum Which {
         #[arg(value_name = "RUN_B", value_parser = run_id)]
         b: Option<i64>,
     },
-    /// One run as an SVG chart: throughput, latency (log scale) and queue
-    /// depth over time (default: the latest run, to stdout).
+    /// One run as an SVG chart: throughput, latency (log scale), items
+    /// per worker and queue depth over time (default: the latest run, to
+    /// stdout).
     Svg {
         #[arg(value_name = "RUN", value_parser = run_id)]
         run: Option<i64>,

@@ -11,15 +11,18 @@
 //! - `list`: every run in the database, oldest first.
 //! - `show`: one run (the latest by default): its header and one row per
 //!   stage with counts, times, latency (mean, median, p99), throughput, CPU
-//!   time, queue maximum, filtered and skipped items. For a process of a
-//!   distributed job, also the job's status as last recorded (while the job
-//!   runs, too): per stage, what it has taken, emitted and has pending, in
-//!   all and per process.
+//!   time, queue maximum, filtered and skipped items; then, for each stage
+//!   of several workers, the items each worker took and the busiest one's
+//!   share, flagged `imbalanced` when far from an even share (a keyed
+//!   stage's hot key). For a process of a distributed job, also the job's
+//!   status as last recorded (while the job runs, too): per stage, what it
+//!   has taken, emitted and has pending, in all and per process.
 //! - `compare`: two runs side by side, stage by stage (matched by name):
 //!   mean latency and throughput of each, and the ratio B/A.
 //! - `svg`: one run as a self-contained SVG chart: throughput per stage,
-//!   latency per stage on a log scale, queue depth over time. To stdout, or
-//!   to the file given with `-o`.
+//!   latency per stage on a log scale, the items each worker of a stage
+//!   took (for stages of several workers), queue depth over time. To
+//!   stdout, or to the file given with `-o`.
 //!
 //! The database is the one given with `--db` (a database file, or a folder
 //! holding `profiles.sqlite`), else the one a default [`Profiler`] writes
@@ -33,6 +36,7 @@
 #![deny(missing_docs)]
 
 mod cli;
+mod load;
 mod report;
 mod svg;
 mod units;

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use parapipe::profile::{self, JobSample, Profile, RunSummary, StageProfile};
 
+use crate::load::Load;
 use crate::units::{rate, secs, started};
 use crate::{Failure, data};
 
@@ -113,6 +114,7 @@ pub(crate) fn show(summary: &RunSummary, profile: &Profile) -> String {
         &[Align::Left, Align::Left],
         rows,
     );
+    let load = load(profile);
     let job = profile.job().map(job).unwrap_or_default();
     if profile.stages().is_empty() {
         return format!(
@@ -120,7 +122,32 @@ pub(crate) fn show(summary: &RunSummary, profile: &Profile) -> String {
             header(summary)
         );
     }
-    format!("{}\n{stages}{job}", header(summary))
+    format!("{}\n{stages}{load}{job}", header(summary))
+}
+
+/// The items each worker of a stage took, for the stages of several
+/// workers that counted them, the busiest one's share flagged when far
+/// from even (a keyed stage's hot key); empty if no stage has any.
+fn load(profile: &Profile) -> String {
+    let rows: Vec<Vec<String>> = profile
+        .stages()
+        .iter()
+        .filter_map(|s| {
+            let load = Load::of(s)?;
+            Some(vec![s.name.clone(), load.counts(), load.summary()])
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    format!(
+        "\nitems taken per worker\n{}",
+        table(
+            &["stage", "by worker", "busiest"],
+            &[Align::Left, Align::Left, Align::Left],
+            rows,
+        )
+    )
 }
 
 /// A distributed job's status: a row per stage, then one per process.

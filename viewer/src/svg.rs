@@ -1,11 +1,13 @@
 //! A run as a self-contained SVG chart: throughput per stage, latency per
-//! stage on a log scale, queue depth over time.
+//! stage on a log scale, the items each worker of a stage took, queue
+//! depth over time.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use parapipe::profile::{MAIN_PIPELINE_NAME, Profile, RunSummary, Sample, StageProfile};
 
+use crate::load::{Load, percent};
 use crate::units::{compact, decade_label, rate, secs, started};
 
 const FONT: &str = "DejaVu Sans, Helvetica, Arial, sans-serif";
@@ -130,11 +132,17 @@ const BAR_ROW: f64 = 24.0;
 const LATENCY_BAR: f64 = 10.0;
 const LATENCY_ROW: f64 = 3.0 * LATENCY_BAR + 14.0;
 const QUEUE_PLOT: f64 = 220.0;
+/// A stage's row of items per worker: its bar, and a line of text under it.
+const LOAD_ROW: f64 = 38.0;
+const LOAD_BAR: f64 = 14.0;
+/// The colour of the flag on an imbalanced stage.
+const FLAG: &str = "#c0392b";
 /// Room right of a bar's end for its value.
 const VALUE_ROOM: f64 = 80.0;
 
 /// The run as one SVG document: throughput per stage, latency per stage
-/// (log scale), queue depth over time.
+/// (log scale), items per worker (if any stage counted them), queue depth
+/// over time.
 pub(crate) fn svg(summary: &RunSummary, profile: &Profile, samples: &[Sample]) -> String {
     let stages = profile.stages();
     let longest = stages
@@ -180,6 +188,7 @@ pub(crate) fn svg(summary: &RunSummary, profile: &Profile, samples: &[Sample]) -
     } else {
         y = throughput_panel(&mut c, &frame, stages, y);
         y = latency_panel(&mut c, &frame, stages, y + 30.0);
+        y = load_panel(&mut c, &frame, stages, y + 30.0);
     }
     y = queue_panel(&mut c, &frame, stages, samples, y + 30.0);
     let height = y + 20.0;
@@ -394,6 +403,66 @@ fn latency_panel(c: &mut Canvas, frame: &Frame, stages: &[StageProfile], top: f6
         bottom,
         "seconds per item (log scale: each grid line is 10x the one before)",
     )
+}
+
+/// For each stage of several workers that counted them, one bar split
+/// into each worker's share of its items, a tick where each even share
+/// would end, and the busiest worker's share under it, flagged when far
+/// from even; returns the y below it (`top` less the gap before it, if
+/// no stage has such counts).
+fn load_panel(c: &mut Canvas, frame: &Frame, stages: &[StageProfile], top: f64) -> f64 {
+    let loads: Vec<(&StageProfile, Load<'_>)> = stages
+        .iter()
+        .filter_map(|s| Some((s, Load::of(s)?)))
+        .collect();
+    if loads.is_empty() {
+        return top - 30.0;
+    }
+    c.text(
+        20.0,
+        top,
+        TITLE,
+        r#"font-weight="bold""#,
+        "Items taken per worker (each tick marks an even share)",
+    );
+    let plot_top = top + 16.0;
+    for (i, (s, load)) in loads.iter().enumerate() {
+        let row = plot_top + i as f64 * LOAD_ROW;
+        let bar_top = row + 4.0;
+        stage_label(c, frame, bar_top + LOAD_BAR / 2.0, &s.name);
+        let total: u64 = load.counts.iter().sum();
+        let mut x = frame.left;
+        for (w, n) in load.counts.iter().enumerate() {
+            let share = *n as f64 / total as f64;
+            let width = share * frame.plot;
+            c.rect(
+                x,
+                bar_top,
+                width,
+                LOAD_BAR,
+                PALETTE[w % PALETTE.len()],
+                &format!("{}: worker {w} took {n} items ({})", s.name, percent(share)),
+            );
+            x += width;
+        }
+        let workers = load.counts.len();
+        for k in 1..workers {
+            let x = frame.left + k as f64 / workers as f64 * frame.plot;
+            c.line(x, bar_top - 2.0, x, bar_top + LOAD_BAR + 2.0, "#333");
+        }
+        let attrs = match load.imbalanced() {
+            true => format!(r#"fill="{FLAG}" font-weight="bold""#),
+            false => r##"fill="#555""##.to_owned(),
+        };
+        c.text(
+            frame.left,
+            bar_top + LOAD_BAR + 12.0,
+            SMALL,
+            &attrs,
+            &load.summary(),
+        );
+    }
+    plot_top + loads.len() as f64 * LOAD_ROW
 }
 
 /// A queue depth line's colour and dash: solid for the first ten stages,

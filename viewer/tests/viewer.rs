@@ -1,5 +1,6 @@
 //! The `parapipe-profile` viewer, run as a user runs it: on a database
-//! holding two profiled runs of different speeds.
+//! holding two profiled runs of different speeds, and on one holding a
+//! keyed stage's run and runs of graph branches.
 //!
 //! The example chart `docs/profile-example.svg` was made with:
 //!
@@ -101,6 +102,76 @@ impl Fixture {
         assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
         assert!(run.stderr.is_empty(), "{args:?}: {}", run.stderr);
         run.stdout
+    }
+}
+
+/// A keyed stage's item: its key and its number.
+type Keyed = (u32, u64);
+
+/// A keyed stage's worker: emits how many items it took, once, at the end.
+#[stage]
+fn count_taken(items: impl Iterator<Item = Keyed>) -> impl Iterator<Item = u64> {
+    std::iter::once(items.count() as u64)
+}
+
+#[map_stage]
+fn parse(s: String) -> Result<u64, std::num::ParseIntError> {
+    s.parse()
+}
+
+/// The keys of the graph runs' stages, as the profiler names them.
+const TEE_KEY: &str = "MainPipeline__tee0__double";
+const SPLIT_OK_KEY: &str = "MainPipeline__split1__ok__double";
+const KEYED: &str = "MainPipeline__count_taken";
+
+impl Fixture {
+    /// A database with three runs, in a fresh folder removed at the end:
+    /// run 1 a keyed stage of four workers whose key 0 has nine items in
+    /// ten; run 2 a stage on a tee's first branch; run 3 a stage on the
+    /// `ok` branch of a `split_result` on a split's second branch.
+    fn keyed_and_branches(test: &str) -> Fixture {
+        let dir = std::env::temp_dir().join(format!(
+            "parapipe-test-{}-viewer-{test}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let folder = dir.clone();
+        watchdog(LIMIT, "keyed and branch runs", move || {
+            let profiler = || Profiler::new().folder(&folder);
+            let items: Vec<Keyed> = (0..4_000u64)
+                .map(|i| match i % 10 {
+                    9 => ((i % 97) as u32 + 1, i),
+                    _ => (0, i),
+                })
+                .collect();
+            let taken: Vec<u64> =
+                pipe!(items | count_taken.workers(4).partition_by(|item: &Keyed| item.0))
+                    .profile_with(profiler())
+                    .collect()
+                    .unwrap();
+            assert_eq!(taken.iter().sum::<u64>(), 4_000);
+
+            // Each branch is a run of its own; the branches not profiled
+            // are dropped, which detaches them.
+            let [first, second] = pipe!(0..40u64).tee();
+            drop(second);
+            let doubled = pipe!(first | double)
+                .profile_with(profiler())
+                .collect::<Vec<_>>()
+                .unwrap();
+            assert_eq!(doubled.len(), 40);
+
+            let (even, odd) = pipe!((0..40u64).map(|i| i.to_string())).split(|s| s.len() == 1);
+            drop(even);
+            let (ok, errors) = pipe!(odd | parse.keep_errors()).split_result();
+            drop(errors);
+            let doubled = pipe!(ok | double)
+                .profile_with(profiler())
+                .collect::<Vec<_>>()
+                .unwrap();
+            assert_eq!(doubled.len(), 30);
+        });
+        Fixture { dir }
     }
 }
 
@@ -495,4 +566,77 @@ fn bad_input_is_one_line_and_the_right_exit_code() {
     assert!(run.stderr.contains("its runs are 1 to 2"), "{}", run.stderr);
     let run = viewer(&["--db", missing, "list"]);
     assert!(run.stderr.contains(missing), "{}", run.stderr);
+}
+
+#[test]
+fn show_gives_each_workers_items_and_flags_a_hot_key() {
+    let f = Fixture::keyed_and_branches("per-worker");
+    let out = f.ok(&["show", "1"]);
+    // The stage's row, then its line under "items taken per worker".
+    let section = out
+        .split("\nitems taken per worker\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no per-worker section in\n{out}"));
+    let line = row(section, KEYED);
+    let c = cells(line);
+    assert_eq!(c.len(), 3, "{line}");
+    let counts: Vec<u64> = c[1].split(' ').map(|n| n.parse().unwrap()).collect();
+    assert_eq!(counts.len(), 4, "{line}");
+    assert_eq!(counts.iter().sum::<u64>(), 4_000, "{line}");
+    let most = *counts.iter().max().unwrap();
+    let busiest = counts.iter().position(|n| *n == most).unwrap();
+    assert!(most >= 3_600, "{line}");
+    let share = (most as f64 * 100.0 / 4_000.0).round();
+    assert_eq!(
+        c[2],
+        format!(
+            "worker {busiest} took {share}% of 4 workers' items: imbalanced (an even share is 25%)"
+        ),
+        "{line}"
+    );
+    // A stage of one worker (the source) has no such line.
+    assert_eq!(section.lines().count(), 2, "{section}");
+    let tee = f.ok(&["show", "2"]);
+    let section = tee.split("\nitems taken per worker\n").nth(1).unwrap();
+    assert_eq!(section.lines().count(), 2, "{section}");
+    row(section, TEE_KEY);
+
+    // The chart has the same, flagged.
+    let svg = f.ok(&["svg", "1"]);
+    assert!(check_balanced(&svg).is_ok());
+    assert!(
+        svg.contains("Items taken per worker"),
+        "no per-worker panel"
+    );
+    let flag = c[2].replace('\'', "&apos;");
+    assert!(svg.contains(&format!(">{flag}</text>")), "no flag");
+    for (w, n) in counts.iter().enumerate() {
+        assert!(
+            svg.contains(&format!("<title>{KEYED}: worker {w} took {n} items (")),
+            "worker {w}"
+        );
+    }
+}
+
+#[test]
+fn branch_keys_are_shown_whole() {
+    let f = Fixture::keyed_and_branches("branches");
+    for (run, key) in [("2", TEE_KEY), ("3", SPLIT_OK_KEY)] {
+        let out = f.ok(&["show", run]);
+        let c = cells(row(&out, key));
+        assert_eq!(
+            (c[1], c[3]),
+            ("map", if run == "2" { "40" } else { "30" }),
+            "{out}"
+        );
+        let svg = f.ok(&["svg", run]);
+        assert!(
+            svg.contains(&format!(">{key}</text>")),
+            "{key} in the chart"
+        );
+    }
+    let out = f.ok(&["compare", "2", "3"]);
+    for key in [TEE_KEY, SPLIT_OK_KEY] {
+        assert_eq!(cells(row(&out, key))[0], key, "{out}");
+    }
 }

@@ -126,9 +126,15 @@
 //!             position, stage, process, -- every 0.5 s and at the end; process
 //!             taken, emitted,           -- '' is the stage's whole (with its
 //!             pending_messages)         -- pending messages), else one process's part
+//! stage_workers(run_id, stage, worker,  -- items_in_by_worker: one row per
+//!               items_in)               -- worker of each stage that counts them
 //! meta(key, value)                  -- schema_version = 1
 //! ```
-//! `MainPipeline` is a row of `stages` too (position 0).
+//! `MainPipeline` is a row of `stages` too (position 0). Tables added since
+//! the first schema (`job_samples`, `stage_workers`) are created when a run
+//! is written, so an older database takes new runs as it is; reading one
+//! written before a table existed gives what it held (no per-worker
+//! counts), not an error.
 //!
 //! # Distributed runs
 //!
@@ -378,8 +384,8 @@ pub struct StageProfile {
     /// Items taken by each worker, by worker index (a keyed stage's hot
     /// key shows as one worker taking most); empty for the whole pipeline,
     /// the source, the stages fused in a serial segment, a distributed
-    /// run's stages, and a profile loaded from the database (not stored
-    /// there yet).
+    /// run's stages, and a profile loaded from a database written before
+    /// per-worker counts were stored (table `stage_workers`).
     pub items_in_by_worker: Vec<u64>,
     /// Items emitted (for the whole pipeline: received by the consumer).
     pub items_out: u64,

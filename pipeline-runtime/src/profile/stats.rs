@@ -52,6 +52,10 @@ pub(crate) struct StageStats {
     /// What `taken` counts, by worker index: where one worker takes far
     /// more than the others (a keyed stage's hot key), it shows here.
     pub(crate) taken_by_worker: Vec<AtomicU64>,
+    /// Whether its input is partitioned by a key, each worker reading its
+    /// own keys' items: the live reports show `taken_by_worker` only then,
+    /// where an uneven spread means a hot key rather than scheduling.
+    pub(crate) keyed: bool,
     pub(crate) emitted: AtomicU64,
     pub(crate) busy_ns: AtomicU64,
     /// When the stage first took an item, in ns since the run started
@@ -116,6 +120,7 @@ impl StageStats {
             workers,
             taken: AtomicU64::new(0),
             taken_by_worker: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            keyed: false,
             emitted: AtomicU64::new(0),
             busy_ns: AtomicU64::new(0),
             first_ns: AtomicU64::new(u64::MAX),

@@ -78,6 +78,13 @@ CREATE TABLE IF NOT EXISTS job_samples (
     pending_messages INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS job_samples_by_run ON job_samples (run_id, t_s);
+CREATE TABLE IF NOT EXISTS stage_workers (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    stage TEXT NOT NULL,
+    worker INTEGER NOT NULL,
+    items_in INTEGER NOT NULL,
+    PRIMARY KEY (run_id, stage, worker)
+);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1');
 ";
 
@@ -357,6 +364,9 @@ fn write_profile(tx: &rusqlite::Transaction<'_>, id: i64, p: &Profile) -> rusqli
     let mut bucket = tx.prepare(
         "INSERT INTO latency_buckets (run_id, stage, bucket, value_s, count) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
+    let mut worker = tx.prepare(
+        "INSERT INTO stage_workers (run_id, stage, worker, items_in) VALUES (?1, ?2, ?3, ?4)",
+    )?;
     for (position, s) in p.stages().iter().enumerate() {
         stage.execute(params![
             id,
@@ -387,6 +397,9 @@ fn write_profile(tx: &rusqlite::Transaction<'_>, id: i64, p: &Profile) -> rusqli
                 super::hist::bucket_value(b) / 1e9,
                 i64_of(count)
             ])?;
+        }
+        for (w, taken) in s.items_in_by_worker.iter().enumerate() {
+            worker.execute(params![id, s.name, w as i64, i64_of(*taken)])?;
         }
     }
     Ok(())
@@ -449,6 +462,15 @@ pub fn load(db: impl AsRef<Path>, run: i64) -> Result<Profile, StoreError> {
         let mut buckets = conn.prepare(
             "SELECT bucket, count FROM latency_buckets WHERE run_id = ?1 AND stage = ?2",
         )?;
+        // A database written before per-worker counts were stored has no
+        // such table: its stages load with none, as the field's docs say.
+        let mut by_worker = match has_table(&conn, "stage_workers")? {
+            true => Some(conn.prepare(
+                "SELECT worker, items_in FROM stage_workers
+                 WHERE run_id = ?1 AND stage = ?2 ORDER BY worker",
+            )?),
+            false => None,
+        };
         let mut stmt = conn.prepare(
             "SELECT name, kind, workers, items_in, items_out, busy_s, active_s, latency_mean_s,
                     latency_median_s, latency_p99_s, latency_sum_ns, throughput, cpu_user_s,
@@ -466,12 +488,16 @@ pub fn load(db: impl AsRef<Path>, run: i64) -> Result<Profile, StoreError> {
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             let sum_ns = r.get::<_, i64>(10)? as u128;
             let secs = |i| r.get::<_, f64>(i).map(Duration::from_secs_f64);
+            let workers = r.get::<_, i64>(2)? as usize;
+            let items_in_by_worker = match &mut by_worker {
+                Some(stmt) => read_by_worker(stmt, run, &name, workers)?,
+                None => Vec::new(),
+            };
             stages.push(StageProfile {
                 kind: r.get(1)?,
-                workers: r.get::<_, i64>(2)? as usize,
+                workers,
                 items_in: r.get::<_, i64>(3)? as u64,
-                // Not stored yet: see the field's docs.
-                items_in_by_worker: Vec::new(),
+                items_in_by_worker,
                 items_out: r.get::<_, i64>(4)? as u64,
                 busy: secs(5)?,
                 active: secs(6)?,
@@ -546,14 +572,41 @@ pub fn job_samples(db: impl AsRef<Path>, run: i64) -> Result<Vec<JobSample>, Sto
     read_job_samples(&conn, run).map_err(|e| sql_error(db, "cannot read the job's status", e))
 }
 
+/// Whether the database has the table `name`: tables added after the
+/// first schema are missing from databases written before them.
+fn has_table(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [name],
+        |r| r.get(0),
+    )
+}
+
+/// The items each worker of `stage` took, by worker index; empty if none
+/// were stored for it. The writer stores every worker, `0..workers`: a
+/// row out of that sequence is a malformed database, an error, not a
+/// guess.
+fn read_by_worker(
+    stmt: &mut rusqlite::Statement<'_>,
+    run: i64,
+    stage: &str,
+    workers: usize,
+) -> rusqlite::Result<Vec<u64>> {
+    let mut rows = stmt.query(params![run, stage])?;
+    let mut counts = Vec::new();
+    while let Some(r) = rows.next()? {
+        let worker: i64 = r.get(0)?;
+        if usize::try_from(worker).ok() != Some(counts.len()) || counts.len() >= workers {
+            return Err(rusqlite::Error::IntegralValueOutOfRange(0, worker));
+        }
+        counts.push(r.get::<_, i64>(1)? as u64);
+    }
+    Ok(counts)
+}
+
 fn read_job_samples(conn: &Connection, run: i64) -> rusqlite::Result<Vec<JobSample>> {
     // A database written before job samples existed has no such table.
-    let exists: bool = conn.query_row(
-        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'job_samples'",
-        [],
-        |r| r.get(0),
-    )?;
-    if !exists {
+    if !has_table(conn, "job_samples")? {
         return Ok(Vec::new());
     }
     let mut stmt = conn.prepare(
@@ -591,4 +644,107 @@ fn read_job_samples(conn: &Connection, run: i64) -> rusqlite::Result<Vec<JobSamp
         }
     }
     Ok(samples)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A finished run with one keyed stage of three workers.
+    fn profile(db: &Path) -> Profile {
+        let stage = StageProfile {
+            name: "MainPipeline__keyed".to_owned(),
+            kind: "iter".to_owned(),
+            workers: 3,
+            items_in: 10,
+            items_in_by_worker: vec![7, 0, 3],
+            items_out: 10,
+            busy: Duration::from_millis(5),
+            active: Duration::from_millis(9),
+            latency: Latency::default(),
+            throughput: 1000.0,
+            cpu_user: Duration::ZERO,
+            cpu_system: Duration::ZERO,
+            queue_max: 4,
+            in_flight_max: 0,
+            filtered: 0,
+            skipped: 0,
+            hist: Arc::default(),
+        };
+        Profile {
+            run_id: None,
+            database: db.to_owned(),
+            pipeline: "keyed".to_owned(),
+            started: UNIX_EPOCH,
+            duration: Duration::from_millis(10),
+            outcome: Outcome::Completed,
+            stages: vec![stage],
+            job: None,
+            store_error: None,
+        }
+    }
+
+    /// Writes `profile` with the writer's own code, as a run does.
+    fn store(db: &Path, profile: Profile) -> i64 {
+        let (tx, rx) = flume::unbounded();
+        tx.send(Cmd::Finish(Box::new(profile))).unwrap();
+        drop(tx);
+        write_run(db, "keyed", 0.0, None, rx).unwrap()
+    }
+
+    fn scratch(test: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("parapipe-unit-{}-store-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir.join("profiles.sqlite")
+    }
+
+    fn by_worker(db: &Path, run: i64) -> Result<Vec<u64>, StoreError> {
+        let stage = load(db, run)?.stages.remove(0);
+        Ok(stage.items_in_by_worker)
+    }
+
+    #[test]
+    fn per_worker_counts_survive_a_reload() {
+        let db = scratch("round-trip");
+        let run = store(&db, profile(&db));
+        assert_eq!(by_worker(&db, run).unwrap(), [7, 0, 3]);
+        let _ = std::fs::remove_dir_all(db.parent().unwrap());
+    }
+
+    #[test]
+    fn a_database_older_than_per_worker_counts_still_loads() {
+        let db = scratch("older");
+        let old = store(&db, profile(&db));
+        // What a database written before the table existed looks like.
+        Connection::open(&db)
+            .unwrap()
+            .execute_batch("DROP TABLE stage_workers")
+            .unwrap();
+        let loaded = load(&db, old).unwrap();
+        assert!(loaded.stages[0].items_in_by_worker.is_empty());
+        assert_eq!(loaded.stages[0].items_in, 10);
+        // A new run in the old file adds the table; the old run has no rows.
+        let new = store(&db, profile(&db));
+        assert_eq!(by_worker(&db, new).unwrap(), [7, 0, 3]);
+        assert!(by_worker(&db, old).unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(db.parent().unwrap());
+    }
+
+    #[test]
+    fn a_malformed_worker_row_is_an_error() {
+        let db = scratch("malformed");
+        let run = store(&db, profile(&db));
+        let conn = Connection::open(&db).unwrap();
+        // A worker past the stage's three, then a gap in the sequence.
+        for sql in [
+            "INSERT INTO stage_workers VALUES (1, 'MainPipeline__keyed', 3, 1)",
+            "DELETE FROM stage_workers WHERE worker = 3 OR worker = 1",
+        ] {
+            conn.execute_batch(sql).unwrap();
+            let error = by_worker(&db, run).unwrap_err().to_string();
+            assert!(error.contains("cannot read the run's stages"), "{error}");
+        }
+        let _ = std::fs::remove_dir_all(db.parent().unwrap());
+    }
 }
