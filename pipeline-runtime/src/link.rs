@@ -137,22 +137,30 @@ pub(crate) struct Batch<T> {
     seq: u64,
 }
 
-/// Batches for a queue of `queue` items filled by `senders` threads:
-/// `(slots, items per batch)`. At least two slots where possible, so a
+/// Batches of at most `largest` items for a queue of `queue` items filled
+/// by `senders` threads: `(slots, items per batch)`. At least two slots where possible, so a
 /// producer can fill one batch while another waits, and a slot for each
 /// sender, so that many slow workers sending batches of one item are not
 /// held to a few items in the queue in all; never more than `qsize` items
 /// queued in all.
-fn geometry(queue: QueueSize, senders: usize) -> (Option<usize>, usize) {
+fn geometry(queue: QueueSize, senders: usize, largest: usize) -> (Option<usize>, usize) {
     match queue {
         QueueSize::Bounded(n) => {
             let n = n.max(1);
-            let slots = n.div_ceil(MAX_BATCH).max(senders).max(2).min(n);
+            let slots = n.div_ceil(largest).max(senders).max(2).min(n);
             (Some(slots), n / slots)
         }
-        QueueSize::Unbounded => (None, MAX_BATCH),
+        QueueSize::Unbounded => (None, largest),
     }
 }
+
+/// The largest batch on a keyed `ordered` stage's worker queue. Its router
+/// sends a batch whenever the next item is another worker's, so batches
+/// there are mostly of a few items: with slots for `MAX_BATCH` items, a
+/// worker's queue would hold a handful of items, and router and workers
+/// would wake each other every few items (3 us an item on 2 cores, against
+/// 43 ns unordered, in `benches/graphs.rs`).
+const KEYED_ORDERED_BATCH: usize = 16;
 
 pub(crate) fn batch_limit(cost_ns: u64, max_batch: usize) -> usize {
     if cost_ns == 0 {
@@ -192,6 +200,7 @@ pub(crate) fn link_with<T>(
         gauge,
         numbered.then(Numbering::default),
         false,
+        MAX_BATCH,
     )
 }
 
@@ -203,7 +212,11 @@ pub(crate) fn keyed_link<T>(
     numbering: Option<Numbering>,
 ) -> (Tx<T>, Rx<T>) {
     let drains = numbering.is_some();
-    new_link(queue, 1, gauge, numbering, drains)
+    let largest = match drains {
+        true => KEYED_ORDERED_BATCH,
+        false => MAX_BATCH,
+    };
+    new_link(queue, 1, gauge, numbering, drains, largest)
 }
 
 fn new_link<T>(
@@ -212,8 +225,9 @@ fn new_link<T>(
     gauge: Option<Arc<Gauge>>,
     numbering: Option<Numbering>,
     drains: bool,
+    largest: usize,
 ) -> (Tx<T>, Rx<T>) {
-    let (slots, max_batch) = geometry(queue, senders);
+    let (slots, max_batch) = geometry(queue, senders, largest);
     let (tx, rx) = match slots {
         Some(n) => flume::bounded(n),
         None => flume::unbounded(),
@@ -874,7 +888,7 @@ mod tests {
     #[test]
     fn geometry_never_exceeds_qsize() {
         for n in 1..=5000 {
-            let (slots, batch) = geometry(QueueSize::Bounded(n), 1);
+            let (slots, batch) = geometry(QueueSize::Bounded(n), 1, MAX_BATCH);
             let slots = slots.unwrap();
             assert!(slots >= 1 && (1..=MAX_BATCH).contains(&batch), "qsize {n}");
             assert!(slots * batch <= n, "qsize {n}: {slots} x {batch}");
@@ -882,17 +896,35 @@ mod tests {
                 assert!(slots >= 2, "qsize {n}");
             }
         }
-        assert_eq!(geometry(QueueSize::Bounded(4096), 1), (Some(8), 512));
-        assert_eq!(geometry(QueueSize::Bounded(4096), 2), (Some(8), 512));
-        assert_eq!(geometry(QueueSize::Bounded(30), 1), (Some(2), 15));
-        assert_eq!(geometry(QueueSize::Bounded(1), 1), (Some(1), 1));
+        assert_eq!(
+            geometry(QueueSize::Bounded(4096), 1, MAX_BATCH),
+            (Some(8), 512)
+        );
+        assert_eq!(
+            geometry(QueueSize::Bounded(4096), 2, MAX_BATCH),
+            (Some(8), 512)
+        );
+        assert_eq!(
+            geometry(QueueSize::Bounded(30), 1, MAX_BATCH),
+            (Some(2), 15)
+        );
+        assert_eq!(geometry(QueueSize::Bounded(1), 1, MAX_BATCH), (Some(1), 1));
         // A slot per sender, within the bound.
-        assert_eq!(geometry(QueueSize::Bounded(4096), 64), (Some(64), 64));
-        assert_eq!(geometry(QueueSize::Bounded(4096), 4096), (Some(4096), 1));
-        assert_eq!(geometry(QueueSize::Bounded(100), 4096), (Some(100), 1));
+        assert_eq!(
+            geometry(QueueSize::Bounded(4096), 64, MAX_BATCH),
+            (Some(64), 64)
+        );
+        assert_eq!(
+            geometry(QueueSize::Bounded(4096), 4096, MAX_BATCH),
+            (Some(4096), 1)
+        );
+        assert_eq!(
+            geometry(QueueSize::Bounded(100), 4096, MAX_BATCH),
+            (Some(100), 1)
+        );
         for senders in [3, 17, 1000, 5000] {
             for n in [1, 7, 100, 4096, 10_000] {
-                let (slots, batch) = geometry(QueueSize::Bounded(n), senders);
+                let (slots, batch) = geometry(QueueSize::Bounded(n), senders, MAX_BATCH);
                 assert!(slots.unwrap() * batch <= n, "qsize {n}, {senders} senders");
                 assert!(batch >= 1);
             }

@@ -11,8 +11,9 @@
 //! so even one input item with an endless output streams. A worker ahead of
 //! the head holds at most [`HOLD`] items of its batch's output before it
 //! waits for its turn, and at most a window of batches past the head before
-//! it waits too, so memory is bounded by the queues and the worker count,
-//! however much output one item makes.
+//! it waits too (more batches while they hold few items: see
+//! `Reorder::budget`), so memory is bounded by the queues and the worker
+//! count, however much output one item makes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -92,6 +93,13 @@ pub(crate) struct Reorder<O, S = Tx<O>> {
     turn: Condvar,
     /// How many batches past the oldest unfinished one may be held.
     window: u64,
+    /// Beyond `window`, while the batches held hold fewer items than this,
+    /// and up to `max_window` batches: tiny batches (a keyed stage's, cut
+    /// at each change of worker, or costly items one at a time) would
+    /// otherwise keep the workers in lockstep, each waiting for the others
+    /// every few items, while the memory held stays small.
+    budget: usize,
+    max_window: u64,
     /// `Pending::next`, readable without the lock: a worker checks it
     /// before taking the lock to send its output early.
     head: AtomicU64,
@@ -103,6 +111,8 @@ struct Pending<O, S> {
     /// Workers waiting for their turn.
     waiting: usize,
     done: BTreeMap<u64, (Vec<O>, Option<Instant>)>,
+    /// How many items `done` holds.
+    held: usize,
     /// The output so far of batches whose worker stopped reading them and
     /// gave the rest back: the sibling that takes the rest starts from it.
     parked: BTreeMap<u64, (Vec<O>, Option<Instant>)>,
@@ -121,15 +131,17 @@ struct Pending<O, S> {
 
 impl<O, S: Sink<O>> Reorder<O, S> {
     pub(crate) fn new(tx: S, workers: usize) -> Self {
-        Self::with_window(tx, workers, 2 * workers.max(1) as u64)
+        let window = 2 * workers.max(1) as u64;
+        Self::with_window(tx, workers, window, workers.max(1) * HOLD, 64 * window)
     }
 
-    fn with_window(tx: S, workers: usize, window: u64) -> Self {
+    fn with_window(tx: S, workers: usize, window: u64, budget: usize, max_window: u64) -> Self {
         Reorder {
             state: Mutex::new(Pending {
                 next: 0,
                 waiting: 0,
                 done: BTreeMap::new(),
+                held: 0,
                 parked: BTreeMap::new(),
                 returned: 0,
                 workers,
@@ -138,6 +150,8 @@ impl<O, S: Sink<O>> Reorder<O, S> {
             }),
             turn: Condvar::new(),
             window,
+            budget,
+            max_window,
             head: AtomicU64::new(0),
         }
     }
@@ -218,10 +232,11 @@ impl<O, S: Sink<O>> Reorder<O, S> {
         let mut state = lock(&self.state);
         // The worker holding batch `next` never waits here (nor does anyone
         // while that batch may be among those given back), so this ends.
-        while seq >= state.next + self.window && state.returned == 0 {
+        while self.too_far(seq, &state) {
             state = self.wait(state, ctl)?;
         }
         if seq != state.next {
+            state.held += done.0.len();
             state.done.insert(seq, done);
             return Ok(());
         }
@@ -232,7 +247,10 @@ impl<O, S: Sink<O>> Reorder<O, S> {
             self.head.store(state.next, Ordering::Release);
             let next = state.next;
             match state.done.remove(&next) {
-                Some(items) => ready = items,
+                Some(items) => {
+                    state.held -= items.0.len();
+                    ready = items;
+                }
                 None => break,
             }
         }
@@ -242,6 +260,15 @@ impl<O, S: Sink<O>> Reorder<O, S> {
             self.turn.notify_all();
         }
         Ok(())
+    }
+
+    /// Whether batch `seq` is too far past the head to be held: past the
+    /// window, and past the item budget or the largest window.
+    fn too_far(&self, seq: u64, state: &Pending<O, S>) -> bool {
+        let past = seq.saturating_sub(state.next);
+        state.returned == 0
+            && past >= self.window
+            && (state.held >= self.budget || past >= self.max_window)
     }
 
     /// Keeps batch `seq`'s output so far for the sibling that takes the rest
@@ -282,6 +309,7 @@ impl<O, S: Sink<O>> Reorder<O, S> {
             return Ok(());
         }
         let mut left = std::mem::take(&mut state.done);
+        state.held = 0;
         left.append(&mut std::mem::take(&mut state.parked));
         for (_, (items, born)) in left {
             self.send(&mut state, items, born, ctl)?;
@@ -539,11 +567,17 @@ mod model {
     /// model's main thread) through a reorder step of the given window, and
     /// checks that every batch was released exactly once, in number order,
     /// and that no worker is left waiting.
-    fn check(workers: usize, batches: usize, window: u64) {
+    fn check(workers: usize, batches: usize, window: u64, budget: usize, max_window: u64) {
         let mut builder = loom::model::Builder::new();
         builder.preemption_bound = Some(3);
         builder.check(move || {
-            let order = Arc::new(Reorder::with_window(Released::default(), workers, window));
+            let order = Arc::new(Reorder::with_window(
+                Released::default(),
+                workers,
+                window,
+                budget,
+                max_window,
+            ));
             let queue = Arc::new(Mutex::new(0));
             let ctl = Arc::new(Control::default());
             let others: Vec<_> = (1..workers)
@@ -560,6 +594,7 @@ mod model {
             let all: Vec<u64> = (0..(workers * batches) as u64).collect();
             assert_eq!(state.tx.0, all);
             assert!(state.done.is_empty());
+            assert_eq!(state.held, 0);
             assert_eq!(state.waiting, 0);
         });
     }
@@ -570,17 +605,25 @@ mod model {
     /// `notify_all` makes this report a deadlock).
     #[test]
     fn three_workers_window_one() {
-        check(3, 1, 1);
+        check(3, 1, 1, 0, 1);
     }
 
     #[test]
     fn two_workers_two_batches_window_one() {
-        check(2, 2, 1);
+        check(2, 2, 1, 0, 1);
     }
 
     /// The production window for two workers.
     #[test]
     fn two_workers_three_batches_window_four() {
-        check(2, 3, 4);
+        check(2, 3, 4, 0, 4);
+    }
+
+    /// Past the window of one batch while fewer than 2 items are held, up
+    /// to 3 batches: a worker waits on the budget, then on the largest
+    /// window (each batch's output is one item).
+    #[test]
+    fn two_workers_three_batches_item_budget() {
+        check(2, 3, 1, 2, 3);
     }
 }
