@@ -10,6 +10,7 @@
 //! A worker also flushes whatever it holds before it waits for input, so no
 //! item ever waits in a buffer while its thread sleeps.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -61,12 +62,13 @@ struct Shared<T> {
     /// gets. Senders hold the lock while they send, so that numbers follow
     /// the queue's order and the stage's workers, which take batches in
     /// that order, never wait for a number still behind them in the queue.
-    /// The queues a keyed stage's router fills share one (see [`Numbering`]).
-    numbering: Option<Numbering>,
-    /// On a queue of a keyed `ordered` stage's worker, set when the worker
-    /// stops reading before its input ends: the router sends it nothing
-    /// more, and the worker reads what was sent to the end, so that the
-    /// reorder step gets every number (see [`Rx::abandon`]).
+    numbering: Option<Mutex<u64>>,
+    /// On a keyed `ordered` stage's worker queue, whose one sender, the
+    /// router, numbers runs of items itself (see [`Tx::push_in_run`]):
+    /// set when the worker stops reading before its input ends. The router
+    /// then sends it nothing more, and the worker reads what was sent to
+    /// the end, so that the reorder step gets every number (see
+    /// [`Rx::abandon`]).
     abandoned: Option<AtomicBool>,
     /// Batches given back by a receiver that stopped reading (an iterator
     /// stage's worker that returned early) with items it never looked at:
@@ -135,32 +137,27 @@ pub(crate) struct Batch<T> {
     born: Option<Instant>,
     /// Its number, on a numbered link (see [`Shared::numbering`]).
     seq: u64,
+    /// On a keyed `ordered` stage's worker queue: the numbered runs its
+    /// items make, `(number, items)`, in order (see [`Tx::push_in_run`]).
+    runs: Vec<(u64, usize)>,
 }
 
-/// Batches of at most `largest` items for a queue of `queue` items filled
-/// by `senders` threads: `(slots, items per batch)`. At least two slots where possible, so a
+/// Batches for a queue of `queue` items filled by `senders` threads:
+/// `(slots, items per batch)`. At least two slots where possible, so a
 /// producer can fill one batch while another waits, and a slot for each
 /// sender, so that many slow workers sending batches of one item are not
 /// held to a few items in the queue in all; never more than `qsize` items
 /// queued in all.
-fn geometry(queue: QueueSize, senders: usize, largest: usize) -> (Option<usize>, usize) {
+fn geometry(queue: QueueSize, senders: usize) -> (Option<usize>, usize) {
     match queue {
         QueueSize::Bounded(n) => {
             let n = n.max(1);
-            let slots = n.div_ceil(largest).max(senders).max(2).min(n);
+            let slots = n.div_ceil(MAX_BATCH).max(senders).max(2).min(n);
             (Some(slots), n / slots)
         }
-        QueueSize::Unbounded => (None, largest),
+        QueueSize::Unbounded => (None, MAX_BATCH),
     }
 }
-
-/// The largest batch on a keyed `ordered` stage's worker queue. Its router
-/// sends a batch whenever the next item is another worker's, so batches
-/// there are mostly of a few items: with slots for `MAX_BATCH` items, a
-/// worker's queue would hold a handful of items, and router and workers
-/// would wake each other every few items (3 us an item on 2 cores, against
-/// 43 ns unordered, in `benches/graphs.rs`).
-const KEYED_ORDERED_BATCH: usize = 16;
 
 pub(crate) fn batch_limit(cost_ns: u64, max_batch: usize) -> usize {
     if cost_ns == 0 {
@@ -176,11 +173,6 @@ pub(crate) fn per_item_ns(since: Instant, now: Instant, items: usize) -> u64 {
     ns / items.max(1) as u64
 }
 
-/// One numbering of batches, shared by the links it numbers: a keyed
-/// `ordered` stage's worker queues are one input to its reorder step,
-/// numbered in the order their one sender, the router, sends.
-pub(crate) type Numbering = Arc<Mutex<u64>>;
-
 /// A new link of the given queue size, with one sender; `numbered` if it
 /// feeds an `ordered` stage.
 pub(crate) fn link<T>(queue: QueueSize, numbered: bool) -> (Tx<T>, Rx<T>) {
@@ -194,40 +186,28 @@ pub(crate) fn link_with<T>(
     gauge: Option<Arc<Gauge>>,
     numbered: bool,
 ) -> (Tx<T>, Rx<T>) {
-    new_link(
-        queue,
-        senders,
-        gauge,
-        numbered.then(Numbering::default),
-        false,
-        MAX_BATCH,
-    )
+    new_link(queue, senders, gauge, numbered, false)
 }
 
 /// A keyed stage's worker queue, whose one sender is the stage's router;
-/// numbered by `numbering` if the stage is `ordered`.
+/// if the stage is `ordered`, the router numbers runs of its items (see
+/// [`Tx::push_in_run`]).
 pub(crate) fn keyed_link<T>(
     queue: QueueSize,
     gauge: Option<Arc<Gauge>>,
-    numbering: Option<Numbering>,
+    ordered: bool,
 ) -> (Tx<T>, Rx<T>) {
-    let drains = numbering.is_some();
-    let largest = match drains {
-        true => KEYED_ORDERED_BATCH,
-        false => MAX_BATCH,
-    };
-    new_link(queue, 1, gauge, numbering, drains, largest)
+    new_link(queue, 1, gauge, false, ordered)
 }
 
 fn new_link<T>(
     queue: QueueSize,
     senders: usize,
     gauge: Option<Arc<Gauge>>,
-    numbering: Option<Numbering>,
-    drains: bool,
-    largest: usize,
+    numbered: bool,
+    runs: bool,
 ) -> (Tx<T>, Rx<T>) {
-    let (slots, max_batch) = geometry(queue, senders, largest);
+    let (slots, max_batch) = geometry(queue, senders);
     let (tx, rx) = match slots {
         Some(n) => flume::bounded(n),
         None => flume::unbounded(),
@@ -235,8 +215,8 @@ fn new_link<T>(
     let shared = Arc::new(Shared {
         consumer_cost_ns: AtomicU64::new(UNKNOWN_COST),
         gauge,
-        numbering,
-        abandoned: drains.then(AtomicBool::default),
+        numbering: numbered.then(Mutex::default),
+        abandoned: runs.then(AtomicBool::default),
         returned: Mutex::new(Vec::new()),
         has_returned: AtomicBool::new(false),
         holding: AtomicUsize::new(0),
@@ -250,6 +230,7 @@ fn new_link<T>(
         max_batch,
         limit: 1,
         buf: Vec::new(),
+        runs: Vec::new(),
         mark: Instant::now(),
         born: None,
         stamps: false,
@@ -266,6 +247,7 @@ fn new_link<T>(
         stamps: false,
         returned: false,
         holds: false,
+        runs: VecDeque::new(),
     };
     (tx, rx)
 }
@@ -277,6 +259,8 @@ pub(crate) struct Tx<T> {
     max_batch: usize,
     limit: usize,
     buf: Vec<T>,
+    /// The numbered runs `buf` holds (see [`Tx::push_in_run`]).
+    runs: Vec<(u64, usize)>,
     /// Start of the time the items in `buf` took to produce.
     mark: Instant,
     /// When the oldest item in `buf` left the source, in a profiled pipeline.
@@ -298,6 +282,7 @@ impl<T> Clone for Tx<T> {
             max_batch: self.max_batch,
             limit: 1,
             buf: Vec::new(),
+            runs: Vec::new(),
             mark: Instant::now(),
             born: None,
             stamps: self.stamps,
@@ -353,6 +338,26 @@ impl<T> Tx<T> {
         }
     }
 
+    /// Pushes an item of the run numbered `run`. A keyed `ordered` stage's
+    /// router numbers each run of consecutive input items that go to one
+    /// worker; its batches carry several runs, and the worker's receiver
+    /// hands each out as a batch of its own, with its number: the reorder
+    /// step then releases runs in input order, while the queues carry full
+    /// batches rather than one per run (as small as one item when
+    /// consecutive items have different workers).
+    pub(crate) fn push_in_run(&mut self, item: T, run: u64, ctl: &Control) -> Result<(), Stop> {
+        match self.runs.last_mut() {
+            Some((last, n)) if *last == run => *n += 1,
+            _ => self.runs.push((run, 1)),
+        }
+        self.push(item, ctl)
+    }
+
+    /// Whether nothing is buffered.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
     /// Sends a whole batch as it is (after what is buffered), without
     /// copying its items one by one, unless it is larger than the link's
     /// batches.
@@ -392,6 +397,7 @@ impl<T> Tx<T> {
         if ctl.is_cancelled() {
             // Items of a cancelled pipeline must not reach the consumer.
             self.buf.clear();
+            self.runs.clear();
             return Err(Stop::Cancelled);
         }
         let now = Instant::now();
@@ -409,9 +415,15 @@ impl<T> Tx<T> {
             gauge.add(n);
         }
         // Held until the batch is in the queue (see `Shared::numbering`).
-        let mut numbering = self.shared.numbering.as_deref().map(crate::control::lock);
+        let mut numbering = self.shared.numbering.as_ref().map(crate::control::lock);
         let seq = numbering.as_deref().copied().unwrap_or(0);
-        let sent = match self.tx.try_send(Batch { items, born, seq }) {
+        let runs = std::mem::take(&mut self.runs);
+        let sent = match self.tx.try_send(Batch {
+            items,
+            born,
+            seq,
+            runs,
+        }) {
             Ok(()) => {
                 self.mark = now;
                 Ok(())
@@ -536,6 +548,9 @@ pub(crate) struct Rx<T> {
     returned: bool,
     /// Whether this receiver is counted in `Shared::holding`.
     holds: bool,
+    /// The runs of the last batch not handed out yet, each with its number
+    /// (see [`Tx::push_in_run`]).
+    runs: VecDeque<(u64, Vec<T>)>,
 }
 
 impl<T> Drop for Rx<T> {
@@ -558,6 +573,7 @@ impl<T> Clone for Rx<T> {
             stamps: self.stamps,
             returned: false,
             holds: false,
+            runs: VecDeque::new(),
         }
     }
 }
@@ -587,9 +603,15 @@ impl<T> Rx<T> {
         self.shared.gauge.clone()
     }
 
-    /// Whether the link's batches are numbered.
+    /// Whether runs of the last batch wait to be handed out (see
+    /// [`Tx::push_in_run`]): the next receive takes one without waiting.
+    pub(crate) fn has_runs(&self) -> bool {
+        !self.runs.is_empty()
+    }
+
+    /// Whether the link's batches (or runs) are numbered.
     pub(crate) fn is_numbered(&self) -> bool {
-        self.shared.numbering.is_some()
+        self.shared.numbering.is_some() || self.shared.abandoned.is_some()
     }
 
     /// The next batch, or `None` once every sender is gone and the queue is
@@ -604,6 +626,10 @@ impl<T> Rx<T> {
     ) -> Result<Recv<T>, Stop> {
         if ctl.is_cancelled() {
             return Err(Stop::Cancelled);
+        }
+        if let Some((seq, items)) = self.runs.pop_front() {
+            self.seq = seq;
+            return Ok(Recv::Batch(items));
         }
         self.publish_cost();
         if let Some(items) = self.given_back() {
@@ -712,6 +738,7 @@ impl<T> Rx<T> {
             items,
             born: self.born,
             seq: self.seq,
+            runs: Vec::new(),
         });
         self.shared.has_returned.store(true, SeqCst);
         true
@@ -877,7 +904,17 @@ impl<T> Rx<T> {
             false => batch.born,
         };
         self.mark = Some(now);
-        batch.items
+        if batch.runs.is_empty() {
+            return batch.items;
+        }
+        // Each run a batch of its own, the first now.
+        let mut items = batch.items.into_iter();
+        for (seq, n) in batch.runs {
+            self.runs.push_back((seq, items.by_ref().take(n).collect()));
+        }
+        let (seq, first) = self.runs.pop_front().unwrap_or_default();
+        self.seq = seq;
+        first
     }
 }
 
@@ -888,7 +925,7 @@ mod tests {
     #[test]
     fn geometry_never_exceeds_qsize() {
         for n in 1..=5000 {
-            let (slots, batch) = geometry(QueueSize::Bounded(n), 1, MAX_BATCH);
+            let (slots, batch) = geometry(QueueSize::Bounded(n), 1);
             let slots = slots.unwrap();
             assert!(slots >= 1 && (1..=MAX_BATCH).contains(&batch), "qsize {n}");
             assert!(slots * batch <= n, "qsize {n}: {slots} x {batch}");
@@ -896,35 +933,17 @@ mod tests {
                 assert!(slots >= 2, "qsize {n}");
             }
         }
-        assert_eq!(
-            geometry(QueueSize::Bounded(4096), 1, MAX_BATCH),
-            (Some(8), 512)
-        );
-        assert_eq!(
-            geometry(QueueSize::Bounded(4096), 2, MAX_BATCH),
-            (Some(8), 512)
-        );
-        assert_eq!(
-            geometry(QueueSize::Bounded(30), 1, MAX_BATCH),
-            (Some(2), 15)
-        );
-        assert_eq!(geometry(QueueSize::Bounded(1), 1, MAX_BATCH), (Some(1), 1));
+        assert_eq!(geometry(QueueSize::Bounded(4096), 1), (Some(8), 512));
+        assert_eq!(geometry(QueueSize::Bounded(4096), 2), (Some(8), 512));
+        assert_eq!(geometry(QueueSize::Bounded(30), 1), (Some(2), 15));
+        assert_eq!(geometry(QueueSize::Bounded(1), 1), (Some(1), 1));
         // A slot per sender, within the bound.
-        assert_eq!(
-            geometry(QueueSize::Bounded(4096), 64, MAX_BATCH),
-            (Some(64), 64)
-        );
-        assert_eq!(
-            geometry(QueueSize::Bounded(4096), 4096, MAX_BATCH),
-            (Some(4096), 1)
-        );
-        assert_eq!(
-            geometry(QueueSize::Bounded(100), 4096, MAX_BATCH),
-            (Some(100), 1)
-        );
+        assert_eq!(geometry(QueueSize::Bounded(4096), 64), (Some(64), 64));
+        assert_eq!(geometry(QueueSize::Bounded(4096), 4096), (Some(4096), 1));
+        assert_eq!(geometry(QueueSize::Bounded(100), 4096), (Some(100), 1));
         for senders in [3, 17, 1000, 5000] {
             for n in [1, 7, 100, 4096, 10_000] {
-                let (slots, batch) = geometry(QueueSize::Bounded(n), senders, MAX_BATCH);
+                let (slots, batch) = geometry(QueueSize::Bounded(n), senders);
                 assert!(slots.unwrap() * batch <= n, "qsize {n}, {senders} senders");
                 assert!(batch >= 1);
             }

@@ -37,6 +37,9 @@ use crate::link::{MAX_BATCH, Recv, Rx, Tx, Waiting, batch_limit, per_item_ns};
 /// that makes many items per input item waits once it has this many.
 pub(crate) const HOLD: usize = 2 * MAX_BATCH;
 
+/// A batch's output, and when its input left the source (profiled runs).
+type Done<O> = (Vec<O>, Option<Instant>);
+
 /// A worker's output.
 pub(crate) enum Out<O> {
     /// Unordered: the worker's own sender on the output queue.
@@ -53,6 +56,9 @@ pub(crate) struct Held<O> {
     watch: Tx<O>,
     /// Number of the input batch being worked on, if any.
     seq: Option<u64>,
+    /// Batches done and not handed in yet: the runs of a keyed stage's
+    /// batch, handed in together once the last is done (see `hand_in`).
+    deferred: Vec<(u64, Done<O>)>,
     held: Vec<O>,
     /// When the input batch left the source, in a profiled pipeline.
     born: Option<Instant>,
@@ -110,7 +116,7 @@ struct Pending<O, S> {
     next: u64,
     /// Workers waiting for their turn.
     waiting: usize,
-    done: BTreeMap<u64, (Vec<O>, Option<Instant>)>,
+    done: BTreeMap<u64, Done<O>>,
     /// How many items `done` holds.
     held: usize,
     /// The output so far of batches whose worker stopped reading them and
@@ -228,34 +234,62 @@ impl<O, S: Sink<O>> Reorder<O, S> {
     }
 
     /// Hands in batch `seq`'s output and releases whatever is now in line.
-    fn submit(&self, seq: u64, done: (Vec<O>, Option<Instant>), ctl: &Control) -> Result<(), Stop> {
+    fn submit(&self, seq: u64, done: Done<O>, ctl: &Control) -> Result<(), Stop> {
+        self.submit_all(std::iter::once((seq, done)), ctl)
+    }
+
+    /// Hands in the output of several batches, in number order, under one
+    /// lock: a keyed stage's worker hands in the runs of a batch together
+    /// (see [`Held::hand_in`]). Every batch now in line goes out in one
+    /// send: small batches would otherwise cost a hand-off each.
+    fn submit_all(
+        &self,
+        batches: impl IntoIterator<Item = (u64, Done<O>)>,
+        ctl: &Control,
+    ) -> Result<(), Stop> {
         let mut state = lock(&self.state);
-        // The worker holding batch `next` never waits here (nor does anyone
-        // while that batch may be among those given back), so this ends.
-        while self.too_far(seq, &state) {
-            state = self.wait(state, ctl)?;
-        }
-        if seq != state.next {
-            state.held += done.0.len();
-            state.done.insert(seq, done);
-            return Ok(());
-        }
-        let mut ready = done;
-        loop {
-            self.send(&mut state, ready.0, ready.1, ctl)?;
-            state.next += 1;
-            self.head.store(state.next, Ordering::Release);
-            let next = state.next;
-            match state.done.remove(&next) {
-                Some(items) => {
-                    state.held -= items.0.len();
-                    ready = items;
+        let mut ready: Vec<O> = Vec::new();
+        let mut born = None;
+        for (seq, (items, first_born)) in batches {
+            if self.too_far(seq, &state) {
+                // Out before waiting: while this waits, another worker may
+                // release the batches after them.
+                self.send(&mut state, std::mem::take(&mut ready), born, ctl)?;
+                if state.waiting > 0 {
+                    self.turn.notify_all();
                 }
-                None => break,
+                // The worker holding batch `next` never waits here (nor
+                // does anyone while that batch may be among those given
+                // back), so this ends.
+                while self.too_far(seq, &state) {
+                    state = self.wait(state, ctl)?;
+                }
             }
+            if seq != state.next {
+                state.held += items.len();
+                state.done.insert(seq, (items, first_born));
+                continue;
+            }
+            if ready.is_empty() {
+                born = first_born;
+            }
+            ready.extend(items);
+            loop {
+                state.next += 1;
+                let next = state.next;
+                match state.done.remove(&next) {
+                    Some((items, _)) => {
+                        state.held -= items.len();
+                        ready.extend(items);
+                    }
+                    None => break,
+                }
+            }
+            self.head.store(state.next, Ordering::Release);
         }
         // Sent under the lock, so batches leave in order; a full queue
         // holds back the other workers here, as it would anyway.
+        self.send(&mut state, ready, born, ctl)?;
         if state.waiting > 0 {
             self.turn.notify_all();
         }
@@ -351,6 +385,10 @@ impl<O> Held<O> {
             self.limit = HOLD;
             return Ok(());
         };
+        if wait {
+            // Nobody may wait holding batches done: one may be the head.
+            self.hand_in_deferred(ctl)?;
+        }
         let n = self.held.len();
         if self
             .order
@@ -365,15 +403,32 @@ impl<O> Held<O> {
         Ok(())
     }
 
-    /// Hands in the current batch's output, if there is a current batch.
+    /// Hands in the current batch's output, if there is a current batch,
+    /// with any deferred before it; or, with `defer` (more runs of a keyed
+    /// stage's batch follow, taken without waiting), keeps it to hand in
+    /// with them: one lock of the reorder step per batch, not per run.
     /// Output emitted before the worker's first batch stays held, and goes
     /// out with that batch's (or, if it never gets one, when it finishes).
-    fn hand_in(&mut self, ctl: &Control) -> Result<(), Stop> {
-        match self.seq.take() {
-            Some(done) => self
-                .order
-                .submit(done, (std::mem::take(&mut self.held), self.born), ctl),
-            None => Ok(()),
+    fn hand_in(&mut self, defer: bool, ctl: &Control) -> Result<(), Stop> {
+        if let Some(seq) = self.seq.take() {
+            let done = (std::mem::take(&mut self.held), self.born);
+            if defer || !self.deferred.is_empty() {
+                self.deferred.push((seq, done));
+            } else {
+                return self.order.submit(seq, done, ctl);
+            }
+        }
+        match defer {
+            true => Ok(()),
+            false => self.hand_in_deferred(ctl),
+        }
+    }
+
+    /// Hands in the batches done and deferred, if any.
+    fn hand_in_deferred(&mut self, ctl: &Control) -> Result<(), Stop> {
+        match self.deferred.is_empty() {
+            true => Ok(()),
+            false => self.order.submit_all(self.deferred.drain(..), ctl),
         }
     }
 }
@@ -386,6 +441,7 @@ impl<O> Out<O> {
             order,
             watch,
             seq: None,
+            deferred: Vec::new(),
             held: Vec::new(),
             born: None,
             limit: 1,
@@ -460,16 +516,24 @@ impl<O> Out<O> {
                 // stage that acts on the time-out (a partial chunk) still
                 // emits into the batch its items came from; what it holds
                 // goes out now if its batch is the head.
+                let defer = rx.has_runs();
                 match deadline {
-                    None => h.hand_in(ctl)?,
-                    Some(_) if !h.held.is_empty() => h.offer(false, ctl)?,
-                    Some(_) => {}
+                    None => h.hand_in(defer, ctl)?,
+                    Some(_) => {
+                        if !defer {
+                            // This may wait: nothing done stays behind.
+                            h.hand_in_deferred(ctl)?;
+                        }
+                        if !h.held.is_empty() {
+                            h.offer(false, ctl)?;
+                        }
+                    }
                 }
                 let open = h.seq.is_some();
                 let received = rx.recv(ctl, &mut NoFlush(open), deadline)?;
                 match &received {
                     Recv::Batch(batch) => {
-                        h.hand_in(ctl)?;
+                        h.hand_in(defer, ctl)?;
                         let seq = rx.seq();
                         h.seq = Some(seq);
                         h.born = rx.born();
@@ -510,14 +574,14 @@ impl<O> Out<O> {
         match self {
             Out::Direct(tx) => tx.flush(ctl),
             Out::Ordered(h) => {
-                match h.seq {
-                    Some(_) => h.hand_in(ctl)?,
-                    // A worker that never took a batch: its output belongs to
-                    // no input, and goes out now.
-                    None if h.held.is_empty() => {}
-                    None => h
-                        .order
-                        .release_now(std::mem::take(&mut h.held), h.born, ctl)?,
+                let current = h.seq.is_some();
+                // The current batch, and any deferred.
+                h.hand_in(false, ctl)?;
+                if !current && !h.held.is_empty() {
+                    // Output held with no batch: it belongs to no input, and
+                    // goes out now.
+                    h.order
+                        .release_now(std::mem::take(&mut h.held), h.born, ctl)?;
                 }
                 h.order.finished(ctl)
             }
@@ -551,7 +615,16 @@ mod model {
 
     /// A worker as `Out::Ordered` runs it: take the next batch (numbered in
     /// queue order by its senders), work on it, hand it in; `batches` times.
-    fn worker(order: &Reorder<u64, Released>, queue: &Mutex<u64>, ctl: &Control, batches: usize) {
+    /// `together`: as a keyed stage's worker does with the runs of one
+    /// batch, it takes all its batches first and hands them in at once.
+    fn worker(
+        order: &Reorder<u64, Released>,
+        queue: &Mutex<u64>,
+        ctl: &Control,
+        batches: usize,
+        together: bool,
+    ) {
+        let mut deferred = Vec::new();
         for _ in 0..batches {
             let seq = {
                 let mut next = lock(queue);
@@ -559,15 +632,26 @@ mod model {
                 *next - 1
             };
             // The batch's output is its own number.
-            order.submit(seq, (vec![seq], None), ctl).unwrap();
+            match together {
+                true => deferred.push((seq, (vec![seq], None))),
+                false => order.submit(seq, (vec![seq], None), ctl).unwrap(),
+            }
         }
+        order.submit_all(deferred, ctl).unwrap();
     }
 
     /// Runs `workers` workers of `batches` batches each (one of them on the
     /// model's main thread) through a reorder step of the given window, and
     /// checks that every batch was released exactly once, in number order,
     /// and that no worker is left waiting.
-    fn check(workers: usize, batches: usize, window: u64, budget: usize, max_window: u64) {
+    fn check(
+        workers: usize,
+        batches: usize,
+        window: u64,
+        budget: usize,
+        max_window: u64,
+        together: bool,
+    ) {
         let mut builder = loom::model::Builder::new();
         builder.preemption_bound = Some(3);
         builder.check(move || {
@@ -583,10 +667,10 @@ mod model {
             let others: Vec<_> = (1..workers)
                 .map(|_| {
                     let (order, queue, ctl) = (order.clone(), queue.clone(), ctl.clone());
-                    thread::spawn(move || worker(&order, &queue, &ctl, batches))
+                    thread::spawn(move || worker(&order, &queue, &ctl, batches, together))
                 })
                 .collect();
-            worker(&order, &queue, &ctl, batches);
+            worker(&order, &queue, &ctl, batches, together);
             for t in others {
                 t.join().unwrap();
             }
@@ -605,18 +689,18 @@ mod model {
     /// `notify_all` makes this report a deadlock).
     #[test]
     fn three_workers_window_one() {
-        check(3, 1, 1, 0, 1);
+        check(3, 1, 1, 0, 1, false);
     }
 
     #[test]
     fn two_workers_two_batches_window_one() {
-        check(2, 2, 1, 0, 1);
+        check(2, 2, 1, 0, 1, false);
     }
 
     /// The production window for two workers.
     #[test]
     fn two_workers_three_batches_window_four() {
-        check(2, 3, 4, 0, 4);
+        check(2, 3, 4, 0, 4, false);
     }
 
     /// Past the window of one batch while fewer than 2 items are held, up
@@ -624,6 +708,14 @@ mod model {
     /// window (each batch's output is one item).
     #[test]
     fn two_workers_three_batches_item_budget() {
-        check(2, 3, 1, 2, 3);
+        check(2, 3, 1, 2, 3, false);
+    }
+
+    /// Batches handed in together (a keyed stage's runs): a worker past the
+    /// window sends what it released before it waits, and the other, which
+    /// holds the head, is not kept waiting by it.
+    #[test]
+    fn two_workers_two_batches_together_window_one() {
+        check(2, 2, 1, 0, 1, true);
     }
 }

@@ -15,15 +15,17 @@
 //! others, so a worker behind does not hold its siblings back.
 //!
 //! An `ordered` keyed stage releases its output in the order its input
-//! arrived, across keys. Its workers' queues share one batch numbering, and
-//! the router sends a worker's batch as soon as an item goes to another
-//! worker, so batch `n + 1`'s items all arrived after batch `n`'s: the
-//! stage's reorder step then releases batches in number order, as for any
-//! ordered stage. The price is smaller batches (as small as one item when
-//! consecutive items have different workers). A worker whose function
-//! returns early reads the rest of its queue without looking at it (its
-//! keys are nobody else's), handing each batch's number in empty, so the
-//! reorder step never waits for a number that will not come.
+//! arrived, across keys. The router numbers each run of consecutive items
+//! that go to one worker; a worker's batches carry its runs with their
+//! numbers, and its receiver hands each run out as a batch of its own
+//! (`Tx::push_in_run`), so the stage's reorder step releases runs in
+//! number order, as it releases batches for any ordered stage, while the
+//! queues carry full batches. A run is as short as one item when
+//! consecutive items have different workers: ordering costs a hand-in to
+//! the reorder step per run. A worker whose function returns early reads
+//! the rest of its queue without looking at it (its keys are nobody
+//! else's), handing each run's number in empty, so the reorder step never
+//! waits for a number that will not come.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -33,7 +35,7 @@ use crate::config::{QueueSize, StageConfig};
 use crate::control::Control;
 use crate::error::{StageError, Stop, into_panic_message};
 use crate::launch::Launch;
-use crate::link::{Numbering, Recv, Rx, Tx, Waiting, keyed_link};
+use crate::link::{Recv, Rx, Tx, Waiting, keyed_link};
 use crate::pipeline::{Pipeline, Split};
 use crate::stage::{Configurable, Stage};
 use crate::worker::Worker;
@@ -199,18 +201,17 @@ fn start_router<T: Send + 'static>(
     let workers = config.workers();
     let queue = worker_queue(config.queue(), workers);
     let gauge = input.gauge();
-    // An ordered stage's workers' queues are one numbered input to its
-    // reorder step.
-    let numbering = config.ordered().then(Numbering::default);
+    let ordered = config.ordered();
     let (txs, rxs): (Vec<Tx<T>>, Vec<Rx<T>>) = (0..workers)
-        .map(|_| keyed_link(queue, gauge.clone(), numbering.clone()))
+        .map(|_| keyed_link(queue, gauge.clone(), ordered))
         .unzip();
     let ctl = launch.control();
     let queues = Queues {
         open: txs.len(),
         txs: txs.into_iter().map(Some).collect(),
-        in_order: config.ordered(),
-        filling: None,
+        in_order: ordered,
+        last: None,
+        run: 0,
     };
     // If the thread cannot start, the run has failed already (or was
     // cancelled): the workers' queues close with it, and what the workers
@@ -241,7 +242,7 @@ fn route<T>(
             queues.push(worker, item, born, ctl)?;
         }
         queues.flush(ctl)?;
-        queues.prune();
+        queues.prune(ctl)?;
         if queues.open == 0 {
             // Every worker stopped reading: so does the stage, and the
             // stages before it stop as they would for any stage.
@@ -273,13 +274,13 @@ struct Queues<T> {
     txs: Vec<Option<Tx<T>>>,
     /// How many workers still read.
     open: usize,
-    /// The stage is `ordered`: batches are numbered as they are sent, and
-    /// the reorder step releases them in that order, so each batch must
-    /// hold items that arrived one after the other. A worker's batch is
-    /// sent as soon as an item goes to another worker.
+    /// The stage is `ordered`: each run of consecutive items that go to
+    /// one worker is numbered (`Tx::push_in_run`), and the stage's reorder
+    /// step releases the runs' output in number order.
     in_order: bool,
-    /// Ordered: the one worker whose buffer may hold items.
-    filling: Option<usize>,
+    /// Ordered: the worker of the last item, and its run's number.
+    last: Option<usize>,
+    run: u64,
 }
 
 impl<T> Queues<T> {
@@ -296,14 +297,9 @@ impl<T> Queues<T> {
             return Ok(());
         };
         if tx.is_disconnected() {
-            self.close(worker);
-            return Ok(());
+            return self.close(worker, ctl);
         }
-        if self.in_order && self.filling != Some(worker) {
-            if let Some(before) = self.filling.replace(worker) {
-                self.flush_one(before, ctl)?;
-            }
-        } else if tx.next_push_waits() {
+        if tx.next_push_waits() {
             // This worker is behind: the others get what is theirs first,
             // rather than wait with it.
             self.flush_except(Some(worker), ctl)?;
@@ -312,7 +308,20 @@ impl<T> Queues<T> {
             return Ok(());
         };
         tx.inherit(born);
-        let sent = tx.push(item, ctl);
+        let sent = match self.in_order {
+            false => tx.push(item, ctl),
+            true => {
+                // A new run at each change of worker, and where the last
+                // one's items have been sent (a run never spans two
+                // batches: the receiver hands each batch's runs out one
+                // by one, each to be handed in once).
+                let last = self.last.replace(worker);
+                if last.is_some() && (last != Some(worker) || tx.is_empty()) {
+                    self.run += 1;
+                }
+                tx.push_in_run(item, self.run, ctl)
+            }
+        };
         self.sent(worker, sent, ctl)
     }
 
@@ -342,23 +351,32 @@ impl<T> Queues<T> {
 
     /// Closes the queues of the workers that stopped reading, whether or
     /// not a key of theirs came since: once none reads, the router stops.
-    fn prune(&mut self) {
+    fn prune(&mut self, ctl: &Control) -> Result<(), Stop> {
         for worker in 0..self.txs.len() {
             if self.txs[worker].as_ref().is_some_and(Tx::is_disconnected) {
-                self.close(worker);
+                self.close(worker, ctl)?;
             }
         }
+        Ok(())
     }
 
-    /// `worker` stopped reading: what its buffer holds is dropped with its
-    /// sender, whose queue closes (a keyed ordered worker then reads what
-    /// was sent to its end).
-    fn close(&mut self, worker: usize) {
-        if self.txs[worker].take().is_some() {
-            self.open -= 1;
-        }
-        if self.filling == Some(worker) {
-            self.filling = None;
+    /// `worker` stopped reading: its queue closes. Unordered, what its
+    /// buffer holds is dropped with the sender. Ordered, the worker reads
+    /// what was sent to its end, handing each run's number in (see
+    /// `Rx::abandon`), and the runs in the buffer have numbers too: they
+    /// are sent first.
+    fn close(&mut self, worker: usize, ctl: &Control) -> Result<(), Stop> {
+        let Some(mut tx) = self.txs[worker].take() else {
+            return Ok(());
+        };
+        self.open -= 1;
+        match self.in_order {
+            true => match tx.flush(ctl) {
+                // Its reader is gone after all: the run is ending.
+                Err(Stop::Cancelled) if !ctl.is_cancelled() => Ok(()),
+                flushed => flushed,
+            },
+            false => Ok(()),
         }
     }
 
@@ -370,7 +388,10 @@ impl<T> Queues<T> {
                 if !ctl.is_cancelled()
                     && self.txs[worker].as_ref().is_some_and(Tx::is_disconnected) =>
             {
-                self.close(worker);
+                // Nothing can reach it: not even, ordered, its numbered
+                // runs (the run is ending: its reader is gone).
+                self.txs[worker] = None;
+                self.open -= 1;
                 Ok(())
             }
             sent => sent,

@@ -237,10 +237,10 @@ pub trait StageExt: Configurable + Sized {
     /// Across keys, the workers go at their own pace, unless the stage is
     /// also [`ordered`](StageExt::ordered): then its output keeps the order
     /// of its input, across keys, as any ordered stage's does. The router
-    /// then sends a worker's batch whenever the next item is another
-    /// worker's, so batches are smaller (down to one item when consecutive
-    /// items have different workers): ordering costs more per item here
-    /// than on an unkeyed stage.
+    /// then numbers each run of consecutive items that go to one worker
+    /// (down to one item when consecutive items have different workers),
+    /// and the stage puts the runs' output back in order: ordering costs
+    /// more per item here than on an unkeyed stage.
     ///
     /// A keyed stage cannot run in a distributed pipeline, nor sit in a
     /// serial segment of more than one worker: each fails the pipeline with
