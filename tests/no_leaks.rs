@@ -185,6 +185,27 @@ fn no_thread_outlives_its_pipeline() {
                 }),
             ),
             (
+                "keyed, ordered: early drop",
+                Box::new(|| {
+                    let stage = inc::new()
+                        .workers(3)
+                        .ordered(true)
+                        .partition_by(|x: &u64| x % 7);
+                    let mut r = pipe!(0..u64::MAX | { stage } | inc).results();
+                    r.next().unwrap().unwrap();
+                }),
+            ),
+            (
+                "keyed, ordered: every worker stops early",
+                Box::new(|| {
+                    let stage = first_five::new()
+                        .workers(3)
+                        .ordered(true)
+                        .partition_by(|x: &u64| x % 1000);
+                    pipe!(0..u64::MAX | inc | { stage }).run().unwrap();
+                }),
+            ),
+            (
                 "keyed: the key function panics",
                 Box::new(|| {
                     let key = |x: &u64| {
@@ -293,6 +314,18 @@ fn no_thread_outlives_its_pipeline() {
                     drop(a);
                     let merged = Pipeline::merge([pipe!(0..u64::MAX), pipe!(0..u64::MAX | inc)]);
                     let mut r = merged.results();
+                    r.next().unwrap().unwrap();
+                    drop(r);
+                }),
+            ),
+            (
+                "graphs: zip; success, uneven, early drop",
+                Box::new(|| {
+                    let [a, b] = pipe!(0..10_000u64).tee();
+                    pipe!(a | inc).zip(b).run().unwrap();
+                    pipe!(0..10u64).zip(pipe!(0..9u64)).run().unwrap_err();
+                    let [a, b] = pipe!(0..u64::MAX).tee();
+                    let mut r = a.zip(pipe!(b | inc)).results();
                     r.next().unwrap().unwrap();
                     drop(r);
                 }),
