@@ -567,23 +567,33 @@ fn keep(item: Tagged) -> Tagged {
     item
 }
 
+/// `stage` on `workers` workers, keyed by each item's key and `ordered`,
+/// over `items`: all it gives, or its error, under the watchdog.
+fn keyed_in_order<S>(
+    what: &'static str,
+    items: impl IntoSource<Item = Tagged> + Send + 'static,
+    stage: S,
+    workers: usize,
+) -> Result<Vec<S::Out>, PipelineError>
+where
+    S: Stage<In = Tagged> + Send + Sync + 'static,
+    S::Out: Send + 'static,
+{
+    watchdog(LIMIT, what, move || {
+        let stage = stage
+            .workers(workers)
+            .ordered(true)
+            .partition_by(|item: &Tagged| item.0);
+        pipe!(items | { stage }).collect()
+    })
+}
+
 /// Runs `running_count` keyed and ordered, and checks the output is the
 /// input, in its order, each key counted in its order.
 fn run_keyed_ordered(workers: usize, n: u64, keys: u32, qsize: usize) {
     let items = tagged(n, keys);
-    let input = items.clone();
-    let out: Vec<(Tagged, u64)> = watchdog(LIMIT, "keyed ordered run", move || {
-        pipe!(
-            input
-                | running_count
-                    .workers(workers)
-                    .qsize(qsize)
-                    .ordered(true)
-                    .partition_by(|item: &Tagged| item.0)
-        )
-        .collect()
-        .unwrap()
-    });
+    let stage = running_count::new().qsize(qsize);
+    let out = keyed_in_order("keyed ordered run", items.clone(), stage, workers).unwrap();
     let got: Vec<Tagged> = out.iter().map(|(item, _)| *item).collect();
     assert!(
         got == items,
@@ -616,15 +626,8 @@ fn ordered_with_a_slow_worker_keeps_every_item_in_order() {
     // Key 0's worker sleeps on each of its items; the others run ahead as
     // far as the reorder step lets them, and wait.
     let items: Vec<Tagged> = (0..3_000u64).map(|i| ((i % 3) as u32, i / 3)).collect();
-    let input = items.clone();
-    let out: Vec<Tagged> = watchdog(LIMIT, "ordered, a worker behind", move || {
-        let stage = slow_on_key_zero::new()
-            .workers(3)
-            .qsize(6)
-            .ordered(true)
-            .partition_by(|item: &Tagged| item.0);
-        pipe!(input | { stage }).collect().unwrap()
-    });
+    let stage = slow_on_key_zero::new().qsize(6);
+    let out = keyed_in_order("ordered, a worker behind", items.clone(), stage, 3).unwrap();
     assert!(out == items, "output out of input order");
 }
 
@@ -651,18 +654,7 @@ fn ordered_with_several_outputs_per_item_and_a_map_stage_after_it() {
 #[test]
 fn ordered_keyed_map_stage() {
     let items = tagged(30_000, 200);
-    let input = items.clone();
-    let out: Vec<Tagged> = watchdog(LIMIT, "ordered keyed map stage", move || {
-        pipe!(
-            input
-                | keep
-                    .workers(4)
-                    .ordered(true)
-                    .partition_by(|item: &Tagged| item.0)
-        )
-        .collect()
-        .unwrap()
-    });
+    let out = keyed_in_order("ordered keyed map stage", items.clone(), keep::new(), 4).unwrap();
     assert!(out == items, "output out of input order");
 }
 
@@ -698,18 +690,7 @@ fn ordered_a_worker_that_stops_reading_does_not_stop_the_others() {
     // Each worker takes 3 items and returns: the batches still in its
     // queue are skipped, so the reorder step does not wait for them.
     let items = tagged(20_000, 40);
-    let input = items.clone();
-    let out: Vec<Tagged> = watchdog(LIMIT, "ordered, stops reading", move || {
-        pipe!(
-            input
-                | first(3)
-                    .workers(4)
-                    .ordered(true)
-                    .partition_by(|item: &Tagged| item.0)
-        )
-        .collect()
-        .unwrap()
-    });
+    let out = keyed_in_order("ordered, stops reading", items.clone(), first::new(3), 4).unwrap();
     assert!(out.len() <= 12 && !out.is_empty(), "{}", out.len());
     let at = positions(&out, &items);
     assert!(at.windows(2).all(|w| w[0] < w[1]), "out of order: {at:?}");
@@ -724,18 +705,8 @@ fn ordered_one_worker_stops_while_the_others_read_everything() {
         items.take_while(|item| item.0 != 0 || item.1 < 3)
     }
     let items = tagged(20_000, 40);
-    let input = items.clone();
-    let out: Vec<Tagged> = watchdog(LIMIT, "ordered, one stops", move || {
-        pipe!(
-            input
-                | stop_on_key_zero
-                    .workers(4)
-                    .ordered(true)
-                    .partition_by(|item: &Tagged| item.0)
-        )
-        .collect()
-        .unwrap()
-    });
+    let stage = stop_on_key_zero::new();
+    let out = keyed_in_order("ordered, one stops", items.clone(), stage, 4).unwrap();
     let at = positions(&out, &items);
     assert!(at.windows(2).all(|w| w[0] < w[1]), "out of order");
     assert!(out.contains(&(0, 2)) && !out.contains(&(0, 3)));
@@ -747,18 +718,8 @@ fn ordered_one_worker_stops_while_the_others_read_everything() {
 
 #[test]
 fn ordered_every_worker_stopping_on_an_endless_source_ends_the_run() {
-    let out: Vec<Tagged> = watchdog(LIMIT, "ordered, all stop, endless", || {
-        let endless = (0u64..).map(|i| ((i % 64) as u32, i / 64));
-        pipe!(
-            endless
-                | first(3)
-                    .workers(4)
-                    .ordered(true)
-                    .partition_by(|item: &Tagged| item.0)
-        )
-        .collect()
-        .unwrap()
-    });
+    let endless = (0u64..).map(|i| ((i % 64) as u32, i / 64));
+    let out = keyed_in_order("ordered, all stop, endless", endless, first::new(3), 4).unwrap();
     assert_eq!(out.len(), 12);
     let index = |t: &Tagged| t.1 * 64 + u64::from(t.0);
     assert!(
@@ -769,31 +730,13 @@ fn ordered_every_worker_stopping_on_an_endless_source_ends_the_run() {
 
 #[test]
 fn ordered_an_error_or_panic_names_the_stage_and_worker() {
-    let err = watchdog(LIMIT, "ordered stage error", || {
-        pipe!(
-            tagged(20_000, 40)
-                | fail_at(7, 3)
-                    .workers(4)
-                    .ordered(true)
-                    .partition_by(|item: &Tagged| item.0)
-        )
-        .run()
-        .unwrap_err()
-    });
+    let items = tagged(20_000, 40);
+    let err =
+        keyed_in_order("ordered stage error", items.clone(), fail_at::new(7, 3), 4).unwrap_err();
     assert_eq!(err.stage(), "fail_at");
     assert!(err.worker().is_some_and(|w| w < 4), "{err}");
     assert_eq!(err.downcast_ref::<Boom>(), Some(&Boom(3)));
-    let err = watchdog(LIMIT, "ordered stage panic", || {
-        pipe!(
-            tagged(20_000, 40)
-                | panic_at(7, 3)
-                    .workers(4)
-                    .ordered(true)
-                    .partition_by(|item: &Tagged| item.0)
-        )
-        .run()
-        .unwrap_err()
-    });
+    let err = keyed_in_order("ordered stage panic", items, panic_at::new(7, 3), 4).unwrap_err();
     assert_eq!(err.stage(), "panic_at");
     assert!(err.worker().is_some_and(|w| w < 4), "{err}");
 }
