@@ -319,31 +319,37 @@ fn pass(items: impl Iterator<Item = Tagged>) -> impl Iterator<Item = Tagged> {
     items
 }
 
-#[test]
-fn dropping_the_results_of_an_endless_source_stops_everything() {
-    watchdog(LIMIT, "early drop", || {
+/// Reads 1,000 items of an endless source through `pass` keyed on 4
+/// workers (`ordered` or not, its threads named `name`), drops the
+/// results, and checks every thread of the stage ends.
+fn drop_an_endless_keyed_run(ordered: bool, name: &'static str) {
+    watchdog(LIMIT, "early drop", move || {
         let endless = (0u64..).map(|i| ((i % 13) as u32, i));
-        let mut results = pipe!(
-            endless
-                | pass
-                    .workers(4)
-                    .partition_by(|item: &Tagged| item.0)
-                    .name("kdrop")
-        )
-        .results();
-        for item in results.by_ref().take(1_000) {
-            item.unwrap();
+        let stage = pass::new()
+            .workers(4)
+            .ordered(ordered)
+            .partition_by(|item: &Tagged| item.0)
+            .name(name);
+        let mut results = pipe!(endless | { stage }).results();
+        let got: Vec<u64> = results.by_ref().take(1_000).map(|i| i.unwrap().1).collect();
+        if ordered {
+            assert_eq!(got, (0..1_000).collect::<Vec<_>>());
         }
         // Four workers and a router while it runs (so the check below
         // looks for the right names); a thread is named once it runs.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while threads_named("kdrop") < 5 {
-            assert!(std::time::Instant::now() < deadline, "no `kdrop` threads");
+        while threads_named(name) < 5 {
+            assert!(std::time::Instant::now() < deadline, "no `{name}` threads");
             std::thread::sleep(Duration::from_millis(5));
         }
         drop(results);
     });
-    assert_no_thread_named("kdrop");
+    assert_no_thread_named(name);
+}
+
+#[test]
+fn dropping_the_results_of_an_endless_source_stops_everything() {
+    drop_an_endless_keyed_run(false, "kdrop");
 }
 
 #[test]
@@ -743,25 +749,5 @@ fn ordered_an_error_or_panic_names_the_stage_and_worker() {
 
 #[test]
 fn ordered_dropping_the_results_of_an_endless_source_stops_everything() {
-    watchdog(LIMIT, "ordered early drop", || {
-        let endless = (0u64..).map(|i| ((i % 13) as u32, i));
-        let mut results = pipe!(
-            endless
-                | pass
-                    .workers(4)
-                    .ordered(true)
-                    .partition_by(|item: &Tagged| item.0)
-                    .name("kodrop")
-        )
-        .results();
-        let got: Vec<u64> = results.by_ref().take(1_000).map(|i| i.unwrap().1).collect();
-        assert_eq!(got, (0..1_000).collect::<Vec<_>>());
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while threads_named("kodrop") < 5 {
-            assert!(std::time::Instant::now() < deadline, "no `kodrop` threads");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        drop(results);
-    });
-    assert_no_thread_named("kodrop");
+    drop_an_endless_keyed_run(true, "kodrop");
 }
