@@ -502,7 +502,10 @@ impl<T: Send + 'static> Pipeline<T> {
 
     /// How many items a branch nobody reads may hold before the graph fails
     /// (see [`tee`](Pipeline::tee)), for the forks of this pipeline; at
-    /// least 1, [`DEFAULT_BRANCH_BUFFER`] by default.
+    /// least 1, [`DEFAULT_BRANCH_BUFFER`] by default. A
+    /// [`zip`](Pipeline::zip) of this pipeline takes it as the most items
+    /// one input may get ahead of the other (the larger of its two inputs'
+    /// settings).
     pub fn branch_buffer(mut self, items: usize) -> Self {
         if items == 0 {
             let why = "`branch_buffer(0)`: a branch holds at least 1 item".to_owned();

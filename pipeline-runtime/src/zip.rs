@@ -216,7 +216,7 @@ impl std::fmt::Display for Uneven {
         match self.ended {
             true => write!(
                 f,
-                "input {behind} of the zip ended after {paired} items, and input {ahead} has {by} more"
+                "input {behind} of the zip ended after {paired} items, and input {ahead} has at least {by} more"
             )?,
             false => write!(
                 f,
