@@ -106,9 +106,9 @@ GROUPS = [
      "relative to `plain`; divide the time by 1,000,000 for the cost per item."),
     ("graphs", "keyed_order", "13. Keyed stages in order: what order across keys costs",
      "1,000,000 integers through a map stage on 2 workers: `plain` (unkeyed, unordered), "
-     "`ordered`, `keyed` (`partition_by(x % 1024)`) and `keyed_ordered` (both: the router sends "
-     "a batch whenever the next item is the other worker's, so batches are about 2 items). "
-     "Speed-ups are relative to `plain`."),
+     "`ordered`, `keyed` (`partition_by(x % 1024)`) and `keyed_ordered` (both: the router numbers "
+     "each run of consecutive items that go to one worker, about 2 items here, and the reorder "
+     "step puts the runs back in order). Speed-ups are relative to `plain`."),
 ]
 BENCHES = ["overhead", "serial", "granularity", "mandelbrot", "uneven", "async_io", "pgzip",
            "small_runs", "io_workers", "profiler", "graphs"]
