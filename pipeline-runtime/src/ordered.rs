@@ -100,10 +100,10 @@ pub(crate) struct Reorder<O, S = Tx<O>> {
     /// How many batches past the oldest unfinished one may be held.
     window: u64,
     /// Beyond `window`, while the batches held hold fewer items than this,
-    /// and up to `max_window` batches: tiny batches (a keyed stage's, cut
-    /// at each change of worker, or costly items one at a time) would
-    /// otherwise keep the workers in lockstep, each waiting for the others
-    /// every few items, while the memory held stays small.
+    /// and up to `max_window` batches: tiny batches (a keyed stage's runs,
+    /// or costly items one at a time) would otherwise keep the workers in
+    /// lockstep, each waiting for the others every few items, while the
+    /// memory held stays small.
     budget: usize,
     max_window: u64,
     /// `Pending::next`, readable without the lock: a worker checks it
@@ -270,10 +270,14 @@ impl<O, S: Sink<O>> Reorder<O, S> {
                 state.done.insert(seq, (items, first_born));
                 continue;
             }
-            if ready.is_empty() {
-                born = first_born;
+            match ready.is_empty() {
+                // Moved, not copied: most releases are one batch.
+                true => {
+                    born = first_born;
+                    ready = items;
+                }
+                false => ready.extend(items),
             }
-            ready.extend(items);
             loop {
                 state.next += 1;
                 let next = state.next;
