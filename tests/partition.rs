@@ -371,14 +371,17 @@ fn runs_on_a_threads_set() {
     }
 }
 
-#[test]
-fn a_trickling_input_is_not_held_back() {
-    // Each item must come out before the next goes in: the router may not
-    // keep any in its buffers while it waits for more.
-    watchdog(LIMIT, "trickle", || {
+/// Sends 50 items through `pass` keyed on 4 workers (`ordered` or not),
+/// one at a time: each must come out before the next goes in, so the
+/// router may keep none in its buffers while it waits for more.
+fn trickle(ordered: bool) {
+    watchdog(LIMIT, "trickle", move || {
         let (tx, rx) = flume::unbounded();
-        let mut results =
-            pipe!(rx | pass.workers(4).partition_by(|item: &Tagged| item.0)).results();
+        let stage = pass::new()
+            .workers(4)
+            .ordered(ordered)
+            .partition_by(|item: &Tagged| item.0);
+        let mut results = pipe!(rx | { stage }).results();
         for i in 0..50u64 {
             tx.send(((i % 5) as u32, i)).unwrap();
             let got = results.next().expect("an item").unwrap();
@@ -387,6 +390,11 @@ fn a_trickling_input_is_not_held_back() {
         drop(tx);
         assert!(results.next().is_none());
     });
+}
+
+#[test]
+fn a_trickling_input_is_not_held_back() {
+    trickle(false);
 }
 
 /// Reads its first `n` items, then stops reading.
@@ -666,23 +674,7 @@ fn ordered_keyed_map_stage() {
 
 #[test]
 fn ordered_a_trickling_input_is_not_held_back() {
-    watchdog(LIMIT, "ordered trickle", || {
-        let (tx, rx) = flume::unbounded();
-        let mut results = pipe!(
-            rx | pass
-                .workers(4)
-                .ordered(true)
-                .partition_by(|item: &Tagged| item.0)
-        )
-        .results();
-        for i in 0..50u64 {
-            tx.send(((i % 5) as u32, i)).unwrap();
-            let got = results.next().expect("an item").unwrap();
-            assert_eq!(got, ((i % 5) as u32, i));
-        }
-        drop(tx);
-        assert!(results.next().is_none());
-    });
+    trickle(true);
 }
 
 /// Where each item of `out` stands in `items` (each item is unique).
