@@ -87,23 +87,31 @@ fn pass_on<T: Send + 'static>(
     let Some(mut results) = slots.take(w.index) else {
         return Ok(());
     };
-    while let Some(batch) = results.next_batch() {
-        match batch {
-            Ok(batch) => {
-                for item in batch {
-                    w.tx.push(item, &w.ctl)?;
-                }
-                // Passed on now: an input that streams is not held back
-                // until the next batch.
-                w.tx.flush(&w.ctl)?;
-            }
-            Err(error) => {
-                // The graph has it already (joined at the start); in case
-                // it was the input's before the join, it is ours now too.
-                w.ctl.fail_elsewhere(error.elsewhere());
-                return Err(StageError(Stop::Cancelled));
-            }
+    while let Some(batch) = next_input_batch(&mut results, &w.ctl)? {
+        for item in batch {
+            w.tx.push(item, &w.ctl)?;
         }
+        // Passed on now: an input that streams is not held back until the
+        // next batch.
+        w.tx.flush(&w.ctl)?;
     }
     Ok(())
+}
+
+/// The next batch of an input [`adopt`]ed by the run `ctl` controls;
+/// `None` at its end. An input's failure is the graph's already (joined at
+/// the start); in case it was the input's before the join, it is the run's
+/// now too, and the worker reading it stops.
+pub(crate) fn next_input_batch<T>(
+    input: &mut Results<T>,
+    ctl: &Control,
+) -> Result<Option<Vec<T>>, StageError> {
+    match input.next_batch() {
+        Some(Ok(batch)) => Ok(Some(batch)),
+        None => Ok(None),
+        Some(Err(error)) => {
+            ctl.fail_elsewhere(error.elsewhere());
+            Err(StageError(Stop::Cancelled))
+        }
+    }
 }

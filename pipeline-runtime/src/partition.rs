@@ -21,11 +21,16 @@
 //! (`Tx::push_in_run`), so the stage's reorder step releases runs in
 //! number order, as it releases batches for any ordered stage, while the
 //! queues carry full batches. A run is as short as one item when
-//! consecutive items have different workers: ordering costs a hand-in to
-//! the reorder step per run. A worker whose function returns early reads
-//! the rest of its queue without looking at it (its keys are nobody
-//! else's), handing each run's number in empty, so the reorder step never
-//! waits for a number that will not come.
+//! consecutive items have different workers: ordering costs an entry in
+//! the reorder step per run (a worker hands a batch's runs in together,
+//! under one lock). A worker whose function returns early reads the rest
+//! of its queue without looking at it (its keys are nobody else's),
+//! handing each run's number in empty, so the reorder step never waits for
+//! a number that will not come.
+//!
+//! The router notices a worker that stopped reading when a send to it
+//! fails or, at the latest, after each input batch (`prune`; an ordered
+//! worker's queue stays open while it reads it unseen): no check per item.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -296,9 +301,6 @@ impl<T> Queues<T> {
             // them: dropped, as a stage drops what it stops reading.
             return Ok(());
         };
-        if tx.is_disconnected() {
-            return self.close(worker, ctl);
-        }
         if tx.next_push_waits() {
             // This worker is behind: the others get what is theirs first,
             // rather than wait with it.
@@ -366,10 +368,9 @@ impl<T> Queues<T> {
     /// `Rx::abandon`), and the runs in the buffer have numbers too: they
     /// are sent first.
     fn close(&mut self, worker: usize, ctl: &Control) -> Result<(), Stop> {
-        let Some(mut tx) = self.txs[worker].take() else {
+        let Some(mut tx) = self.forget(worker) else {
             return Ok(());
         };
-        self.open -= 1;
         match self.in_order {
             true => match tx.flush(ctl) {
                 // Its reader is gone after all: the run is ending.
@@ -378,6 +379,15 @@ impl<T> Queues<T> {
             },
             false => Ok(()),
         }
+    }
+
+    /// Sends nothing more to `worker`: its sender, if it still had one.
+    fn forget(&mut self, worker: usize) -> Option<Tx<T>> {
+        let tx = self.txs[worker].take();
+        if tx.is_some() {
+            self.open -= 1;
+        }
+        tx
     }
 
     /// A send to `worker` refused because the worker stopped reading is
@@ -390,8 +400,7 @@ impl<T> Queues<T> {
             {
                 // Nothing can reach it: not even, ordered, its numbered
                 // runs (the run is ending: its reader is gone).
-                self.txs[worker] = None;
-                self.open -= 1;
+                self.forget(worker);
                 Ok(())
             }
             sent => sent,

@@ -18,9 +18,9 @@ use std::sync::{Arc, Mutex};
 
 use crate::config::StageConfig;
 use crate::control::lock;
-use crate::error::{StageError, Stop};
+use crate::error::StageError;
 use crate::launch::{PerWorker, WorkerStart};
-use crate::merge::adopt;
+use crate::merge::{adopt, next_input_batch};
 use crate::pipeline::Pipeline;
 use crate::results::Results;
 
@@ -160,15 +160,7 @@ where
         return Ok(());
     };
     loop {
-        let batch = match input.next_batch() {
-            Some(Ok(batch)) => Some(batch),
-            None => None,
-            Some(Err(error)) => {
-                // As a merge's input (see `merge::pass_on`).
-                w.ctl.fail_elsewhere(error.elsewhere());
-                return Err(StageError(Stop::Cancelled));
-            }
-        };
+        let batch = next_input_batch(&mut input, &w.ctl)?;
         let end = batch.is_none();
         // Sent under the lock: pairs leave in order, whichever worker
         // completed them. The other worker waits meanwhile, as it would
